@@ -1,0 +1,458 @@
+"""The Wan2.1 3D causal VAE (frozen in DiffST; gradients still flow through it), channels-last.
+
+Compression 4 (time) x 8 x 8. Clips are processed causally in time chunks as one `jax.lax.scan`: the encoder sees
+frame 0 alone, then chunks of 4 frames; the decoder sees one latent frame at a time. Every causal convolution
+carries the last frames of its input from the previous chunk in a cache, a pytree that mirrors the module tree, so
+compile time and peak memory do not grow with the number of frames.
+
+Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from diffst_jax.ops.attention import dot_product_attention
+
+WAN21_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)
+WAN21_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)
+ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 = the temporal compression
+
+# diffusers config fields that only describe the Wan2.2 VAE or tiling; accepted when they hold these values.
+_DIFFUSERS_FIXED_FIELDS = {"is_residual": False, "patch_size": None}
+_DIFFUSERS_IGNORED_FIELDS = {"scale_factor_temporal", "scale_factor_spatial"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WanVAEConfig:
+  """Wan2.1 VAE hyper-parameters; field names follow diffusers' `AutoencoderKLWan` config."""
+
+  base_dim: int = 96
+  decoder_base_dim: int | None = None
+  z_dim: int = 16
+  dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+  num_res_blocks: int = 2
+  attn_scales: tuple[float, ...] = ()
+  temperal_downsample: tuple[bool, ...] = (False, True, True)
+  dropout: float = 0.0
+  latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
+  latents_std: tuple[float, ...] = WAN21_LATENTS_STD
+  in_channels: int = 3
+  out_channels: int = 3
+  # Ours, not diffusers': compute and parameter dtypes (norms always run in float32), remat per time chunk.
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  remat: bool = True
+
+  def __post_init__(self):
+    for name in ("dim_mult", "attn_scales", "temperal_downsample", "latents_mean", "latents_std"):
+      object.__setattr__(self, name, tuple(getattr(self, name)))
+    if len(self.temperal_downsample) != len(self.dim_mult) - 1:
+      raise ValueError(
+          f"WanVAEConfig: temperal_downsample needs len(dim_mult) - 1 = {len(self.dim_mult) - 1} entries, "
+          f"got {len(self.temperal_downsample)}")
+    if sum(self.temperal_downsample) != 2 or len(self.dim_mult) != 4:
+      raise ValueError(
+          "WanVAEConfig: the Wan2.1 VAE compresses 4x in time and 8x in space; it needs 4 dim_mult entries and "
+          f"exactly two True in temperal_downsample, got dim_mult={self.dim_mult}, "
+          f"temperal_downsample={self.temperal_downsample}")
+    if self.attn_scales:
+      raise ValueError(f"WanVAEConfig: attn_scales must be empty as in Wan2.1, got {self.attn_scales}")
+    if self.dropout != 0.0:
+      raise ValueError(f"WanVAEConfig: the VAE is frozen, dropout must be 0.0, got {self.dropout}")
+    if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
+      raise ValueError(f"WanVAEConfig: latents_mean and latents_std need z_dim = {self.z_dim} entries each")
+
+  @property
+  def temperal_upsample(self) -> tuple[bool, ...]:
+    return self.temperal_downsample[::-1]
+
+  @classmethod
+  def from_diffusers(cls, config: dict[str, Any], **overrides) -> "WanVAEConfig":
+    """Builds a config from a diffusers `AutoencoderKLWan` config.json dict (private `_` keys ignored)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in config.items():
+      if key.startswith("_") or key in _DIFFUSERS_IGNORED_FIELDS:
+        continue
+      if key in _DIFFUSERS_FIXED_FIELDS:
+        if value != _DIFFUSERS_FIXED_FIELDS[key]:
+          raise ValueError(f"diffusers VAE config: {key}={value!r} is a Wan2.2 VAE setting; only Wan2.1 is supported")
+        continue
+      if key not in fields:
+        raise ValueError(f"diffusers VAE config: unknown field {key!r}; is this an AutoencoderKLWan config?")
+      kwargs[key] = value
+    return cls(**{**kwargs, **overrides})
+
+  def to_diffusers(self) -> dict[str, Any]:
+    """The diffusers `AutoencoderKLWan` config dict of this model."""
+    ours = {"dtype", "param_dtype", "remat"}
+    config = {k: v for k, v in dataclasses.asdict(self).items() if k not in ours}
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    return {"_class_name": "AutoencoderKLWan", **config, **_DIFFUSERS_FIXED_FIELDS}
+
+
+def wan21_vae_config(**overrides) -> WanVAEConfig:
+  """The released Wan2.1 VAE (`Wan2.1_VAE.pth`, about 127 M parameters)."""
+  return WanVAEConfig(**overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers
+
+
+class Conv(nnx.Module):
+  """A 3D (kernel (kt, kh, kw)) or per-frame 2D (kernel (kh, kw)) convolution over (B, T, H, W, C).
+
+  No padding in time (causality is the caller's business, see `causal_conv`); `padding` gives the
+  ((top, bottom), (left, right)) zero padding in space.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, ...], *,
+               stride: tuple[int, ...] | None = None, padding: tuple[tuple[int, int], ...] | None = None,
+               dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    self.kernel_size = tuple(kernel_size)
+    self.stride = tuple(stride) if stride else (1,) * len(self.kernel_size)
+    spatial = self.kernel_size[-2:]
+    self.padding = tuple(padding) if padding else tuple((k // 2, k // 2) for k in spatial)
+    self.dtype = jnp.dtype(dtype)
+    init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's default conv init
+    self.kernel = nnx.Param(init(rngs.params(), (*self.kernel_size, in_channels, out_channels), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, t = x.shape[:2]
+    if len(self.kernel_size) == 2:
+      x = x.reshape(b * t, *x.shape[2:])
+      dims, padding = ("NHWC", "HWIO", "NHWC"), self.padding
+    else:
+      dims, padding = ("NDHWC", "DHWIO", "NDHWC"), ((0, 0), *self.padding)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, padding, dimension_numbers=dims)
+    y = y + self.bias[...].astype(self.dtype)
+    if len(self.kernel_size) == 2:
+      y = y.reshape(b, t, *y.shape[1:])
+    return y
+
+
+def causal_conv(conv: Conv, x: jax.Array, cache: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """Runs a stride-1 temporal `conv` on the frames of `x` preceded by `cache`; returns (y, next cache).
+
+  The cache holds the last kt - 1 input frames of the previous chunk (zeros at the start of a clip), so running a
+  clip chunk by chunk gives the same result as one causal convolution over the whole clip.
+  """
+  context = conv.kernel_size[0] - 1
+  if cache is None:
+    cache = jnp.zeros((x.shape[0], context, *x.shape[2:]), x.dtype)
+  x = jnp.concatenate([cache.astype(x.dtype), x], axis=1)
+  return conv(x), x[:, x.shape[1] - context:]
+
+
+class RMSNorm(nnx.Module):
+  """x / ||x||_channels * sqrt(C) * gamma, computed in float32."""
+
+  def __init__(self, dim: int, *, param_dtype: str):
+    self.gamma = nnx.Param(jnp.ones((dim,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(jnp.square(xf), axis=-1, keepdims=True))
+    y = xf / jnp.maximum(norm, 1e-12) * math.sqrt(x.shape[-1]) * self.gamma[...].astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+class ResidualBlock(nnx.Module):
+  """RMS -> SiLU -> causal conv 3^3 -> RMS -> SiLU -> causal conv 3^3, plus a 1^3 shortcut if channels change."""
+
+  def __init__(self, in_dim: int, out_dim: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm1 = RMSNorm(in_dim, param_dtype=param_dtype)
+    self.conv1 = Conv(in_dim, out_dim, (3, 3, 3), **kw)
+    self.norm2 = RMSNorm(out_dim, param_dtype=param_dtype)
+    self.conv2 = Conv(out_dim, out_dim, (3, 3, 3), **kw)
+    self.conv_shortcut = Conv(in_dim, out_dim, (1, 1, 1), **kw) if in_dim != out_dim else None
+
+  def __call__(self, x, cache):
+    cache = cache or {"conv1": None, "conv2": None}
+    shortcut = self.conv_shortcut(x) if self.conv_shortcut is not None else x
+    h, cache1 = causal_conv(self.conv1, jax.nn.silu(self.norm1(x)), cache["conv1"])
+    h, cache2 = causal_conv(self.conv2, jax.nn.silu(self.norm2(h)), cache["conv2"])
+    return h + shortcut, {"conv1": cache1, "conv2": cache2}
+
+
+class AttentionBlock(nnx.Module):
+  """Single-head self-attention over the pixels of each frame, with a residual connection."""
+
+  def __init__(self, dim: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm = RMSNorm(dim, param_dtype=param_dtype)
+    self.to_qkv = Conv(dim, 3 * dim, (1, 1), **kw)
+    self.proj = Conv(dim, dim, (1, 1), **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, t, h, w, c = x.shape
+    qkv = self.to_qkv(self.norm(x)).reshape(b * t, h * w, 1, 3 * c)
+    q, k, v = jnp.split(qkv, 3, axis=-1)
+    y = dot_product_attention(q, k, v).reshape(b, t, h, w, c)
+    return x + self.proj(y)
+
+
+class Resample(nnx.Module):
+  """Spatial x2 up/down-sampling per frame, in "3d" modes also x2 in time.
+
+  upsample: nearest x2 then conv 3x3 dim -> dim/2; "3d" first runs a causal time conv dim -> 2 dim whose two
+  halves become two frames (skipped for the first chunk of a clip, whose single frame stays single).
+  downsample: zero-pad right/bottom then conv 3x3 stride 2; "3d" then a time conv (3,1,1) stride 2 over the last
+  frame of the previous chunk and this chunk (the first chunk's frame passes through).
+  """
+
+  MODES = ("upsample2d", "upsample3d", "downsample2d", "downsample3d")
+
+  def __init__(self, dim: int, mode: str, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    assert mode in self.MODES, mode
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.mode = mode
+    if mode.startswith("up"):
+      self.resample = Conv(dim, dim // 2, (3, 3), **kw)
+      self.time_conv = Conv(dim, 2 * dim, (3, 1, 1), **kw) if mode == "upsample3d" else None
+    else:
+      self.resample = Conv(dim, dim, (3, 3), stride=(2, 2), padding=((0, 1), (0, 1)), **kw)
+      self.time_conv = Conv(dim, dim, (3, 1, 1), stride=(2, 1, 1), **kw) if mode == "downsample3d" else None
+
+  def __call__(self, x, cache):
+    if self.mode.startswith("up"):
+      if self.time_conv is not None:
+        x, cache = self._double_frames(x, cache)
+      x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+      return self.resample(x), cache
+    x = self.resample(x)
+    if self.time_conv is None:
+      return x, cache
+    last = x[:, -1:]
+    if cache is not None:
+      x = self.time_conv(jnp.concatenate([cache.astype(x.dtype), x], axis=1))
+    return x, last
+
+  def _double_frames(self, x, cache):
+    b, t, h, w, c = x.shape
+    if cache is None:
+      return x, jnp.zeros((b, 2, h, w, c), x.dtype)
+    y, cache = causal_conv(self.time_conv, x, cache)
+    y = y.reshape(b, t, h, w, 2, c).transpose(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, c)
+    return y, cache
+
+
+class MidBlock(nnx.Module):
+  """Residual block, attention, residual block."""
+
+  def __init__(self, dim: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.resnets = nnx.List([ResidualBlock(dim, dim, **kw) for _ in range(2)])
+    self.attentions = nnx.List([AttentionBlock(dim, **kw)])
+
+  def __call__(self, x, cache):
+    cache = cache or [None, None]
+    x, cache0 = self.resnets[0](x, cache[0])
+    x = self.attentions[0](x)
+    x, cache1 = self.resnets[1](x, cache[1])
+    return x, [cache0, cache1]
+
+
+class Encoder(nnx.Module):
+  """(B, t, H, W, 3) -> (B, t', H/8, W/8, 2 z_dim) moments for one time chunk."""
+
+  def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+    dims = [config.base_dim * m for m in (1, *config.dim_mult)]
+    self.conv_in = Conv(config.in_channels, dims[0], (3, 3, 3), **kw)
+    blocks = []
+    for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      for _ in range(config.num_res_blocks):
+        blocks.append(ResidualBlock(in_dim, out_dim, **kw))
+        in_dim = out_dim
+      if i < len(config.dim_mult) - 1:
+        mode = "downsample3d" if config.temperal_downsample[i] else "downsample2d"
+        blocks.append(Resample(out_dim, mode, **kw))
+    self.down_blocks = nnx.List(blocks)
+    self.mid_block = MidBlock(dims[-1], **kw)
+    self.norm_out = RMSNorm(dims[-1], param_dtype=config.param_dtype)
+    self.conv_out = Conv(dims[-1], 2 * config.z_dim, (3, 3, 3), **kw)
+
+  def __call__(self, x, cache):
+    cache = cache or {"conv_in": None, "down_blocks": [None] * len(self.down_blocks), "mid_block": None,
+                      "conv_out": None}
+    x, conv_in = causal_conv(self.conv_in, x, cache["conv_in"])
+    down = []
+    for block, block_cache in zip(self.down_blocks, cache["down_blocks"]):
+      x, block_cache = block(x, block_cache)
+      down.append(block_cache)
+    x, mid = self.mid_block(x, cache["mid_block"])
+    x, conv_out = causal_conv(self.conv_out, jax.nn.silu(self.norm_out(x)), cache["conv_out"])
+    return x, {"conv_in": conv_in, "down_blocks": down, "mid_block": mid, "conv_out": conv_out}
+
+
+class UpBlock(nnx.Module):
+  """num_res_blocks + 1 residual blocks, then an optional upsampler."""
+
+  def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, upsample_mode: str | None, *,
+               dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
+    self.resnets = nnx.List([ResidualBlock(i, o, **kw) for i, o in zip(dims[:-1], dims[1:])])
+    self.upsampler = Resample(out_dim, upsample_mode, **kw) if upsample_mode else None
+
+  def __call__(self, x, cache):
+    cache = cache or {"resnets": [None] * len(self.resnets), "upsampler": None}
+    resnets = []
+    for resnet, resnet_cache in zip(self.resnets, cache["resnets"]):
+      x, resnet_cache = resnet(x, resnet_cache)
+      resnets.append(resnet_cache)
+    upsampler = None
+    if self.upsampler is not None:
+      x, upsampler = self.upsampler(x, cache["upsampler"])
+    return x, {"resnets": resnets, "upsampler": upsampler}
+
+
+class Decoder(nnx.Module):
+  """(B, t', h, w, z_dim) -> (B, t, 8h, 8w, 3) for one time chunk (one latent frame -> 1 frame first, 4 after)."""
+
+  def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+    base_dim = config.decoder_base_dim or config.base_dim
+    mult = config.dim_mult
+    dims = [base_dim * m for m in (mult[-1], *mult[::-1])]
+    self.conv_in = Conv(config.z_dim, dims[0], (3, 3, 3), **kw)
+    self.mid_block = MidBlock(dims[0], **kw)
+    blocks = []
+    for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      if i > 0:
+        in_dim //= 2  # the previous upsampler halved the channels
+      mode = None
+      if i < len(mult) - 1:
+        mode = "upsample3d" if config.temperal_upsample[i] else "upsample2d"
+      blocks.append(UpBlock(in_dim, out_dim, config.num_res_blocks, mode, **kw))
+    self.up_blocks = nnx.List(blocks)
+    self.norm_out = RMSNorm(dims[-1], param_dtype=config.param_dtype)
+    self.conv_out = Conv(dims[-1], config.out_channels, (3, 3, 3), **kw)
+
+  def __call__(self, x, cache):
+    cache = cache or {"conv_in": None, "mid_block": None, "up_blocks": [None] * len(self.up_blocks),
+                      "conv_out": None}
+    x, conv_in = causal_conv(self.conv_in, x, cache["conv_in"])
+    x, mid = self.mid_block(x, cache["mid_block"])
+    up = []
+    for block, block_cache in zip(self.up_blocks, cache["up_blocks"]):
+      x, block_cache = block(x, block_cache)
+      up.append(block_cache)
+    x, conv_out = causal_conv(self.conv_out, jax.nn.silu(self.norm_out(x)), cache["conv_out"])
+    return x, {"conv_in": conv_in, "mid_block": mid, "up_blocks": up, "conv_out": conv_out}
+
+
+def _scan_time_chunks(module: nnx.Module, first: jax.Array, rest: jax.Array | None, remat: bool) -> jax.Array:
+  """Runs a causal `module(x, cache) -> (y, cache)` over chunk `first`, then over `rest` (n, B, t, ...) in a scan.
+
+  Returns the outputs concatenated along time, (B, T, ...).
+  """
+  graphdef, state = nnx.split(module)
+
+  def run_chunk(state, x, cache):
+    return nnx.merge(graphdef, state)(x, cache)
+
+  if remat:
+    run_chunk = jax.checkpoint(run_chunk)
+  y, cache = run_chunk(state, first, None)
+  if rest is None:
+    return y
+
+  def body(cache, x):
+    y, cache = run_chunk(state, x, cache)
+    return cache, y
+
+  _, ys = jax.lax.scan(body, cache, rest)
+  n, b, t = ys.shape[:3]
+  ys = jnp.moveaxis(ys, 0, 1).reshape(b, n * t, *ys.shape[3:])
+  return jnp.concatenate([y, ys], axis=1)
+
+
+def _split_chunks(x: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array | None]:
+  """(B, 1 + n*chunk, ...) -> first frame (B, 1, ...) and the rest as (n, B, chunk, ...), or None when n = 0."""
+  b, t = x.shape[:2]
+  n = (t - 1) // chunk
+  if n == 0:
+    return x[:, :1], None
+  rest = x[:, 1:].reshape(b, n, chunk, *x.shape[2:])
+  return x[:, :1], jnp.moveaxis(rest, 1, 0)
+
+
+@nnx.jit
+def _encode(vae: "WanVAE", x: jax.Array) -> jax.Array:
+  config = vae.config
+  first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
+  moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
+  mean = moments[..., :config.z_dim].astype(jnp.float32)
+  return (mean - jnp.asarray(config.latents_mean)) / jnp.asarray(config.latents_std)
+
+
+@nnx.jit
+def _decode(vae: "WanVAE", z: jax.Array) -> jax.Array:
+  config = vae.config
+  z = z.astype(jnp.float32) * jnp.asarray(config.latents_std) + jnp.asarray(config.latents_mean)
+  first, rest = _split_chunks(vae.post_quant_conv(z), 1)
+  x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
+  return jnp.clip(x.astype(jnp.float32), -1.0, 1.0)
+
+
+def _check_video(x, name: str, channels: int, frames_rule: str, spatial_multiple: int):
+  """Raises a one-line ValueError when `x` is not a (B, T, H, W, channels) finite float clip."""
+  shape = getattr(x, "shape", None)
+  if shape is None or len(shape) != 5:
+    raise ValueError(f"{name}: expected a 5-D array (B, T, H, W, C), got shape {shape}")
+  b, t, h, w, c = shape
+  if c != channels:
+    raise ValueError(f"{name}: expected {channels} channels in the last axis (channels-last), got {c} "
+                     f"in shape {tuple(shape)}")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"{name}: expected a float array, got dtype {x.dtype}")
+  if frames_rule == "4k+1" and t % 4 != 1:
+    raise ValueError(f"{name}: the frame count must be 4k+1 (1, 5, 9, 13, ...), got T={t}; "
+                     "pad by repeating the last frame")
+  if t < 1:
+    raise ValueError(f"{name}: got no frames (T=0)")
+  if h % spatial_multiple or w % spatial_multiple:
+    raise ValueError(f"{name}: height and width must be multiples of {spatial_multiple}, got H={h}, W={w}; "
+                     "reflect-pad and crop back")
+  if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    raise ValueError(f"{name}: the input contains NaN or Inf values; only finite values are accepted")
+
+
+class WanVAE(nnx.Module):
+  """The Wan2.1 causal video VAE: `encode` (B, T, H, W, 3) in [-1, 1] <-> `decode` normalized latents."""
+
+  def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+    self.config = config
+    self.encoder = Encoder(config, rngs=rngs)
+    self.quant_conv = Conv(2 * config.z_dim, 2 * config.z_dim, (1, 1, 1), **kw)
+    self.post_quant_conv = Conv(config.z_dim, config.z_dim, (1, 1, 1), **kw)
+    self.decoder = Decoder(config, rngs=rngs)
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of 8 -> normalized latent mean
+    (B, 1 + (T-1)/4, H/8, W/8, z_dim), float32."""
+    _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", 8)
+    return _encode(self, x)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), 8h, 8w, 3) clamped to [-1, 1], float32."""
+    _check_video(z, "WanVAE.decode", self.config.z_dim, "any", 1)
+    return _decode(self, z)

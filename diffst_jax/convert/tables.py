@@ -24,16 +24,16 @@ class Layout(NamedTuple):
 def _transpose_layout(ours_from_torch: tuple[int, ...]) -> Layout:
   inverse = tuple(int(i) for i in np.argsort(ours_from_torch))
   return Layout(
-      to_ours=lambda a: np.ascontiguousarray(np.transpose(a, ours_from_torch)),
-      to_torch=lambda a: np.ascontiguousarray(np.transpose(a, inverse)),
+      to_ours=lambda a: np.array(np.transpose(a, ours_from_torch), order="C"),
+      to_torch=lambda a: np.array(np.transpose(a, inverse), order="C"),
       torch_shape=lambda shape: tuple(shape[i] for i in inverse),
   )
 
 
 def _squeezed_layout(trailing_ones: int) -> Layout:
   return Layout(
-      to_ours=lambda a: a.reshape(a.shape[0]),
-      to_torch=lambda a: a.reshape(a.shape + (1,) * trailing_ones),
+      to_ours=lambda a: np.array(a).reshape(a.shape[0]),
+      to_torch=lambda a: np.array(a).reshape(a.shape + (1,) * trailing_ones),
       torch_shape=lambda shape: tuple(shape) + (1,) * trailing_ones,
   )
 

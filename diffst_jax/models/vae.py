@@ -9,6 +9,7 @@ Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversi
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -159,15 +160,16 @@ def causal_conv(conv: Conv, x: jax.Array, cache: jax.Array | None) -> tuple[jax.
 
 
 class RMSNorm(nnx.Module):
-  """x / ||x||_channels * sqrt(C) * gamma, computed in float32."""
+  """x / ||x||_channels * sqrt(C) * gamma, computed in float32 (or wider)."""
 
   def __init__(self, dim: int, *, param_dtype: str):
     self.gamma = nnx.Param(jnp.ones((dim,), param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    xf = x.astype(jnp.float32)
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    xf = x.astype(dtype)
     norm = jnp.sqrt(jnp.sum(jnp.square(xf), axis=-1, keepdims=True))
-    y = xf / jnp.maximum(norm, 1e-12) * math.sqrt(x.shape[-1]) * self.gamma[...].astype(jnp.float32)
+    y = xf / jnp.maximum(norm, 1e-12) * math.sqrt(x.shape[-1]) * self.gamma[...].astype(dtype)
     return y.astype(x.dtype)
 
 
@@ -394,22 +396,31 @@ def _split_chunks(x: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array | None
   return x[:, :1], jnp.moveaxis(rest, 1, 0)
 
 
-@nnx.jit
-def _encode(vae: "WanVAE", x: jax.Array) -> jax.Array:
-  config = vae.config
+def _output_dtype(config: WanVAEConfig):
+  """Latents and decoded frames are float32, or float64 for a float64 model."""
+  return jnp.promote_types(config.dtype, jnp.float32)
+
+
+# Jitted over (graphdef, state) rather than with nnx.jit, which writes state back into the module and so cannot be
+# called under an outer jax transform (a loss being differentiated with respect to the input, say).
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
+  vae = nnx.merge(graphdef, state)
+  config, dtype = vae.config, _output_dtype(vae.config)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
   moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
-  mean = moments[..., :config.z_dim].astype(jnp.float32)
-  return (mean - jnp.asarray(config.latents_mean)) / jnp.asarray(config.latents_std)
+  mean = moments[..., :config.z_dim].astype(dtype)
+  return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
 
 
-@nnx.jit
-def _decode(vae: "WanVAE", z: jax.Array) -> jax.Array:
-  config = vae.config
-  z = z.astype(jnp.float32) * jnp.asarray(config.latents_std) + jnp.asarray(config.latents_mean)
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(graphdef: nnx.GraphDef, state: nnx.State, z: jax.Array) -> jax.Array:
+  vae = nnx.merge(graphdef, state)
+  config, dtype = vae.config, _output_dtype(vae.config)
+  z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
   first, rest = _split_chunks(vae.post_quant_conv(z), 1)
   x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
-  return jnp.clip(x.astype(jnp.float32), -1.0, 1.0)
+  return jnp.clip(x.astype(dtype), -1.0, 1.0)
 
 
 def _check_video(x, name: str, channels: int, frames_rule: str, spatial_multiple: int):
@@ -448,11 +459,11 @@ class WanVAE(nnx.Module):
 
   def encode(self, x: jax.Array) -> jax.Array:
     """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of 8 -> normalized latent mean
-    (B, 1 + (T-1)/4, H/8, W/8, z_dim), float32."""
+    (B, 1 + (T-1)/4, H/8, W/8, z_dim), float32 (float64 for a float64 model)."""
     _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", 8)
-    return _encode(self, x)
+    return _encode(*nnx.split(self), x)
 
   def decode(self, z: jax.Array) -> jax.Array:
-    """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), 8h, 8w, 3) clamped to [-1, 1], float32."""
+    """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), 8h, 8w, 3) clamped to [-1, 1], float32 (float64 for a float64 model)."""
     _check_video(z, "WanVAE.decode", self.config.z_dim, "any", 1)
-    return _decode(self, z)
+    return _decode(*nnx.split(self), z)

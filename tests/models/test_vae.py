@@ -1,0 +1,186 @@
+"""Wan2.1 VAE: parity with diffusers' AutoencoderKLWan (fp32, CPU), causality, gradients and input validation."""
+
+import re
+
+import diffusers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from diffst_jax.convert import load_vae
+from diffst_jax.convert import vae as convert_vae
+from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
+from tests import wan_original_layout
+
+FRAMES = (1, 5, 9, 13)
+TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
+
+# A second tiny config that differs in every structural field from the tiny preset.
+TINY_B = dict(base_dim=12, decoder_base_dim=16, z_dim=4, dim_mult=[1, 2, 2, 3], num_res_blocks=1,
+              temperal_downsample=[True, False, True], latents_mean=[0.3, -0.2, 0.1, 0.5],
+              latents_std=[1.5, 0.7, 2.0, 1.1])
+
+
+def _reference(kwargs: dict, seed: int):
+  torch.manual_seed(seed)
+  return diffusers.AutoencoderKLWan(**kwargs).eval()
+
+
+def _via_original_layout(reference, tmp_path):
+  """diffusers state dict -> original Wan2.1 names (public table) -> a .pth file -> our converter."""
+  state = reference.state_dict()
+  wan_original_layout.assert_inverse(state)
+  original = {wan_original_layout.diffusers_to_original(k): v for k, v in state.items()}
+  path = tmp_path / "Wan2.1_VAE.pth"
+  torch.save(original, path)
+  return load_vae(path)
+
+
+def _via_diffusers_dir(reference, tmp_path):
+  reference.save_pretrained(tmp_path / "vae")
+  return load_vae(tmp_path / "vae")
+
+
+def _via_state_dict(reference, tmp_path):
+  del tmp_path
+  return convert_vae.from_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
+
+
+@pytest.fixture(scope="module", params=["tiny_original_layout", "tiny_b_diffusers_dir", "wan21_state_dict"])
+def vae_pair(request, tmp_path_factory, tiny_config):
+  """(diffusers reference, our converted VAE, name)."""
+  cases = {
+      "tiny_original_layout": (dict(tiny_config.vae), _via_original_layout),
+      "tiny_b_diffusers_dir": (TINY_B, _via_diffusers_dir),
+      "wan21_state_dict": ({}, _via_state_dict),
+  }
+  kwargs, route = cases[request.param]
+  reference = _reference({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}, seed=0)
+  ours = route(reference, tmp_path_factory.mktemp(request.param))
+  return reference, ours, request.param
+
+
+def _relative_error(ours, reference):
+  return float(np.abs(np.asarray(ours) - reference).max() / np.abs(reference).max())
+
+
+def _stats(reference):
+  config = reference.config
+  return (np.asarray(config.latents_mean, np.float32), np.asarray(config.latents_std, np.float32))
+
+
+@pytest.mark.parametrize("frames", FRAMES)
+def test_encode_matches_diffusers(vae_pair, frames):
+  reference, ours, name = vae_pair
+  x = np.random.default_rng(frames).uniform(-1, 1, (1, frames, 16, 24, 3)).astype(np.float32)
+  with torch.no_grad():
+    mean = reference.encode(torch.from_numpy(x).permute(0, 4, 1, 2, 3)).latent_dist.mean.numpy()
+  latents_mean, latents_std = _stats(reference)
+  expected = (mean.transpose(0, 2, 3, 4, 1) - latents_mean) / latents_std
+  got = ours.encode(jnp.asarray(x))
+  assert got.shape == (1, 1 + (frames - 1) // 4, 2, 3, ours.config.z_dim)
+  error = _relative_error(got, expected)
+  print(f"[parity] {name} encode T={frames}: max|ours-ref|/max|ref| = {error:.2e}")
+  assert error <= TOLERANCE
+
+
+@pytest.mark.parametrize("frames", FRAMES)
+def test_decode_matches_diffusers(vae_pair, frames):
+  reference, ours, name = vae_pair
+  latent_frames = 1 + (frames - 1) // 4
+  z = np.random.default_rng(100 + frames).standard_normal((1, latent_frames, 2, 3, ours.config.z_dim))
+  z = z.astype(np.float32)
+  latents_mean, latents_std = _stats(reference)
+  with torch.no_grad():
+    raw = torch.from_numpy(z * latents_std + latents_mean).permute(0, 4, 1, 2, 3)
+    expected = reference.decode(raw).sample.numpy().transpose(0, 2, 3, 4, 1)
+  assert np.mean(np.abs(expected) < 1) > 0.5, "reference output is mostly clamped; the comparison would be weak"
+  got = ours.decode(jnp.asarray(z))
+  assert got.shape == (1, frames, 16, 24, 3)
+  error = _relative_error(got, expected)
+  print(f"[parity] {name} decode T={frames}: max|ours-ref|/max|ref| = {error:.2e}")
+  assert error <= TOLERANCE
+
+
+def test_real_config_size():
+  vae = nnx.eval_shape(lambda: WanVAE(wan21_vae_config(), rngs=nnx.Rngs(0)))
+  count = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(vae, nnx.Param)))
+  assert count == 126_892_531  # diffusers' AutoencoderKLWan() has the same count (checked in the parity case)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(tiny_config):
+  return WanVAE(WanVAEConfig(**tiny_config.vae), rngs=nnx.Rngs(1))
+
+
+def test_encoder_is_causal(tiny_vae):
+  x = jax.random.uniform(jax.random.key(0), (1, 13, 16, 16, 3), minval=-1, maxval=1)
+  whole = tiny_vae.encode(x)
+  for frames in (1, 5, 9):
+    prefix = tiny_vae.encode(x[:, :frames])
+    np.testing.assert_allclose(prefix, whole[:, :prefix.shape[1]], rtol=0, atol=1e-5 * float(jnp.abs(whole).max()))
+  changed_tail = tiny_vae.encode(x.at[:, 9:].set(0.0))
+  np.testing.assert_array_equal(changed_tail[:, :3] == whole[:, :3], True)
+  assert not np.allclose(changed_tail[:, 3], whole[:, 3])
+
+
+def test_decoder_is_causal(tiny_vae):
+  z = jax.random.normal(jax.random.key(1), (1, 4, 2, 2, 16))
+  whole = tiny_vae.decode(z)
+  for latent_frames in (1, 2, 3):
+    prefix = tiny_vae.decode(z[:, :latent_frames])
+    np.testing.assert_allclose(prefix, whole[:, :prefix.shape[1]], rtol=0, atol=1e-5)
+
+
+def test_gradients_match_finite_differences(tiny_config):
+  with jax.enable_x64(True):
+    config = WanVAEConfig(**tiny_config.vae, dtype="float64", param_dtype="float64")
+    vae = WanVAE(config, rngs=nnx.Rngs(2))
+    x = 0.5 * jax.random.uniform(jax.random.key(3), (1, 5, 16, 16, 3), jnp.float64, minval=-1, maxval=1)
+    weights = jax.random.normal(jax.random.key(4), x.shape, jnp.float64)
+    # Outputs near the [-1, 1] clamp are left out: finite differences across the kink would not agree.
+    weights = jnp.where(jnp.abs(vae.decode(vae.encode(x))) < 0.95, weights, 0.0)
+
+    def loss(x):
+      return jnp.sum(vae.decode(vae.encode(x)) * weights)
+
+    grad = jax.grad(loss)(x)
+    assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
+    for seed in range(3):
+      direction = jax.random.normal(jax.random.key(10 + seed), x.shape, jnp.float64)
+      eps = 1e-6  # central differences converge as eps^2 here: 1e-5 leaves ~1e-5 relative truncation error
+      numeric = (loss(x + eps * direction) - loss(x - eps * direction)) / (2 * eps)
+      analytic = jnp.sum(grad * direction)
+      np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
+
+
+def test_gradients_are_finite_in_float32_with_remat(tiny_vae):
+  x = jax.random.uniform(jax.random.key(5), (1, 9, 16, 16, 3), minval=-1, maxval=1)
+  grad = jax.grad(lambda x: jnp.mean(tiny_vae.decode(tiny_vae.encode(x)) ** 2))(x)
+  assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
+
+
+@pytest.mark.parametrize("shape, dtype, bad_value, message", [
+    ((1, 6, 16, 16, 3), jnp.float32, None, "4k+1"),
+    ((1, 5, 20, 16, 3), jnp.float32, None, "multiples of 8"),
+    ((1, 5, 16, 16, 4), jnp.float32, None, "3 channels"),
+    ((5, 16, 16, 3), jnp.float32, None, "5-D"),
+    ((1, 5, 16, 16, 3), jnp.int32, None, "float"),
+    ((1, 5, 16, 16, 3), jnp.float32, np.nan, "NaN or Inf"),
+    ((1, 5, 16, 16, 3), jnp.float32, np.inf, "NaN or Inf"),
+])
+def test_encode_rejects_bad_input(tiny_vae, shape, dtype, bad_value, message):
+  x = jnp.zeros(shape, dtype)
+  if bad_value is not None:
+    x = x.at[0, 2, 3, 4, 1].set(bad_value)
+  with pytest.raises(ValueError, match=re.escape(message)) as info:
+    tiny_vae.encode(x)
+  assert "\n" not in str(info.value)
+
+
+def test_decode_rejects_wrong_latent_channels(tiny_vae):
+  with pytest.raises(ValueError, match="16 channels"):
+    tiny_vae.decode(jnp.zeros((1, 2, 2, 2, 4)))

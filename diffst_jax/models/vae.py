@@ -29,9 +29,9 @@ WAN21_LATENTS_STD = (
 )
 ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 = the temporal compression
 
-# diffusers config fields that only describe the Wan2.2 VAE or tiling; accepted when they hold these values.
-_DIFFUSERS_FIXED_FIELDS = {"is_residual": False, "patch_size": None}
-_DIFFUSERS_IGNORED_FIELDS = {"scale_factor_temporal", "scale_factor_spatial"}
+# diffusers config fields that describe the Wan2.2 VAE or restate the compression; accepted with these values.
+_DIFFUSERS_FIXED_FIELDS = {"is_residual": False, "patch_size": None, "scale_factor_temporal": 4,
+                           "scale_factor_spatial": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +84,12 @@ class WanVAEConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in config.items():
-      if key.startswith("_") or key in _DIFFUSERS_IGNORED_FIELDS:
+      if key.startswith("_"):
         continue
       if key in _DIFFUSERS_FIXED_FIELDS:
         if value != _DIFFUSERS_FIXED_FIELDS[key]:
-          raise ValueError(f"diffusers VAE config: {key}={value!r} is a Wan2.2 VAE setting; only Wan2.1 is supported")
+          raise ValueError(f"diffusers VAE config: {key}={value!r} is not the Wan2.1 VAE "
+                           f"(expected {_DIFFUSERS_FIXED_FIELDS[key]!r}); only Wan2.1 is supported")
         continue
       if key not in fields:
         raise ValueError(f"diffusers VAE config: unknown field {key!r}; is this an AutoencoderKLWan config?")

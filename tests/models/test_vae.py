@@ -31,9 +31,7 @@ def _reference(kwargs: dict, seed: int):
 
 def _via_original_layout(reference, tmp_path):
   """diffusers state dict -> original Wan2.1 names (public table) -> a .pth file -> our converter."""
-  state = reference.state_dict()
-  wan_original_layout.assert_inverse(state)
-  original = {wan_original_layout.diffusers_to_original(k): v for k, v in state.items()}
+  original = wan_original_layout.to_original_layout(reference.state_dict())
   path = tmp_path / "Wan2.1_VAE.pth"
   torch.save(original, path)
   return load_vae(path)

@@ -43,6 +43,7 @@ LAYOUTS: dict[str, Layout] = {
     "conv2d": _transpose_layout((2, 3, 1, 0)),  # torch (O, I, H, W) -> ours (H, W, I, O)
     "linear": _transpose_layout((1, 0)),  # torch (O, I) -> ours (I, O)
     "vector": _transpose_layout((0,)),
+    "same": Layout(to_ours=np.array, to_torch=np.array, torch_shape=tuple),
     "rms_video": _squeezed_layout(3),  # torch gamma (C, 1, 1, 1) -> ours (C,)
     "rms_image": _squeezed_layout(2),  # torch gamma (C, 1, 1) -> ours (C,)
 }
@@ -114,3 +115,42 @@ def vae_diffusers_to_original(num_res_blocks: int, num_stages: int) -> Rules:
       (r"^encoder\.down_blocks\.", "encoder.downsamples."),
       *decoder_blocks,
   )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Wan2.1 DiT (our paths with the layer index already inserted: `blocks.{i}.attn1.to_q.kernel`)
+
+# Our path -> diffusers `WanTransformer3DModel` key.
+DIT_OURS_TO_DIFFUSERS: Rules = (
+    (r"\.to_out\.", ".to_out.0."),
+    (r"\.ffn\.proj_in\.", ".ffn.net.0.proj."),
+    (r"\.ffn\.proj_out\.", ".ffn.net.2."),
+    (r"\.(kernel|scale)$", ".weight"),
+)
+
+DIT_LAYOUTS: tuple[tuple[str, str], ...] = (
+    (r"^patch_embedding\.kernel$", "conv3d"),
+    (r"scale_shift_table$", "same"),
+    (r"\.kernel$", "linear"),
+    (r"\.(scale|bias)$", "vector"),
+)
+
+# diffusers key -> original Wan2.1 key: the inverse of diffusers' public `TRANSFORMER_KEYS_RENAME_DICT`
+# (`convert_wan_to_diffusers.py`), including its swap of the block norms (original norm3 = diffusers norm2).
+DIT_DIFFUSERS_TO_ORIGINAL: Rules = (
+    (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"^condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"^condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"^scale_shift_table$", "head.modulation"),
+    (r"^proj_out\.", "head.head."),
+    (r"\.scale_shift_table$", ".modulation"),
+    (r"\.attn1\.", ".self_attn."),
+    (r"\.attn2\.", ".cross_attn."),
+    (r"\.to_out\.0\.", ".o."),
+    (r"\.to_([qkv])\.", r".\1."),
+    (r"\.ffn\.net\.0\.proj\.", ".ffn.0."),
+    (r"\.ffn\.net\.2\.", ".ffn.2."),
+    (r"\.norm2\.", ".norm3."),
+)

@@ -4,11 +4,13 @@ and diffusers model directories. Tensors come back as numpy arrays (bfloat16 and
 torch is imported only here and only when a torch file is read; safetensors files need the `safetensors` package.
 """
 
+import collections.abc
 import hashlib
 import json
 import pathlib
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -27,11 +29,13 @@ def sha256(path: pathlib.Path) -> str:
 
 
 def _to_numpy(tensor) -> np.ndarray:
+  """A numpy view of a CPU tensor; bfloat16 becomes ml_dtypes.bfloat16 (numpy has none), without a float32 copy."""
   import torch  # pylint: disable=import-outside-toplevel
 
-  if tensor.dtype in (torch.bfloat16, torch.float16):
-    tensor = tensor.float()
-  return tensor.detach().cpu().numpy()
+  tensor = tensor.detach().cpu()
+  if tensor.dtype == torch.bfloat16:
+    return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+  return tensor.numpy()
 
 
 def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -40,7 +44,7 @@ def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
   except ImportError as e:
     raise CheckpointError(f"{path}: reading a torch checkpoint needs torch; pip install 'diffst-jax[torch]'") from e
   try:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
   except Exception as e:  # torch raises many types for corrupt or unsafe files
     raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint ({type(e).__name__}: {e})") from e
   if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -50,24 +54,42 @@ def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
   return {k: _to_numpy(v) for k, v in state.items()}
 
 
-def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-  try:
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise CheckpointError(f"{path}: reading safetensors needs the safetensors package; "
-                          "pip install 'diffst-jax[torch]'") from e
-  out = {}
-  try:
-    with safe_open(path, framework="pt") as f:
-      for key in f.keys():
-        out[key] = _to_numpy(f.get_tensor(key))
-  except (OSError, ValueError, RuntimeError) as e:
-    raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-  return out
+class _SafetensorsFile(collections.abc.Mapping):
+  """The tensors of one safetensors file, each read from disk only when it is looked up."""
+
+  def __init__(self, path: pathlib.Path):
+    try:
+      from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise CheckpointError(f"{path}: reading safetensors needs the safetensors package; "
+                            "pip install 'diffst-jax[torch]'") from e
+    try:
+      self._file = safe_open(path, framework="pt")
+      self._keys = list(self._file.keys())
+    except (OSError, ValueError, RuntimeError) as e:
+      raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+  def __getitem__(self, key: str) -> np.ndarray:
+    if key not in self._keys:
+      raise KeyError(key)
+    return _to_numpy(self._file.get_tensor(key))
+
+  def __iter__(self):
+    return iter(self._keys)
+
+  def __len__(self) -> int:
+    return len(self._keys)
 
 
 def weight_files(path: pathlib.Path) -> list[pathlib.Path]:
-  """The weight files of a source: the file itself, or a directory's safetensors (else torch .bin) files."""
+  """The weight files of a source: the file itself, the shards an index .json names, or a directory's
+  safetensors (else torch .bin) files."""
+  if path.is_file() and path.name.endswith(".index.json"):
+    try:
+      shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError) as e:
+      raise CheckpointError(f"{path}: not a safetensors index (no weight_map)") from e
+    return [path.parent / shard for shard in shards]
   if path.is_file():
     return [path]
   if not path.is_dir():
@@ -78,21 +100,32 @@ def weight_files(path: pathlib.Path) -> list[pathlib.Path]:
   return files
 
 
-def read_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
-  """All tensors of a weight file or directory, merged; a key present in two shards is an error."""
-  state: dict[str, np.ndarray] = {}
-  for file in weight_files(pathlib.Path(path)):
-    if file.suffix == ".safetensors":
-      part = _read_safetensors(file)
-    elif file.suffix in TORCH_SUFFIXES:
-      part = _read_torch_file(file)
-    else:
-      raise CheckpointError(f"{file}: unknown weight file type; expected .safetensors or one of {TORCH_SUFFIXES}")
-    for key in part:
-      if key in state:
-        raise CheckpointError(f"{file}: key {key!r} also appears in another shard")
-    state.update(part)
-  return state
+class StateDict(collections.abc.Mapping):
+  """The tensors of all weight files of a source as numpy arrays, read lazily (safetensors) or memory-mapped
+  (torch files), so converting holds about one tensor of the source in memory at a time."""
+
+  def __init__(self, path: str | pathlib.Path):
+    self._parts: dict[str, collections.abc.Mapping] = {}
+    for file in weight_files(pathlib.Path(path)):
+      if file.suffix == ".safetensors":
+        part = _SafetensorsFile(file)
+      elif file.suffix in TORCH_SUFFIXES:
+        part = _read_torch_file(file)
+      else:
+        raise CheckpointError(f"{file}: unknown weight file type; expected .safetensors or one of {TORCH_SUFFIXES}")
+      for key in part:
+        if key in self._parts:
+          raise CheckpointError(f"{file}: key {key!r} also appears in another shard")
+        self._parts[key] = part
+
+  def __getitem__(self, key: str) -> np.ndarray:
+    return self._parts[key][key]
+
+  def __iter__(self):
+    return iter(self._parts)
+
+  def __len__(self) -> int:
+    return len(self._parts)
 
 
 def read_diffusers_config(path: str | pathlib.Path) -> dict[str, Any] | None:

@@ -1,24 +1,19 @@
-"""Wan2.1 VAE weights: from the original `Wan2.1_VAE.pth` layout or diffusers `AutoencoderKLWan`, to our module,
-to an Orbax checkpoint, and back to diffusers."""
+"""Wan2.1 VAE weights: the original `Wan2.1_VAE.pth` layout and diffusers `AutoencoderKLWan`, both ways."""
 
-import dataclasses
-import json
-import pathlib
+import functools
+from collections.abc import Mapping
 from typing import Literal
 
-import jax
 import numpy as np
 from flax import nnx
 
-from diffst_jax.convert import mapping, tables, torch_io
+from diffst_jax.convert import loader, mapping, tables
 from diffst_jax.convert.torch_io import CheckpointError
-from diffst_jax.io import checkpoint
 from diffst_jax.models.vae import WanVAE, WanVAEConfig
 
-MODEL_NAME = "wan21_vae"
 Layout = Literal["diffusers", "original"]
 
-# Per layout: (encoder block list, residual marker, conv_in, post-quant conv, decoder conv_out) keys.
+# Per layout: (encoder block list, residual marker, residual conv, conv_in, post-quant conv, decoder conv_out) keys.
 _ENCODER_KEYS = {
     "diffusers": ("encoder.down_blocks", "norm1.gamma", "conv1.weight", "encoder.conv_in.weight",
                   "post_quant_conv.weight", "decoder.conv_out.weight"),
@@ -27,7 +22,7 @@ _ENCODER_KEYS = {
 }
 
 
-def detect_layout(state_dict: dict[str, np.ndarray]) -> Layout:
+def detect_layout(state_dict: Mapping[str, np.ndarray]) -> Layout:
   if any(k.startswith("encoder.down_blocks.") for k in state_dict):
     return "diffusers"
   if any(k.startswith("encoder.downsamples.") for k in state_dict):
@@ -36,7 +31,7 @@ def detect_layout(state_dict: dict[str, np.ndarray]) -> Layout:
                         "'encoder.downsamples.*' (original Wan2.1_VAE.pth) keys")
 
 
-def infer_config(state_dict: dict[str, np.ndarray], layout: Layout) -> WanVAEConfig:
+def infer_config(state_dict: Mapping[str, np.ndarray], layout: Layout) -> WanVAEConfig:
   """Reads the VAE hyper-parameters off the tensor shapes and the encoder's block structure."""
   blocks, residual_marker, residual_conv, conv_in, post_quant, decoder_out = _ENCODER_KEYS[layout]
   for key in (conv_in, post_quant, decoder_out):
@@ -84,57 +79,10 @@ def key_table(config: WanVAEConfig, layout: Layout) -> dict[str, mapping.Entry]:
   return mapping.key_table(state, source_key, lambda name: tables.first_match(tables.VAE_LAYOUTS, name))
 
 
-def from_params(config: WanVAEConfig, params: dict) -> WanVAE:
-  """A ready module from a nested pure dict of parameters."""
-  graphdef, state = mapping.abstract_params(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
-  nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
-  return nnx.merge(graphdef, state)
+SPEC = loader.ModelSpec("wan21_vae", WanVAEConfig, WanVAE, detect_layout, infer_config, key_table)
 
-
-def from_state_dict(state_dict: dict[str, np.ndarray], config: WanVAEConfig | None = None,
-                    what: str = "Wan2.1 VAE") -> WanVAE:
-  """Our VAE from a torch state dict in either layout (detected); the config is inferred when not given."""
-  layout = detect_layout(state_dict)
-  config = config or infer_config(state_dict, layout)
-  table = key_table(config, layout)
-  return from_params(config, mapping.from_torch(state_dict, table, config.param_dtype, f"{what} ({layout} layout)"))
-
-
-def load_vae(path: str | pathlib.Path, config: WanVAEConfig | None = None) -> WanVAE:
-  """A ready `WanVAE` from our Orbax checkpoint, a diffusers directory, or an original/diffusers weight file."""
-  path = pathlib.Path(path)
-  if checkpoint.is_checkpoint(path):
-    metadata = checkpoint.read_metadata(path, MODEL_NAME)
-    config = config or WanVAEConfig(**metadata["config"])
-    _, state = mapping.abstract_params(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
-    return from_params(config, checkpoint.restore(path, nnx.to_pure_dict(state)))
-  diffusers_config = torch_io.read_diffusers_config(path) if path.is_dir() else None
-  if config is None and diffusers_config is not None:
-    config = WanVAEConfig.from_diffusers(diffusers_config)
-  return from_state_dict(torch_io.read_state_dict(path), config, what=str(path))
-
-
-def state_dict(vae: WanVAE, layout: Layout = "diffusers") -> dict[str, np.ndarray]:
-  """The torch state dict (numpy arrays) of our VAE in the diffusers or original layout."""
-  return mapping.to_torch(nnx.to_pure_dict(nnx.state(vae, nnx.Param)), key_table(vae.config, layout))
-
-
-def export_diffusers(vae: WanVAE, directory: str | pathlib.Path) -> pathlib.Path:
-  """Writes a diffusers `AutoencoderKLWan` directory (config.json + diffusion_pytorch_model.safetensors)."""
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-
-  directory = pathlib.Path(directory)
-  if directory.exists() and any(directory.iterdir()):
-    raise FileExistsError(f"{directory}: the output directory is not empty; choose a new one (nothing was written)")
-  directory.mkdir(parents=True, exist_ok=True)
-  (directory / "config.json").write_text(json.dumps(vae.config.to_diffusers(), indent=2) + "\n")
-  save_file(state_dict(vae, "diffusers"), str(directory / "diffusion_pytorch_model.safetensors"))
-  return directory
-
-
-def convert(source: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
-  """Converts a torch VAE source into our Orbax checkpoint directory `out` (with config and source sha256)."""
-  vae = load_vae(source)
-  params = nnx.to_pure_dict(nnx.state(vae, nnx.Param))
-  source_info = {"path": str(pathlib.Path(source).absolute()), "sha256": torch_io.source_hashes(source)}
-  return checkpoint.save(out, MODEL_NAME, dataclasses.asdict(vae.config), params, source_info)
+load_vae = functools.partial(loader.load, SPEC)
+from_state_dict = functools.partial(loader.from_state_dict, SPEC)
+state_dict = functools.partial(loader.state_dict, SPEC)
+export_diffusers = functools.partial(loader.export_diffusers, SPEC)
+convert = functools.partial(loader.convert, SPEC)

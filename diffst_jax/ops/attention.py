@@ -1,21 +1,117 @@
-"""Scaled dot-product attention: the one entry point every model calls.
+"""Scaled dot-product attention: the one entry point every model calls, with one implementation per backend.
 
 Layout is (B, S, heads, head_dim), as `jax.nn.dot_product_attention` takes it (not torch's (B, heads, S, D)).
+
+Implementations (config value `attention`):
+  "auto"       cuDNN on GPU, splash on TPU, XLA elsewhere;
+  "xla"        the reference: full logits, softmax in float32 or wider;
+  "blockwise"  online softmax over key blocks in a `lax.scan`; forward memory linear in the sequence length;
+  "cudnn"      `jax.nn.dot_product_attention(implementation="cudnn")` (GPU; float16/bfloat16 inputs);
+  "splash"     Pallas splash attention (TPU).
+A key mask (B, Sk), True for real keys, hides padding; cuDNN and splash take it as a count of leading real keys,
+so their padding must sit at the end (as context-parallel padding does).
 """
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
+IMPLEMENTATIONS = ("auto", "xla", "blockwise", "cudnn", "splash")
+_BACKEND_OF = {"cudnn": "gpu", "splash": "tpu"}
+_MASKED = -1e30  # finite, so fully masked blocks never produce inf - inf
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Softmax attention of q (B, Sq, N, D) over k, v (B, Sk, N, D) with scale 1/sqrt(D); returns (B, Sq, N, D).
 
-  The XLA reference path: logits and softmax in float32, or float64 for float64 inputs (jax.nn's version always
-  rounds to float32, which would hide float64 gradient checks).
-  """
+def resolve_implementation(name: str, backend: str | None = None) -> str:
+  """The implementation `name` stands for on `backend` (default: JAX's); an accelerator kernel elsewhere is an error."""
+  backend = backend or jax.default_backend()
+  if name not in IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation {name!r} is unknown; choose one of {IMPLEMENTATIONS}")
+  if name == "auto":
+    return {"gpu": "cudnn", "tpu": "splash"}.get(backend, "xla")
+  if name in _BACKEND_OF and backend != _BACKEND_OF[name]:
+    raise ValueError(f"attention implementation {name!r} needs a {_BACKEND_OF[name]} backend, this one is "
+                     f"{backend}; use 'auto', 'xla' or 'blockwise'")
+  return name
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_mask: jax.Array | None = None,
+                          implementation: str = "xla", block_size: int = 512) -> jax.Array:
+  """Softmax attention of q (B, Sq, N, D) over k, v (B, Sk, N, D) with scale 1/sqrt(D); returns (B, Sq, N, D)."""
+  implementation = resolve_implementation(implementation)
+  if implementation == "cudnn" and q.dtype in (jnp.bfloat16, jnp.float16):
+    lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
+    return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
+  if implementation == "splash":
+    return _splash(q, k, v, key_mask)
+  if implementation == "blockwise":
+    return _blockwise(q, k, v, key_mask, block_size)
+  return _xla(q, k, v, key_mask)
+
+
+def _xla(q, k, v, key_mask):
+  # jax.nn's XLA path rounds logits to float32 even for float64 inputs; this one keeps float64 checks exact.
   dtype = jnp.promote_types(q.dtype, jnp.float32)
   logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=dtype) / math.sqrt(q.shape[-1])
+  if key_mask is not None:
+    logits = jnp.where(key_mask[:, None, None, :], logits, _MASKED)
   weights = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum("bnqk,bknd->bqnd", weights.astype(v.dtype), v)
+
+
+def _blockwise(q, k, v, key_mask, block_size):
+  b, sq, n, d = q.shape
+  sk = k.shape[1]
+  block = min(block_size, sk)
+  blocks = -(-sk // block)
+  pad = blocks * block - sk
+  mask = jnp.ones((b, sk), bool) if key_mask is None else key_mask
+  if pad:
+    k, v = (jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0))) for a in (k, v))
+    mask = jnp.pad(mask, ((0, 0), (0, pad)))
+  dtype = jnp.promote_types(q.dtype, jnp.float32)
+  q = q.astype(dtype) / math.sqrt(d)
+
+  def split(a):
+    return jnp.moveaxis(a.reshape(b, blocks, block, *a.shape[2:]), 1, 0)
+
+  def step(carry, kv):
+    running_max, total, acc = carry
+    k_blk, v_blk, m_blk = kv
+    logits = jnp.einsum("bqnd,bknd->bnqk", q, k_blk.astype(dtype))
+    logits = jnp.where(m_blk[:, None, None, :], logits, _MASKED)
+    new_max = jnp.maximum(running_max, logits.max(axis=-1))
+    probs = jnp.exp(logits - new_max[..., None])
+    correction = jnp.exp(running_max - new_max)
+    total = total * correction + probs.sum(axis=-1)
+    acc = acc * jnp.moveaxis(correction, 1, 2)[..., None] + jnp.einsum("bnqk,bknd->bqnd", probs, v_blk.astype(dtype))
+    return (new_max, total, acc), None
+
+  init = (jnp.full((b, n, sq), _MASKED, dtype), jnp.zeros((b, n, sq), dtype), jnp.zeros((b, sq, n, d), dtype))
+  (_, total, acc), _ = jax.lax.scan(jax.checkpoint(step), init, (split(k), split(v), split(mask)))
+  return (acc / jnp.moveaxis(total, 1, 2)[..., None]).astype(v.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _splash_kernel(heads: int, q_len: int, kv_len: int):
+  from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=import-outside-toplevel
+      splash_attention_kernel, splash_attention_mask)
+
+  mask = splash_attention_mask.MultiHeadMask([splash_attention_mask.FullMask((q_len, kv_len))] * heads)
+  return splash_attention_kernel.make_splash_mha(mask, head_shards=1, q_seq_shards=1)
+
+
+def _splash(q, k, v, key_mask):
+  from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=import-outside-toplevel
+      splash_attention_kernel)
+
+  b, sq, n, d = q.shape
+  kernel = _splash_kernel(n, sq, k.shape[1])
+  q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q / math.sqrt(d), k, v))  # splash takes (N, S, D) per example
+  if key_mask is None:
+    out = jax.vmap(kernel)(q, k, v)
+  else:
+    segments = splash_attention_kernel.SegmentIds(q=jnp.ones((b, sq), jnp.int32), kv=key_mask.astype(jnp.int32))
+    out = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q, k, v, segments)
+  return jnp.swapaxes(out, 1, 2)

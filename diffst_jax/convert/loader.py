@@ -1,0 +1,110 @@
+"""Loading, converting and exporting any of our models, given its `ModelSpec` (what a model's converter module
+defines: how to recognize its torch layouts, infer its config from shapes, and map its keys)."""
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diffst_jax.convert import mapping, torch_io
+from diffst_jax.io import checkpoint
+
+
+class ModelSpec(NamedTuple):
+  name: str  # the model name in our checkpoints' model.json
+  config_class: type
+  model_class: type
+  detect_layout: Callable[[Mapping[str, np.ndarray]], str]
+  infer_config: Callable[[Mapping[str, np.ndarray], str], Any]
+  key_table: Callable[[Any, str], dict[str, mapping.Entry]]
+  strip_prefix: str = ""  # a prefix some original checkpoints put on every key
+
+
+class _Unprefixed(Mapping):
+  def __init__(self, state: Mapping, prefix: str):
+    self._state, self._prefix = state, prefix
+
+  def __getitem__(self, key):
+    return self._state[self._prefix + key]
+
+  def __iter__(self):
+    return (k[len(self._prefix):] for k in self._state)
+
+  def __len__(self):
+    return len(self._state)
+
+
+def abstract_model(spec: ModelSpec, config) -> tuple[nnx.GraphDef, nnx.State]:
+  return mapping.abstract_params(lambda: spec.model_class(config, rngs=nnx.Rngs(0)))
+
+
+def from_params(spec: ModelSpec, config, params: dict):
+  """A ready module from a nested pure dict of parameters."""
+  graphdef, state = abstract_model(spec, config)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  return nnx.merge(graphdef, state)
+
+
+def from_state_dict(spec: ModelSpec, state_dict: Mapping[str, np.ndarray], config=None, what: str | None = None):
+  """Our model from a torch state dict in any supported layout (detected); config inferred when not given."""
+  if spec.strip_prefix and state_dict and all(k.startswith(spec.strip_prefix) for k in state_dict):
+    state_dict = _Unprefixed(state_dict, spec.strip_prefix)
+  layout = spec.detect_layout(state_dict)
+  config = config or spec.infer_config(state_dict, layout)
+  params = mapping.from_torch(state_dict, spec.key_table(config, layout), config.param_dtype,
+                              f"{what or spec.name} ({layout} layout)")
+  return from_params(spec, config, params)
+
+
+def load(spec: ModelSpec, path: str | pathlib.Path, config=None):
+  """A ready module from our Orbax checkpoint, a diffusers directory, or a torch weight file / shard index."""
+  path = pathlib.Path(path)
+  if checkpoint.is_checkpoint(path):
+    metadata = checkpoint.read_metadata(path, spec.name)
+    config = config or spec.config_class(**metadata["config"])
+    _, state = abstract_model(spec, config)
+    return from_params(spec, config, checkpoint.restore(path, nnx.to_pure_dict(state)))
+  diffusers_config = torch_io.read_diffusers_config(path) if path.is_dir() else None
+  if config is None and diffusers_config is not None:
+    config = spec.config_class.from_diffusers(diffusers_config)
+  return from_state_dict(spec, torch_io.StateDict(path), config, what=str(path))
+
+
+def state_dict(spec: ModelSpec, model, layout: str = "diffusers") -> dict[str, np.ndarray]:
+  """The torch state dict (numpy arrays) of our model in one of its torch layouts."""
+  return mapping.to_torch(nnx.to_pure_dict(nnx.state(model, nnx.Param)), spec.key_table(model.config, layout))
+
+
+def check_new_directory(directory: str | pathlib.Path) -> pathlib.Path:
+  """Raises unless `directory` is missing or empty: outputs never overwrite anything."""
+  directory = pathlib.Path(directory)
+  if directory.exists() and any(directory.iterdir()):
+    raise FileExistsError(f"{directory}: the output directory is not empty; choose a new one (nothing was written)")
+  return directory
+
+
+def export_diffusers(spec: ModelSpec, model, directory: str | pathlib.Path) -> pathlib.Path:
+  """Writes a diffusers model directory (config.json + diffusion_pytorch_model.safetensors)."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+
+  tensors = state_dict(spec, model, "diffusers")
+  directory = check_new_directory(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / "config.json").write_text(json.dumps(model.config.to_diffusers(), indent=2) + "\n")
+  save_file(tensors, str(directory / "diffusion_pytorch_model.safetensors"))
+  return directory
+
+
+def convert(spec: ModelSpec, source: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
+  """Converts a torch source into our Orbax checkpoint directory `out` (with config and source sha256)."""
+  check_new_directory(out)  # before the (possibly long) conversion, not after
+  model = load(spec, source)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  source_info = {"path": str(pathlib.Path(source).absolute()), "sha256": torch_io.source_hashes(source)}
+  return checkpoint.save(out, spec.name, dataclasses.asdict(model.config), params, source_info)

@@ -1,33 +1,40 @@
 """Converts PyTorch checkpoints (original Wan2.1 layout or diffusers) into diffst-jax Orbax checkpoints, and back.
 
   python convert_torch_weights.py --vae Wan2.1_VAE.pth --out checkpoints/wan21_vae
-  python convert_torch_weights.py --vae path/to/diffusers/vae --out checkpoints/wan21_vae
+  python convert_torch_weights.py --dit Wan2.1-T2V-1.3B/ --out checkpoints/wan21_t2v_1_3b
+  python convert_torch_weights.py --dit model.safetensors.index.json --out checkpoints/wan21_t2v_14b
   python convert_torch_weights.py --vae checkpoints/wan21_vae --out exported/vae --to diffusers
 
+Sources: original Wan2.1 files (.pth, .safetensors, sharded with an index; `model.diffusion_model.` prefixes are
+stripped), diffusers model directories (config.json + safetensors), or (with --to diffusers) our checkpoints.
 The output directory must not exist or be empty: nothing is ever overwritten.
 """
 
 import argparse
 import sys
 
+from diffst_jax.convert import dit as convert_dit
+from diffst_jax.convert import loader
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.convert.torch_io import CheckpointError
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--vae", required=True,
-                      help="Wan2.1 VAE: Wan2.1_VAE.pth, a diffusers AutoencoderKLWan directory or .safetensors "
-                           "file, or (with --to diffusers) one of our checkpoints")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--vae", help="a Wan2.1 VAE source")
+  source.add_argument("--dit", help="a Wan2.1 DiT (T2V-1.3B or 14B) source")
   parser.add_argument("--out", required=True, help="new output directory")
   parser.add_argument("--to", choices=("orbax", "diffusers"), default="orbax",
-                      help="orbax: our checkpoint (default); diffusers: an AutoencoderKLWan directory")
+                      help="orbax: our checkpoint (default); diffusers: a diffusers model directory")
   args = parser.parse_args(argv)
+  spec, path = (convert_vae.SPEC, args.vae) if args.vae else (convert_dit.SPEC, args.dit)
   try:
     if args.to == "orbax":
-      out = convert_vae.convert(args.vae, args.out)
+      out = loader.convert(spec, path, args.out)
     else:
-      out = convert_vae.export_diffusers(convert_vae.load_vae(args.vae), args.out)
+      loader.check_new_directory(args.out)
+      out = loader.export_diffusers(spec, loader.load(spec, path), args.out)
   except (CheckpointError, FileExistsError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,7 +1,8 @@
 """Tiny preset: the real architecture at toy widths, for tests, CI and laptops.
 
 Usage: `--config configs/tiny.py`. The VAE keeps Wan2.1's block structure (4 stages, 2 residual blocks, 16 latent
-channels with the Wan2.1 normalization constants) at base width 8, so it converts through both key layouts.
+channels with the Wan2.1 normalization constants) at base width 8, so it converts through both key layouts. The DiT keeps Wan2.1's block at 2 heads of 12 channels (all three
+RoPE bands non-empty), 2 layers.
 """
 
 import ml_collections
@@ -12,4 +13,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.vae = ml_collections.ConfigDict(dict(
       base_dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2, temperal_downsample=(False, True, True)))
+  config.dit = ml_collections.ConfigDict(dict(
+      num_attention_heads=2, attention_head_dim=12, ffn_dim=32, num_layers=2, text_dim=24, freq_dim=16))
   return config

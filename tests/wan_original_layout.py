@@ -1,4 +1,4 @@
-"""diffusers -> original Wan2.1 VAE key names, checked against diffusers' public converter.
+"""diffusers -> original Wan2.1 key names (VAE and DiT), checked against diffusers' public converters.
 
 diffusers ships the public original -> diffusers mapping as `convert_wan_vae_to_diffusers` (the rules of
 `scripts/convert_wan_to_diffusers.py`; it assumes 4 stages of 2 residual blocks). `to_original_layout` is the
@@ -8,7 +8,7 @@ itself: the public converter must map its result back to exactly the diffusers s
 
 import re
 
-from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers, convert_wan_vae_to_diffusers
 
 _RESIDUAL = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3", "conv2": "residual.6",
              "conv_shortcut": "shortcut"}
@@ -47,6 +47,46 @@ def to_original_layout(diffusers_state: dict) -> dict:
   """A diffusers AutoencoderKLWan state dict under the original Wan2.1_VAE.pth names."""
   original = {_original_key(k): v for k, v in diffusers_state.items()}
   back = convert_wan_vae_to_diffusers(dict(original))
+  assert set(back) == set(diffusers_state), sorted(set(back) ^ set(diffusers_state))[:4]
+  assert all(back[k] is diffusers_state[k] for k in back)
+  return original
+
+
+# diffusers -> original DiT names: each public rename (`TRANSFORMER_KEYS_RENAME_DICT`) read backwards.
+_DIT_RENAMES = (
+    ("condition_embedder.time_embedder.linear_1.", "time_embedding.0."),
+    ("condition_embedder.time_embedder.linear_2.", "time_embedding.2."),
+    ("condition_embedder.text_embedder.linear_1.", "text_embedding.0."),
+    ("condition_embedder.text_embedder.linear_2.", "text_embedding.2."),
+    ("condition_embedder.time_proj.", "time_projection.1."),
+    ("proj_out.", "head.head."),
+    ("attn1.", "self_attn."),
+    ("attn2.", "cross_attn."),
+    (".to_out.0.", ".o."),
+    (".to_q.", ".q."),
+    (".to_k.", ".k."),
+    (".to_v.", ".v."),
+    ("ffn.net.0.proj.", "ffn.0."),
+    ("ffn.net.2.", "ffn.2."),
+    (".norm2.", ".norm3."),
+)
+
+
+def _original_dit_key(key: str) -> str:
+  if key == "scale_shift_table":
+    return "head.modulation"
+  if key.endswith(".scale_shift_table"):
+    return key[: -len("scale_shift_table")] + "modulation"
+  for new, old in _DIT_RENAMES:
+    key = key.replace(new, old)
+  return key
+
+
+def dit_to_original_layout(diffusers_state: dict) -> dict:
+  """A diffusers WanTransformer3DModel state dict under the original Wan2.1 names, checked against diffusers'
+  public `convert_wan_transformer_to_diffusers`."""
+  original = {_original_dit_key(k): v for k, v in diffusers_state.items()}
+  back = convert_wan_transformer_to_diffusers(dict(original))
   assert set(back) == set(diffusers_state), sorted(set(back) ^ set(diffusers_state))[:4]
   assert all(back[k] is diffusers_state[k] for k in back)
   return original

@@ -327,12 +327,12 @@ class WanDiT(nnx.Module):
     tokens = self.patch_embedding(x).reshape(b, -1, config.dim)
     temb, e0, context = self.condition_embedder(t, context)
 
-    policy = REMAT_POLICIES[config.remat_policy]
+    # Tree-mode (graph=False) transforms: they also run when the module comes in through a plain jax transform.
     run_block = lambda block, x: block(x, context, e0, rope)  # noqa: E731
     if config.remat_policy != "none":
-      run_block = nnx.remat(run_block, policy=policy)
+      run_block = nnx.remat(run_block, policy=REMAT_POLICIES[config.remat_policy], graph=False)
 
-    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry, graph=False)
     def run_blocks(block, x):
       return run_block(block, x)
 

@@ -1,0 +1,155 @@
+"""Wan2.1 DiT: parity with diffusers' WanTransformer3DModel (fp32, CPU), sizes, one-step denoise, remat,
+attention implementations and input validation."""
+
+import dataclasses
+import json
+import re
+
+import diffusers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+from safetensors.torch import save_file
+
+from diffst_jax.convert import dit as convert_dit
+from diffst_jax.convert import load_dit
+from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise, wan21_t2v_14b, wan21_t2v_1_3b
+from tests import wan_original_layout
+
+TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
+TINY_B = dict(num_attention_heads=3, attention_head_dim=24, ffn_dim=40, num_layers=3, text_dim=20, freq_dim=32,
+              in_channels=8, out_channels=8, cross_attn_norm=False)
+REAL_WIDTH_BLOCK = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=1, text_dim=4096)
+
+
+def _via_original_shards(reference, config, tmp_path):
+  """diffusers state dict -> original Wan2.1 names (public table) with the `model.diffusion_model.` prefix, in two
+  safetensors shards with an index -> our converter."""
+  original = wan_original_layout.dit_to_original_layout(reference.state_dict())
+  keys = sorted(original)
+  weight_map = {}
+  for shard, part in enumerate((keys[::2], keys[1::2])):
+    name = f"diffusion_pytorch_model-0000{shard + 1}-of-00002.safetensors"
+    save_file({f"model.diffusion_model.{k}": original[k].contiguous() for k in part}, tmp_path / name)
+    weight_map.update({f"model.diffusion_model.{k}": name for k in part})
+  index = tmp_path / "diffusion_pytorch_model.safetensors.index.json"
+  index.write_text(json.dumps({"weight_map": weight_map}))
+  return load_dit(index, WanDiTConfig(**config))
+
+
+def _via_diffusers_dir(reference, config, tmp_path):
+  del config
+  reference.save_pretrained(tmp_path / "dit")
+  return load_dit(tmp_path / "dit")
+
+
+@pytest.fixture(scope="module", params=["tiny_original_shards", "tiny_b_diffusers_dir", "real_width_block"])
+def dit_pair(request, tmp_path_factory, tiny_config):
+  cases = {
+      "tiny_original_shards": (dict(tiny_config.dit), _via_original_shards),
+      "tiny_b_diffusers_dir": (TINY_B, _via_diffusers_dir),
+      "real_width_block": (REAL_WIDTH_BLOCK, _via_diffusers_dir),
+  }
+  config, route = cases[request.param]
+  torch.manual_seed(0)
+  reference = diffusers.WanTransformer3DModel(**config).eval()
+  return reference, route(reference, config, tmp_path_factory.mktemp(request.param)), request.param
+
+
+def _inputs(config, seed=0, frames=3, height=4, width=6, context_len=7):
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((1, frames, height, width, config.in_channels)).astype(np.float32)
+  context = rng.standard_normal((1, context_len, config.text_dim)).astype(np.float32)
+  return x, context
+
+
+def _reference_velocity(reference, x, t, context):
+  with torch.no_grad():
+    out = reference(torch.from_numpy(x).permute(0, 4, 1, 2, 3), torch.tensor([t]), torch.from_numpy(context))
+  return out.sample.numpy().transpose(0, 2, 3, 4, 1)
+
+
+@pytest.mark.parametrize("t", [400.0, 937.0])
+def test_forward_matches_diffusers(dit_pair, t):
+  reference, ours, name = dit_pair
+  x, context = _inputs(ours.config)  # latent grid T', H', W' = 3, 4, 6: all different
+  expected = _reference_velocity(reference, x, t, context)
+  got = nnx.jit(lambda m, x, t, c: m(x, t, c))(ours, jnp.asarray(x), jnp.full((1,), t), jnp.asarray(context))
+  assert got.shape == expected.shape
+  error = float(np.abs(np.asarray(got) - expected).max() / np.abs(expected).max())
+  print(f"[parity] {name} t={t}: max|ours-ref|/max|ref| = {error:.2e}")
+  assert error <= TOLERANCE
+
+
+def test_one_step_denoise_matches_the_reference_velocity(dit_pair):
+  reference, ours, _ = dit_pair
+  x, context = _inputs(ours.config, seed=1)
+  sigma = 0.4
+  expected = x - sigma * _reference_velocity(reference, x, 1000 * sigma, context)
+  got = one_step_denoise(ours, jnp.asarray(x), jnp.asarray(context), sigma)
+  np.testing.assert_allclose(got, expected, atol=TOLERANCE * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("make, expected", [(wan21_t2v_1_3b, 1_418_996_800), (wan21_t2v_14b, 14_288_491_584)])
+def test_released_sizes(make, expected):
+  dit = nnx.eval_shape(lambda: WanDiT(make(), rngs=nnx.Rngs(0)))
+  assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(dit, nnx.Param))) == expected
+
+
+def test_parameters_carry_logical_axes(tiny_config):
+  dit = nnx.eval_shape(lambda: WanDiT(WanDiTConfig(**tiny_config.dit), rngs=nnx.Rngs(0)))
+  specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(dit, nnx.Param)))
+  assert specs["blocks"]["attn1"]["to_q"]["kernel"] == P("layers", "embed", "heads")
+  assert specs["blocks"]["ffn"]["proj_out"]["kernel"] == P("layers", "mlp", "embed")
+  assert specs["blocks"]["scale_shift_table"] == P("layers", None, None, "embed")
+  assert specs["patch_embedding"]["kernel"] == P(None, None, None, None, "embed")
+
+
+@pytest.fixture(scope="module")
+def tiny_dit(tiny_config):
+  return WanDiT(WanDiTConfig(**tiny_config.dit), rngs=nnx.Rngs(3))
+
+
+def _with(dit, **changes):
+  """The same parameters under a config with `changes` (remat policy, attention implementation)."""
+  _, state = nnx.split(dit)
+  config = dataclasses.replace(dit.config, **changes)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
+  return nnx.merge(graphdef, state)
+
+
+@pytest.mark.parametrize("changes", [dict(remat_policy="none"), dict(remat_policy="dots"),
+                                     dict(attention="blockwise", attention_block_size=5)])
+def test_remat_and_attention_choices_do_not_change_results(tiny_dit, changes):
+  x, context = (jnp.asarray(a) for a in _inputs(tiny_dit.config, seed=2))
+  t = jnp.array([400.0])
+
+  def loss(dit, x):
+    return jnp.sum(dit(x, t, context) ** 2)
+
+  base_value, base_grad = jax.value_and_grad(loss, argnums=1)(tiny_dit, x)
+  value, grad = jax.value_and_grad(loss, argnums=1)(_with(tiny_dit, **changes), x)
+  np.testing.assert_allclose(value, base_value, rtol=1e-5)
+  np.testing.assert_allclose(grad, base_grad, atol=1e-5 * float(jnp.abs(base_grad).max()))
+
+
+@pytest.mark.parametrize("x_shape, t_shape, context_shape, message", [
+    ((1, 3, 4, 6, 8), (1,), (1, 7, 24), "expected latents"),
+    ((1, 3, 5, 6, 16), (1,), (1, 7, 24), "multiples of the patch size"),
+    ((1, 3, 4, 6, 16), (2,), (1, 7, 24), "timesteps"),
+    ((1, 3, 4, 6, 16), (1,), (1, 7, 25), "context"),
+])
+def test_bad_inputs_raise_one_line_errors(tiny_dit, x_shape, t_shape, context_shape, message):
+  with pytest.raises(ValueError, match=re.escape(message)) as info:
+    tiny_dit(jnp.zeros(x_shape), jnp.zeros(t_shape), jnp.zeros(context_shape))
+  assert "\n" not in str(info.value)
+
+
+def test_accelerator_attention_is_rejected_on_cpu_with_a_clear_error(tiny_dit):
+  x, context = _inputs(tiny_dit.config)
+  with pytest.raises(ValueError, match="needs a gpu backend"):
+    _with(tiny_dit, attention="cudnn")(jnp.asarray(x), jnp.array([1.0]), jnp.asarray(context))

@@ -27,14 +27,17 @@ def main(argv=None) -> int:
   parser.add_argument("--out", required=True, help="new output directory")
   parser.add_argument("--to", choices=("orbax", "diffusers"), default="orbax",
                       help="orbax: our checkpoint (default); diffusers: a diffusers model directory")
+  parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), default=None,
+                      help="parameter dtype of the output (default: float32); bfloat16 halves the memory needed")
   args = parser.parse_args(argv)
+  overrides = {"param_dtype": args.param_dtype} if args.param_dtype else {}
   spec, path = (convert_vae.SPEC, args.vae) if args.vae else (convert_dit.SPEC, args.dit)
   try:
     if args.to == "orbax":
-      out = loader.convert(spec, path, args.out)
+      out = loader.convert(spec, path, args.out, **overrides)
     else:
       loader.check_new_directory(args.out)
-      out = loader.export_diffusers(spec, loader.load(spec, path), args.out)
+      out = loader.export_diffusers(spec, loader.load(spec, path, **overrides), args.out)
   except (CheckpointError, FileExistsError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

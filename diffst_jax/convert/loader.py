@@ -7,7 +7,6 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -44,36 +43,48 @@ def abstract_model(spec: ModelSpec, config) -> tuple[nnx.GraphDef, nnx.State]:
   return mapping.abstract_params(lambda: spec.model_class(config, rngs=nnx.Rngs(0)))
 
 
+def _to_device_in_place(tree: dict) -> dict:
+  """Replaces each numpy leaf by a jax array as it goes, so host memory holds about one copy of the params."""
+  for key, value in tree.items():
+    tree[key] = _to_device_in_place(value) if isinstance(value, dict) else jnp.asarray(value)
+  return tree
+
+
 def from_params(spec: ModelSpec, config, params: dict):
-  """A ready module from a nested pure dict of parameters."""
+  """A ready module from a nested pure dict of parameters (numpy leaves are consumed)."""
   graphdef, state = abstract_model(spec, config)
-  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.replace_by_pure_dict(state, _to_device_in_place(params))
   return nnx.merge(graphdef, state)
 
 
-def from_state_dict(spec: ModelSpec, state_dict: Mapping[str, np.ndarray], config=None, what: str | None = None):
-  """Our model from a torch state dict in any supported layout (detected); config inferred when not given."""
+def from_state_dict(spec: ModelSpec, state_dict: Mapping[str, np.ndarray], config=None, what: str | None = None,
+                    **overrides):
+  """Our model from a torch state dict in any supported layout (detected); config inferred when not given.
+
+  `overrides` replace config fields (e.g. param_dtype="bfloat16" to convert a large model at half the memory).
+  """
   if spec.strip_prefix and state_dict and all(k.startswith(spec.strip_prefix) for k in state_dict):
     state_dict = _Unprefixed(state_dict, spec.strip_prefix)
   layout = spec.detect_layout(state_dict)
-  config = config or spec.infer_config(state_dict, layout)
+  config = dataclasses.replace(config or spec.infer_config(state_dict, layout), **overrides)
   params = mapping.from_torch(state_dict, spec.key_table(config, layout), config.param_dtype,
                               f"{what or spec.name} ({layout} layout)")
   return from_params(spec, config, params)
 
 
-def load(spec: ModelSpec, path: str | pathlib.Path, config=None):
-  """A ready module from our Orbax checkpoint, a diffusers directory, or a torch weight file / shard index."""
+def load(spec: ModelSpec, path: str | pathlib.Path, config=None, **overrides):
+  """A ready module from our Orbax checkpoint, a diffusers directory, or a torch weight file / shard index;
+  `overrides` replace config fields."""
   path = pathlib.Path(path)
   if checkpoint.is_checkpoint(path):
     metadata = checkpoint.read_metadata(path, spec.name)
-    config = config or spec.config_class(**metadata["config"])
+    config = dataclasses.replace(config or spec.config_class(**metadata["config"]), **overrides)
     _, state = abstract_model(spec, config)
     return from_params(spec, config, checkpoint.restore(path, nnx.to_pure_dict(state)))
   diffusers_config = torch_io.read_diffusers_config(path) if path.is_dir() else None
   if config is None and diffusers_config is not None:
     config = spec.config_class.from_diffusers(diffusers_config)
-  return from_state_dict(spec, torch_io.StateDict(path), config, what=str(path))
+  return from_state_dict(spec, torch_io.StateDict(path), config, what=str(path), **overrides)
 
 
 def state_dict(spec: ModelSpec, model, layout: str = "diffusers") -> dict[str, np.ndarray]:
@@ -101,10 +112,10 @@ def export_diffusers(spec: ModelSpec, model, directory: str | pathlib.Path) -> p
   return directory
 
 
-def convert(spec: ModelSpec, source: str | pathlib.Path, out: str | pathlib.Path) -> pathlib.Path:
+def convert(spec: ModelSpec, source: str | pathlib.Path, out: str | pathlib.Path, **overrides) -> pathlib.Path:
   """Converts a torch source into our Orbax checkpoint directory `out` (with config and source sha256)."""
   check_new_directory(out)  # before the (possibly long) conversion, not after
-  model = load(spec, source)
+  model = load(spec, source, **overrides)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   source_info = {"path": str(pathlib.Path(source).absolute()), "sha256": torch_io.source_hashes(source)}
   return checkpoint.save(out, spec.name, dataclasses.asdict(model.config), params, source_info)

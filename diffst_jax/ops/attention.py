@@ -6,7 +6,8 @@ Implementations (config value `attention`):
   "auto"       cuDNN on GPU, splash on TPU, XLA elsewhere;
   "xla"        the reference: full logits, softmax in float32 or wider;
   "blockwise"  online softmax over key blocks in a `lax.scan`; forward memory linear in the sequence length;
-  "cudnn"      `jax.nn.dot_product_attention(implementation="cudnn")` (GPU; float16/bfloat16 inputs);
+  "cudnn"      `jax.nn.dot_product_attention(implementation="cudnn")` (GPU; cuDNN takes float16/bfloat16, so
+               float32 inputs run the XLA path);
   "splash"     Pallas splash attention (TPU).
 A key mask (B, Sk), True for real keys, hides padding; cuDNN and splash take it as a count of leading real keys,
 so their padding must sit at the end (as context-parallel padding does).

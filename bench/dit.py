@@ -12,11 +12,12 @@ the ratio. The compile runs happen in subprocesses so that in-process caches can
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from timing import median_seconds
 
 MB = 1 << 20
 
@@ -54,16 +55,6 @@ def compile_in_fresh_process(args, cache_dir: str) -> dict:
              "--context", str(args.context)]
   result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
   return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def median_seconds(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def wall_times(args) -> tuple[float, float]:

@@ -9,13 +9,12 @@ implementations, side by side, and reports medians over --repeats runs after one
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from timing import median_seconds
 
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.models.vae import WanVAE, wan21_vae_config
@@ -30,16 +29,6 @@ def decode_memory(config, frames: int, height: int, width: int) -> dict:
   stats = decode.lower(state, latent).compile().memory_analysis()
   return {"arguments": stats.argument_size_in_bytes, "output": stats.output_size_in_bytes,
           "temp": stats.temp_size_in_bytes}
-
-
-def median_seconds(fn, repeats: int) -> float:
-  fn()  # warm-up (and compile)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def wall_times(frames: int, height: int, width: int, repeats: int) -> list[tuple[str, float, float]]:

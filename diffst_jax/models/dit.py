@@ -12,13 +12,15 @@ embedding and RoPE in float32 (or wider).
 """
 
 import dataclasses
+import functools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.ops import attention as attention_ops
 from diffst_jax.ops.rope import apply_rope, rope_tables
 
@@ -28,13 +30,16 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-# diffusers config fields for image-to-video variants; only text-to-video is supported.
-_DIFFUSERS_FIXED_FIELDS = {"image_dim": None, "added_kv_proj_dim": None, "pos_embed_seq_len": None}
-
-
 @dataclasses.dataclass(frozen=True)
-class WanDiTConfig:
+class WanDiTConfig(DiffusersConfig):
   """Wan2.1 DiT hyper-parameters; field names follow diffusers' `WanTransformer3DModel` config."""
+
+  DIFFUSERS_CLASS: ClassVar[str] = "WanTransformer3DModel"
+  DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"image_dim": None, "added_kv_proj_dim": None,
+                                               "pos_embed_seq_len": None}
+  FIXED_REASON: ClassVar[str] = "image-to-video DiTs are not supported, only Wan2.1 text-to-video"
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "dtype", "remat_policy", "attention",
+                                           "attention_block_size")
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
   num_attention_heads: int = 12
@@ -73,31 +78,6 @@ class WanDiTConfig:
   @property
   def dim(self) -> int:
     return self.num_attention_heads * self.attention_head_dim
-
-  @classmethod
-  def from_diffusers(cls, config: dict[str, Any], **overrides) -> "WanDiTConfig":
-    """Builds a config from a diffusers `WanTransformer3DModel` config.json dict (private `_` keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in config.items():
-      if key.startswith("_"):
-        continue
-      if key in _DIFFUSERS_FIXED_FIELDS:
-        if value != _DIFFUSERS_FIXED_FIELDS[key]:
-          raise ValueError(f"diffusers DiT config: {key}={value!r} belongs to an image-to-video model; only Wan2.1 "
-                           "text-to-video DiTs are supported")
-        continue
-      if key not in fields:
-        raise ValueError(f"diffusers DiT config: unknown field {key!r}; is this a WanTransformer3DModel config?")
-      kwargs[key] = value
-    return cls(**{**kwargs, **overrides})
-
-  def to_diffusers(self) -> dict[str, Any]:
-    """The diffusers `WanTransformer3DModel` config dict of this model."""
-    ours = {"param_dtype", "dtype", "remat_policy", "attention", "attention_block_size"}
-    config = {k: v for k, v in dataclasses.asdict(self).items() if k not in ours}
-    config["patch_size"] = list(self.patch_size)
-    return {"_class_name": "WanTransformer3DModel", **config, **_DIFFUSERS_FIXED_FIELDS}
 
 
 def wan21_t2v_1_3b(**overrides) -> WanDiTConfig:
@@ -232,28 +212,19 @@ class Block(nnx.Module):
     return x + _float32(y) * m[5]
 
 
-class TimestepEmbedding(nnx.Module):
-  """Linear -> SiLU -> Linear on the sinusoidal embedding, in float32."""
+class TwoLayerProjection(nnx.Module):
+  """Linear -> activation -> Linear (diffusers' TimestepEmbedding with SiLU, PixArtAlphaTextProjection with
+  tanh-GELU)."""
 
-  def __init__(self, in_features: int, dim: int, *, param_dtype: str, rngs: nnx.Rngs):
-    kw = dict(dtype="float32", param_dtype=param_dtype, rngs=rngs)
-    self.linear_1 = Dense(in_features, dim, (None, "embed"), **kw)
+  def __init__(self, in_features: int, dim: int, activation, in_axis: str | None, *, dtype: str, param_dtype: str,
+               rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.activation = activation
+    self.linear_1 = Dense(in_features, dim, (in_axis, "embed"), **kw)
     self.linear_2 = Dense(dim, dim, ("embed", "embed_out"), **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.linear_2(jax.nn.silu(self.linear_1(x)))
-
-
-class TextProjection(nnx.Module):
-  """Linear -> GELU (tanh) -> Linear from the text-encoder width to the model width."""
-
-  def __init__(self, config: WanDiTConfig, *, rngs: nnx.Rngs):
-    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
-    self.linear_1 = Dense(config.text_dim, config.dim, ("text_embed", "embed"), **kw)
-    self.linear_2 = Dense(config.dim, config.dim, ("embed", "embed_out"), **kw)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.linear_2(jax.nn.gelu(self.linear_1(x), approximate=True))
+    return self.linear_2(self.activation(self.linear_1(x)))
 
 
 class ConditionEmbedder(nnx.Module):
@@ -261,10 +232,13 @@ class ConditionEmbedder(nnx.Module):
 
   def __init__(self, config: WanDiTConfig, *, rngs: nnx.Rngs):
     self.freq_dim = config.freq_dim
-    self.time_embedder = TimestepEmbedding(config.freq_dim, config.dim, param_dtype=config.param_dtype, rngs=rngs)
+    self.time_embedder = TwoLayerProjection(config.freq_dim, config.dim, jax.nn.silu, None, dtype="float32",
+                                            param_dtype=config.param_dtype, rngs=rngs)
     self.time_proj = Dense(config.dim, 6 * config.dim, ("embed", "embed_out"), dtype="float32",
                            param_dtype=config.param_dtype, rngs=rngs)
-    self.text_embedder = TextProjection(config, rngs=rngs)
+    gelu_tanh = functools.partial(jax.nn.gelu, approximate=True)
+    self.text_embedder = TwoLayerProjection(config.text_dim, config.dim, gelu_tanh, "text_embed", dtype=config.dtype,
+                                            param_dtype=config.param_dtype, rngs=rngs)
 
   def __call__(self, t: jax.Array, context: jax.Array):
     temb = self.time_embedder(sinusoidal_embedding(t, self.freq_dim))

@@ -11,12 +11,13 @@ Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversi
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.ops.attention import dot_product_attention
 
 WAN21_LATENTS_MEAN = (
@@ -29,14 +30,16 @@ WAN21_LATENTS_STD = (
 )
 ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 = the temporal compression
 
-# diffusers config fields that describe the Wan2.2 VAE or restate the compression; accepted with these values.
-_DIFFUSERS_FIXED_FIELDS = {"is_residual": False, "patch_size": None, "scale_factor_temporal": 4,
-                           "scale_factor_spatial": 8}
-
-
 @dataclasses.dataclass(frozen=True)
-class WanVAEConfig:
+class WanVAEConfig(DiffusersConfig):
   """Wan2.1 VAE hyper-parameters; field names follow diffusers' `AutoencoderKLWan` config."""
+
+  DIFFUSERS_CLASS: ClassVar[str] = "AutoencoderKLWan"
+  # Fields of the Wan2.2 VAE, or restating the compression.
+  DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"is_residual": False, "patch_size": None,
+                                               "scale_factor_temporal": 4, "scale_factor_spatial": 8}
+  FIXED_REASON: ClassVar[str] = "only the Wan2.1 VAE is supported"
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "param_dtype", "remat")
 
   base_dim: int = 96
   decoder_base_dim: int | None = None
@@ -77,31 +80,6 @@ class WanVAEConfig:
   @property
   def temperal_upsample(self) -> tuple[bool, ...]:
     return self.temperal_downsample[::-1]
-
-  @classmethod
-  def from_diffusers(cls, config: dict[str, Any], **overrides) -> "WanVAEConfig":
-    """Builds a config from a diffusers `AutoencoderKLWan` config.json dict (private `_` keys ignored)."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in config.items():
-      if key.startswith("_"):
-        continue
-      if key in _DIFFUSERS_FIXED_FIELDS:
-        if value != _DIFFUSERS_FIXED_FIELDS[key]:
-          raise ValueError(f"diffusers VAE config: {key}={value!r} is not the Wan2.1 VAE "
-                           f"(expected {_DIFFUSERS_FIXED_FIELDS[key]!r}); only Wan2.1 is supported")
-        continue
-      if key not in fields:
-        raise ValueError(f"diffusers VAE config: unknown field {key!r}; is this an AutoencoderKLWan config?")
-      kwargs[key] = value
-    return cls(**{**kwargs, **overrides})
-
-  def to_diffusers(self) -> dict[str, Any]:
-    """The diffusers `AutoencoderKLWan` config dict of this model."""
-    ours = {"dtype", "param_dtype", "remat"}
-    config = {k: v for k, v in dataclasses.asdict(self).items() if k not in ours}
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
-    return {"_class_name": "AutoencoderKLWan", **config, **_DIFFUSERS_FIXED_FIELDS}
 
 
 def wan21_vae_config(**overrides) -> WanVAEConfig:

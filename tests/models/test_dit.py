@@ -115,8 +115,8 @@ def tiny_dit(tiny_config):
 
 
 def _with(dit, **changes):
-  """The same parameters under a config with `changes` (remat policy, attention implementation)."""
-  _, state = nnx.split(dit)
+  """A copy of `dit` under a config with `changes` (remat policy, attention implementation, dtypes)."""
+  _, state = nnx.split(nnx.clone(dit))
   config = dataclasses.replace(dit.config, **changes)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
   return nnx.merge(graphdef, state)
@@ -153,3 +153,18 @@ def test_accelerator_attention_is_rejected_on_cpu_with_a_clear_error(tiny_dit):
   x, context = _inputs(tiny_dit.config)
   with pytest.raises(ValueError, match="needs a gpu backend"):
     _with(tiny_dit, attention="cudnn")(jnp.asarray(x), jnp.array([1.0]), jnp.asarray(context))
+
+
+def test_bfloat16_policy_stays_close_to_float32(tiny_dit):
+  """bf16 parameters and matmuls; the residual stream, norms, modulation and output stay float32."""
+  x, context = (jnp.asarray(a) for a in _inputs(tiny_dit.config, seed=4))
+  t = jnp.array([400.0])
+  bf16 = _with(tiny_dit, param_dtype="bfloat16", dtype="bfloat16")
+  nnx.update(bf16, jax.tree.map(lambda p: p.astype(jnp.bfloat16), nnx.state(bf16, nnx.Param)))
+  assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(nnx.state(bf16, nnx.Param)))
+  rounded = _with(tiny_dit)
+  nnx.update(rounded, jax.tree.map(lambda p: p.astype(jnp.bfloat16).astype(jnp.float32),
+                                   nnx.state(rounded, nnx.Param)))
+  got, expected = bf16(x, t, context), rounded(x, t, context)
+  assert got.dtype == jnp.float32
+  assert float(jnp.abs(got - expected).max()) < 0.05 * float(jnp.abs(expected).max())

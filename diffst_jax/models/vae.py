@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffst_jax.models.diffusers_config import DiffusersConfig
+from diffst_jax.models.layers import Conv
 from diffst_jax.ops.attention import dot_product_attention
 
 WAN21_LATENTS_MEAN = (
@@ -89,40 +90,6 @@ def wan21_vae_config(**overrides) -> WanVAEConfig:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Layers
-
-
-class Conv(nnx.Module):
-  """A 3D (kernel (kt, kh, kw)) or per-frame 2D (kernel (kh, kw)) convolution over (B, T, H, W, C).
-
-  No padding in time (causality is the caller's business, see `causal_conv`); `padding` gives the
-  ((top, bottom), (left, right)) zero padding in space.
-  """
-
-  def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, ...], *,
-               stride: tuple[int, ...] | None = None, padding: tuple[tuple[int, int], ...] | None = None,
-               dtype: str, param_dtype: str, rngs: nnx.Rngs):
-    self.kernel_size = tuple(kernel_size)
-    self.stride = tuple(stride) if stride else (1,) * len(self.kernel_size)
-    spatial = self.kernel_size[-2:]
-    self.padding = tuple(padding) if padding else tuple((k // 2, k // 2) for k in spatial)
-    self.dtype = jnp.dtype(dtype)
-    init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's default conv init
-    self.kernel = nnx.Param(init(rngs.params(), (*self.kernel_size, in_channels, out_channels), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    b, t = x.shape[:2]
-    if len(self.kernel_size) == 2:
-      x = x.reshape(b * t, *x.shape[2:])
-      dims, padding = ("NHWC", "HWIO", "NHWC"), self.padding
-    else:
-      dims, padding = ("NDHWC", "DHWIO", "NDHWC"), ((0, 0), *self.padding)
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, padding, dimension_numbers=dims)
-    y = y + self.bias[...].astype(self.dtype)
-    if len(self.kernel_size) == 2:
-      y = y.reshape(b, t, *y.shape[1:])
-    return y
 
 
 def causal_conv(conv: Conv, x: jax.Array, cache: jax.Array | None) -> tuple[jax.Array, jax.Array]:

@@ -1,0 +1,97 @@
+"""SpyNet, the pyramid optical-flow network of BasicVSR / RealBasicVSR (BasicSR's `SpyNet`), channels-last.
+
+`SpyNet()(ref, supp)` returns the flow (B, H, W, 2) = (dx, dy) with `warp(supp, flow) ≈ ref`. Six levels, coarse to
+fine: each refines the upsampled flow from [ref, supp warped by it, flow] with five 7x7 convolutions. Parameter
+names follow BasicSR (`basic_module.{level}.basic_module.{0,2,4,6,8}`), so its weights convert by a layout change.
+"""
+
+import math
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diffst_jax.convert import mapping
+from diffst_jax.models.layers import Conv
+from diffst_jax.ops.resize import resize_bilinear
+from diffst_jax.ops.warp import warp
+
+LEVELS = 6
+_CHANNELS = (8, 32, 64, 32, 16, 2)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BasicModule(nnx.Module):
+  """Five 7x7 convolutions 8 -> 32 -> 64 -> 32 -> 16 -> 2 with ReLUs between."""
+
+  def __init__(self, *, param_dtype: str, rngs: nnx.Rngs):
+    self.convs = nnx.List([Conv(i, o, (7, 7), dtype="float32", param_dtype=param_dtype, rngs=rngs)
+                           for i, o in zip(_CHANNELS[:-1], _CHANNELS[1:])])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for conv in self.convs[:-1]:
+      x = jax.nn.relu(conv(x))
+    return self.convs[-1](x)
+
+
+def _avg_pool2(x: jax.Array) -> jax.Array:
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+class SpyNet(nnx.Module):
+  """Optical flow between two frames in [-1, 1], (B, H, W, 3) each; returns (B, H, W, 2) in pixels, float32."""
+
+  def __init__(self, *, param_dtype: str = "float32", rngs: nnx.Rngs):
+    self.basic_module = nnx.List([BasicModule(param_dtype=param_dtype, rngs=rngs) for _ in range(LEVELS)])
+
+  def __call__(self, ref: jax.Array, supp: jax.Array) -> jax.Array:
+    b, h, w, _ = ref.shape
+    size = 2 ** (LEVELS - 1)
+    h_up, w_up = math.ceil(h / size) * size, math.ceil(w / size) * size
+    mean, std = jnp.asarray(_IMAGENET_MEAN), jnp.asarray(_IMAGENET_STD)
+    pyramids = []
+    for image in (ref, supp):
+      image = (resize_bilinear((image.astype(jnp.float32) + 1) / 2, h_up, w_up) - mean) / std
+      levels = [image]
+      for _ in range(LEVELS - 1):
+        levels.insert(0, _avg_pool2(levels[0]))
+      pyramids.append(levels)
+    flow = jnp.zeros((b, h_up // size, w_up // size, 2), jnp.float32)
+    for level, module in enumerate(self.basic_module):
+      ref_l, supp_l = pyramids[0][level], pyramids[1][level]
+      if level:
+        flow = 2.0 * resize_bilinear(flow, ref_l.shape[1], ref_l.shape[2], align_corners=True)
+      warped = warp(supp_l, flow, padding="border")
+      flow = flow + module(jnp.concatenate([ref_l, warped, flow], axis=-1))
+    flow = resize_bilinear(flow, h, w)
+    return flow * jnp.asarray([w / w_up, h / h_up], jnp.float32)
+
+
+def basicsr_key_table(model: SpyNet) -> dict[str, mapping.Entry]:
+  """BasicSR SpyNet key -> our parameter: `basic_module.{level}.basic_module.{2 i}.{weight,bias}`."""
+  def source_key(name):
+    level, _, conv, leaf = name.split(".")[1:]
+    return f"basic_module.{level}.basic_module.{2 * int(conv)}.{'weight' if leaf == 'kernel' else 'bias'}"
+
+  layout_of = lambda name: "conv2d" if name.endswith("kernel") else "vector"  # noqa: E731
+  return mapping.key_table(nnx.state(model, nnx.Param), source_key, layout_of)
+
+
+def load_basicsr_weights(model: SpyNet, state_dict: Mapping[str, np.ndarray]) -> SpyNet:
+  """Loads BasicSR SpyNet weights (a state dict, optionally under a "params" key) into `model`, strictly."""
+  if "params" in state_dict and isinstance(state_dict["params"], Mapping):
+    state_dict = state_dict["params"]
+  params = mapping.from_torch(state_dict, basicsr_key_table(model), jnp.float32, "BasicSR SpyNet")
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(model, state)
+  return model
+
+
+def basicsr_state_dict(model: SpyNet) -> dict[str, np.ndarray]:
+  """Our SpyNet parameters in BasicSR's key layout."""
+  return mapping.to_torch(nnx.to_pure_dict(nnx.state(model, nnx.Param)), basicsr_key_table(model))

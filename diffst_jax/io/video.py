@@ -6,9 +6,12 @@ into place when done.
 
 import contextlib
 import fractions
+import itertools
 import pathlib
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -22,50 +25,83 @@ class VideoError(ValueError):
   """A video that cannot be read or written as asked."""
 
 
-def read_video(path: str | pathlib.Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-  """Frames (N, H, W, 3) uint8 RGB and frames per second of a video file or a folder of PNG frames."""
-  path = pathlib.Path(path)
-  if path.is_dir():
-    return _read_png_folder(path, max_frames), DEFAULT_PNG_FPS
+class VideoInfo(NamedTuple):
+  frames: int
+  fps: float
+  height: int
+  width: int
+
+
+def _check_source(path: pathlib.Path) -> None:
   if not path.exists():
     raise VideoError(f"{path}: no such file or folder")
-  if path.suffix.lower() not in VIDEO_SUFFIXES:
+  if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
     raise VideoError(f"{path}: unknown extension {path.suffix!r}; expected a video ({', '.join(VIDEO_SUFFIXES)}) "
                      "or a folder of PNG frames")
-  frames = []
+
+
+def _decoded(path: pathlib.Path, to_rgb: bool) -> Iterator:
+  """Decoded frames of a video file; a truncated file ends early, an unreadable or frameless one raises."""
+  count = 0
   try:
     with av.open(str(path)) as container:
       if not container.streams.video:
         raise VideoError(f"{path}: the file has no video stream")
-      stream = container.streams.video[0]
-      fps = float(stream.average_rate or stream.guessed_rate or DEFAULT_PNG_FPS)
-      for frame in container.decode(stream):
-        frames.append(frame.to_ndarray(format="rgb24"))
-        if max_frames is not None and len(frames) == max_frames:
-          break
+      for frame in container.decode(container.streams.video[0]):
+        count += 1
+        yield frame.to_ndarray(format="rgb24") if to_rgb else frame
   except av.FFmpegError as e:
-    if not frames:
-      raise VideoError(f"{path}: not a readable video ({e})") from e
-    # A truncated file: keep the frames that decoded.
-  if not frames:
+    if not count:
+      raise VideoError(f"{path}: not a readable video ({type(e).__name__}: {e})") from e
+  if not count:
     raise VideoError(f"{path}: the video has no frames")
-  return np.stack(frames), fps
 
 
-def _read_png_folder(path: pathlib.Path, max_frames: int | None) -> np.ndarray:
-  files = sorted(path.glob("*.png"))[:max_frames]
+def probe(path: str | pathlib.Path) -> VideoInfo:
+  """Frame count (of the frames that decode), fps and size of a video file or PNG folder."""
+  path = pathlib.Path(path)
+  _check_source(path)
+  if path.is_dir():
+    files = _png_files(path)
+    with Image.open(files[0]) as image:
+      return VideoInfo(len(files), DEFAULT_PNG_FPS, image.height, image.width)
+  frames = 0
+  for frame in _decoded(path, to_rgb=False):
+    frames, height, width = frames + 1, frame.height, frame.width
+  with av.open(str(path)) as container:
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or stream.guessed_rate or DEFAULT_PNG_FPS)
+  return VideoInfo(frames, fps, height, width)
+
+
+def iter_frames(path: str | pathlib.Path) -> Iterator[np.ndarray]:
+  """The frames of a video file or PNG folder, one (H, W, 3) uint8 RGB array at a time."""
+  path = pathlib.Path(path)
+  _check_source(path)
+  if path.is_dir():
+    return (_read_png(file) for file in _png_files(path))
+  return _decoded(path, to_rgb=True)
+
+
+def read_video(path: str | pathlib.Path) -> tuple[np.ndarray, float]:
+  """All frames (N, H, W, 3) uint8 RGB and the fps of a video file or PNG folder."""
+  frames = np.stack(list(iter_frames(path)))
+  return frames, probe(path).fps
+
+
+def _png_files(path: pathlib.Path) -> list[pathlib.Path]:
+  files = sorted(path.glob("*.png"))
   if not files:
     raise VideoError(f"{path}: the folder holds no .png frames")
-  frames = []
-  for file in files:
-    try:
-      with Image.open(file) as image:
-        frames.append(np.asarray(image.convert("RGB")))
-    except OSError as e:
-      raise VideoError(f"{file}: not a readable PNG ({e})") from e
-  if len({f.shape for f in frames}) != 1:
-    raise VideoError(f"{path}: the PNG frames do not all have the same size")
-  return np.stack(frames)
+  return files
+
+
+def _read_png(file: pathlib.Path) -> np.ndarray:
+  try:
+    with Image.open(file) as image:
+      return np.asarray(image.convert("RGB"))
+  except OSError as e:
+    raise VideoError(f"{file}: not a readable PNG ({e})") from e
 
 
 @contextlib.contextmanager
@@ -84,14 +120,15 @@ def _atomic_output(path: pathlib.Path):
       temporary.unlink()
 
 
-def write_video(path: str | pathlib.Path, frames: np.ndarray, fps: float, crf: int = 18) -> pathlib.Path:
-  """Writes uint8 frames (N, H, W, 3) as an H.264 .mp4 (crf 0 = lossless) or, without a suffix, a PNG folder."""
+def write_video(path: str | pathlib.Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> pathlib.Path:
+  """Writes uint8 frames (H, W, 3), streamed, as an H.264 .mp4 (crf 0 = lossless) or, for a path without a
+  suffix, a folder of PNGs; the output appears under `path` only once complete."""
   path = pathlib.Path(path)
   if path.suffix and path.suffix.lower() != ".mp4":
     raise VideoError(f"{path}: unknown output extension {path.suffix!r}; use .mp4 or a folder name for PNG frames")
   with _atomic_output(path) as temporary:
     if path.suffix:
-      _write_mp4(temporary, frames, fps, crf)
+      _write_mp4(temporary, iter(frames), fps, crf)
     else:
       temporary.mkdir()
       for i, frame in enumerate(frames):
@@ -99,15 +136,15 @@ def write_video(path: str | pathlib.Path, frames: np.ndarray, fps: float, crf: i
   return path
 
 
-def _write_mp4(path: pathlib.Path, frames: np.ndarray, fps: float, crf: int) -> None:
-  height, width = frames.shape[1:3]
-  lossless = crf == 0
+def _write_mp4(path: pathlib.Path, frames: Iterator[np.ndarray], fps: float, crf: int) -> None:
+  first = next(frames)
+  height, width = first.shape[:2]
   with av.open(str(path), "w", format="mp4") as container:
     stream = container.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1001))
     stream.width, stream.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
-    stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
+    stream.pix_fmt = "yuv444p" if crf == 0 else "yuv420p"
     stream.options = {"crf": str(crf), "preset": "medium"}
-    for frame in frames:
+    for frame in itertools.chain([first], frames):
       if frame.shape[:2] != (stream.height, stream.width):
         frame = np.pad(frame, ((0, stream.height - height), (0, stream.width - width), (0, 0)), mode="edge")
       container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))

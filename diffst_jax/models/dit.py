@@ -165,16 +165,22 @@ class Attention(nnx.Module):
     self.norm_q = RMSNorm(dim, config.eps, ("heads",), param_dtype=config.param_dtype)
     self.norm_k = RMSNorm(dim, config.eps, ("heads",), param_dtype=config.param_dtype)
 
-  def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None) -> jax.Array:
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None, guidance=None) -> jax.Array:
+    """`guidance` = (tokens (B, K, dim), gate (K,)): attended in a softmax of their own, values scaled by gate."""
     context = x if context is None else context
     split = lambda a: a.reshape(*a.shape[:2], self.heads, -1)  # noqa: E731
+    attend = functools.partial(attention_ops.dot_product_attention, implementation=self.implementation,  # noqa: E731
+                               block_size=self.block_size)
     q = split(self.norm_q(self.to_q(x)))
     k = split(self.norm_k(self.to_k(context)))
     v = split(self.to_v(context))
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    out = attention_ops.dot_product_attention(q, k, v, implementation=self.implementation,
-                                              block_size=self.block_size)
+    out = attend(q, k, v)
+    if guidance is not None:
+      tokens, gate = guidance
+      values = self.to_v(tokens) * gate[None, :, None].astype(self.to_v.dtype)
+      out = out + attend(q, split(self.norm_k(self.to_k(tokens))), split(values))
     return self.to_out(out.reshape(*out.shape[:2], -1))
 
 
@@ -202,11 +208,11 @@ class Block(nnx.Module):
     self.attn2 = Attention(config, rngs=rngs)
     self.ffn = FeedForward(config, rngs=rngs)
 
-  def __call__(self, x: jax.Array, context: jax.Array, e0: jax.Array, rope) -> jax.Array:
+  def __call__(self, x: jax.Array, context: jax.Array, e0: jax.Array, rope, guidance=None) -> jax.Array:
     m = jnp.split(_float32(self.scale_shift_table[...]) + e0, 6, axis=1)  # six (B, 1, dim)
     y = self.attn1(_layer_norm(x, self.eps) * (1 + m[1]) + m[0], rope=rope)
     x = x + _float32(y) * m[2]
-    y = self.attn2(self.norm2(x) if self.norm2 is not None else x, context)
+    y = self.attn2(self.norm2(x) if self.norm2 is not None else x, context, guidance=guidance)
     x = x + _float32(y)
     y = self.ffn(_layer_norm(x, self.eps) * (1 + m[4]) + m[3])
     return x + _float32(y) * m[5]
@@ -291,7 +297,10 @@ class WanDiT(nnx.Module):
     table = jax.random.normal(rngs.params(), (1, 2, config.dim)) / math.sqrt(config.dim)
     self.scale_shift_table = _param(table.astype(config.param_dtype), (None, None, "embed"))
 
-  def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array,
+               guidance: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """`guidance`: optional (tokens (B, K, text_dim), gate (K,)) from VRG, embedded like the context and attended
+    by every block's cross-attention in a branch scaled by the gate (zero gate: output unchanged)."""
     config = self.config
     _check_inputs(config, x, t, context)
     b, frames, height, width, _ = x.shape
@@ -300,9 +309,11 @@ class WanDiT(nnx.Module):
 
     tokens = self.patch_embedding(x).reshape(b, -1, config.dim)
     temb, e0, context = self.condition_embedder(t, context)
+    if guidance is not None:
+      guidance = (self.condition_embedder.text_embedder(guidance[0]), guidance[1])
 
     # Tree-mode (graph=False) transforms: they also run when the module comes in through a plain jax transform.
-    run_block = lambda block, x: block(x, context, e0, rope)  # noqa: E731
+    run_block = lambda block, x: block(x, context, e0, rope, guidance)  # noqa: E731
     if config.remat_policy != "none":
       run_block = nnx.remat(run_block, policy=REMAT_POLICIES[config.remat_policy], graph=False)
 
@@ -333,7 +344,7 @@ def _check_inputs(config: WanDiTConfig, x, t, context) -> None:
     raise ValueError(f"WanDiT: expected context (B={x.shape[0]}, L, {config.text_dim}), got {tuple(context.shape)}")
 
 
-def one_step_denoise(dit: WanDiT, z: jax.Array, context: jax.Array, sigma: float) -> jax.Array:
+def one_step_denoise(dit: WanDiT, z: jax.Array, context: jax.Array, sigma: float, guidance=None) -> jax.Array:
   """DiffST's single step: the LR latent z is taken as x_t at t* = 1000 sigma, and z - sigma * v is returned."""
   t = jnp.full((z.shape[0],), 1000.0 * sigma, jnp.float32)
-  return _float32(z) - sigma * dit(z, t, context)
+  return _float32(z) - sigma * dit(z, t, context, guidance)

@@ -1,0 +1,125 @@
+"""Upscaling videos of any length and size: temporal chunks and spatial tiles, each with overlap, stitched by linear
+blending, with memory bounded by the chunk and tile size.
+
+A chunk of L input frames starting at input frame a gives output frames s_t a ... s_t (a + L - 1); neighbouring
+chunks share `overlap` input frames, and in the shared output frames each chunk's weight ramps linearly from one
+to the other. Tiles do the same in space (separable ramps). A chunk that covers the whole clip and a tile that
+covers the whole frame reproduce whole-clip inference exactly (all weights are 1).
+"""
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+
+import jax.numpy as jnp
+import numpy as np
+
+from diffst_jax.models.diffst import DiffST, upscale
+
+MIN_TILE = 16  # LR pixels: smaller tiles leave the VAE and DiT almost nothing but padding
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How to cut a clip of `frames` x `height` x `width` LR pixels."""
+
+  chunk_frames: int
+  overlap_frames: int
+  tile: tuple[int, int]
+  tile_overlap: int
+
+  def check(self) -> None:
+    if self.chunk_frames < 2:
+      raise ValueError(f"--chunk-frames must be at least 2, got {self.chunk_frames}")
+    if not 0 <= self.overlap_frames < self.chunk_frames:
+      raise ValueError(f"--overlap-frames must be in [0, chunk frames = {self.chunk_frames}), got "
+                       f"{self.overlap_frames}")
+    if min(self.tile) < MIN_TILE:
+      raise ValueError(f"--tile {self.tile[0]} {self.tile[1]} is smaller than the model allows; tiles must be at "
+                       f"least {MIN_TILE}x{MIN_TILE} LR pixels")
+    if not 0 <= 2 * self.tile_overlap < min(self.tile):
+      raise ValueError(f"--tile-overlap must be under half the tile size, got {self.tile_overlap} for "
+                       f"{self.tile[0]}x{self.tile[1]}")
+
+
+def spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
+  """[start, end) windows of `window` covering `length`, consecutive ones sharing `overlap`; the last one ends at
+  `length` (a single window when `window >= length`)."""
+  if window >= length:
+    return [(0, length)]
+  starts = list(range(0, length - window, window - overlap)) + [length - window]
+  return [(s, s + window) for s in dict.fromkeys(starts)]
+
+
+def ramp(length: int, overlap_before: int, overlap_after: int) -> np.ndarray:
+  """Blend weights over a window: rising over its first `overlap_before` entries, falling over its last
+  `overlap_after`, 1 elsewhere; complementary with the neighbours' ramps."""
+  weights = np.ones(length, np.float32)
+  if overlap_before:
+    weights[:overlap_before] = np.arange(1, overlap_before + 1) / (overlap_before + 1)
+  if overlap_after:
+    weights[length - overlap_after:] = np.arange(overlap_after, 0, -1) / (overlap_after + 1)
+  return weights
+
+
+def _overlaps(windows: list[tuple[int, int]], scale_of: Callable[[int], int]) -> list[tuple[int, int]]:
+  """Per window, how many output entries it shares with the previous and with the next window."""
+  result = []
+  for i, (start, end) in enumerate(windows):
+    before = scale_of(windows[i - 1][1] - start) if i else 0
+    after = scale_of(end - windows[i + 1][0]) if i + 1 < len(windows) else 0
+    result.append((max(before, 0), max(after, 0)))
+  return result
+
+
+TileFn = Callable[[np.ndarray], np.ndarray]
+
+
+def model_tiles(model: DiffST) -> TileFn:
+  """The model as a tile function: (L, h, w, 3) in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3)."""
+  return lambda frames: np.asarray(upscale(model, jnp.asarray(frames[None])))[0]
+
+
+def upscale_chunk(run_tile: TileFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int) -> np.ndarray:
+  """(L, h, w, 3) float frames in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3), tile by tile."""
+  length, h, w, _ = frames.shape
+  rows, cols = spans(h, plan.tile[0], plan.tile_overlap), spans(w, plan.tile[1], plan.tile_overlap)
+  out = np.zeros((s_t * (length - 1) + 1, s_x * h, s_x * w, 3), np.float32)
+  for (top, bottom), (row_before, row_after) in zip(rows, _overlaps(rows, lambda n: s_x * n)):
+    for (left, right), (col_before, col_after) in zip(cols, _overlaps(cols, lambda n: s_x * n)):
+      tile = run_tile(frames[:, top:bottom, left:right])
+      weight = np.outer(ramp(tile.shape[1], row_before, row_after), ramp(tile.shape[2], col_before, col_after))
+      out[:, s_x * top: s_x * bottom, s_x * left: s_x * right] += tile * weight[None, :, :, None]
+  return out
+
+
+def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, plan: Plan,
+                  progress: Callable[[Iterable], Iterable] = iter, run_tile: TileFn | None = None
+                  ) -> Iterator[np.ndarray]:
+  """Streams the output frames (uint8, s_x h x s_x w x 3) of `num_frames` uint8 input frames, chunk by chunk;
+  holds at most a chunk of input and of output in memory. `run_tile` replaces the model's tile function."""
+  plan.check()
+  s_t, s_x = model.config.time_scale, model.config.space_scale
+  run_tile = run_tile or model_tiles(model)
+  chunks = spans(num_frames, plan.chunk_frames, plan.overlap_frames)
+  shared_outputs = _overlaps(chunks, lambda n: s_t * (n - 1) + 1)
+  source = iter(frames)
+  window, window_start = [], 0  # input frames window_start, window_start + 1, ...
+  pending, pending_start = np.zeros((0,)), 0  # weighted output frames still to be blended with the next chunk
+  for (start, end), (before, after) in progress(list(zip(chunks, shared_outputs))):
+    window, window_start = window[start - window_start:], start
+    while len(window) < end - start:
+      window.append(next(source))
+    chunk_out = upscale_chunk(run_tile, np.stack(window).astype(np.float32) / 127.5 - 1.0, plan, s_t, s_x)
+    chunk_out *= ramp(len(chunk_out), before, after)[:, None, None, None]
+    if before:
+      chunk_out[:before] += pending[len(pending) - before:]
+    yield from _to_uint8(pending[: len(pending) - before])
+    final = len(chunk_out) - after
+    yield from _to_uint8(chunk_out[:final])
+    pending, pending_start = chunk_out[final:], s_t * start + final
+  yield from _to_uint8(pending)
+
+
+def _to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
+  for frame in frames:
+    yield np.clip(np.round((frame + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -1,0 +1,138 @@
+"""DiffST end to end (SPEC §1): CFCA -> bilinear x s_x -> VAE encode -> one-step DiT with VRG guidance -> VAE decode.
+
+`upscale(model, frames)` takes (B, N, h, w, 3) in [-1, 1] and returns (B, s_t (N-1) + 1, s_x h, s_x w, 3): it pads
+what the VAE and DiT cannot take (an even N for s_t = 2 repeats the last frame; h, w reflect-padded to multiples of
+16 / s_x) and crops the output back, running one jit-compiled program per padded input shape.
+"""
+
+import dataclasses
+import functools
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from diffst_jax.io import checkpoint
+from diffst_jax.models.cfca import CFCA, CFCAConfig
+from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise
+from diffst_jax.models.vae import WanVAE, WanVAEConfig
+from diffst_jax.models.vrg import VRG, VRGConfig
+from diffst_jax.ops.resize import resize_bilinear
+
+MODEL_NAME = "diffst"
+_PARTS = {"vae": WanVAEConfig, "dit": WanDiTConfig, "cfca": CFCAConfig, "vrg": VRGConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffSTConfig:
+  vae: WanVAEConfig = dataclasses.field(default_factory=WanVAEConfig)
+  dit: WanDiTConfig = dataclasses.field(default_factory=WanDiTConfig)
+  cfca: CFCAConfig = dataclasses.field(default_factory=CFCAConfig)
+  vrg: VRGConfig = dataclasses.field(default_factory=VRGConfig)
+  space_scale: int = 4  # s_x
+  sigma: float = 0.4  # sigma* = t* / 1000 of the one denoising step
+  context_tokens: int = 512  # length of the null (empty-prompt) context
+
+  def __post_init__(self):
+    if self.space_scale not in (1, 2, 4):
+      raise ValueError(f"DiffSTConfig: space_scale must be 1, 2 or 4, got {self.space_scale}")
+    if self.vae.z_dim != self.dit.in_channels or self.dit.in_channels != self.dit.out_channels:
+      raise ValueError(f"DiffSTConfig: the DiT must take and return the VAE's {self.vae.z_dim} latent channels")
+
+  @property
+  def time_scale(self) -> int:
+    return self.cfca.time_scale
+
+  @classmethod
+  def from_dict(cls, config: dict[str, Any]) -> "DiffSTConfig":
+    """From nested dicts (a config file's ConfigDict, or a checkpoint's model.json config)."""
+    config = dict(config)
+    parts = {name: part(**dict(config.pop(name, {}))) for name, part in _PARTS.items()}
+    return cls(**parts, **config)
+
+
+class NullContext(nnx.Variable):
+  """The empty-prompt text embedding (B=1, L, text_dim): loaded with the weights, never trained."""
+
+
+class DiffST(nnx.Module):
+  """The DiffST model; call `upscale(model, frames)` rather than the module on raw clips."""
+
+  def __init__(self, config: DiffSTConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.cfca = CFCA(config.cfca, rngs=rngs)
+    self.vrg = VRG(config.vrg, config.dit.text_dim, rngs=rngs) if config.vrg.enabled else None
+    self.vae = WanVAE(config.vae, rngs=rngs)
+    self.dit = WanDiT(config.dit, rngs=rngs)
+    self.null_context = NullContext(jnp.zeros((1, config.context_tokens, config.dit.text_dim), jnp.float32))
+
+  def __call__(self, frames: jax.Array) -> jax.Array:
+    """(B, N, h, w, 3) with N, h, w already valid (see `upscale`) -> (B, s_t (N-1) + 1, s_x h, s_x w, 3)."""
+    config = self.config
+    x = self.cfca(frames)
+    if config.space_scale > 1:
+      x = resize_bilinear(x, x.shape[2] * config.space_scale, x.shape[3] * config.space_scale)
+    z = self.vae.encode(x)
+    context = jnp.broadcast_to(self.null_context[...], (frames.shape[0], *self.null_context.shape[1:]))
+    guidance = self.vrg(frames) if self.vrg is not None else None
+    return self.vae.decode(one_step_denoise(self.dit, z, context, config.sigma, guidance))
+
+
+def init(config: DiffSTConfig, seed: int = 0) -> DiffST:
+  """A DiffST at initialization. The key uses the "rbg" generator: XLA compiles its per-shape initializers about
+  4x faster than threefry's on CPU, which dominates start-up for small models."""
+  return DiffST(config, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")))
+
+
+def with_config(model: DiffST, config: DiffSTConfig) -> DiffST:
+  """The same parameters under another config (scales, dtypes, ablation switches that add no parameters)."""
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0))))
+  return nnx.merge(graphdef, nnx.state(model))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef: nnx.GraphDef, state: nnx.State, frames: jax.Array) -> jax.Array:
+  return nnx.merge(graphdef, state)(frames)
+
+
+def padding_for(config: DiffSTConfig, frames: int, height: int, width: int) -> tuple[int, int, int]:
+  """Frames, rows and columns to append so the model can take an (N, h, w) input."""
+  extra_frames = 1 if config.time_scale == 2 and frames % 2 == 0 else 0
+  multiple = 16 // config.space_scale
+  return extra_frames, -height % multiple, -width % multiple
+
+
+def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
+  """(B, N, h, w, 3) in [-1, 1], N >= 2 -> (B, s_t (N-1) + 1, s_x h, s_x w, 3) in [-1, 1], float32."""
+  if frames.ndim != 5 or frames.shape[-1] != 3:
+    raise ValueError(f"upscale: expected frames (B, N, h, w, 3), got shape {tuple(frames.shape)}")
+  b, n, h, w, _ = frames.shape
+  if n < 2:
+    raise ValueError(f"upscale: needs at least 2 input frames to interpolate between, got {n}")
+  config = model.config
+  extra_frames, extra_rows, extra_cols = padding_for(config, n, h, w)
+  frames = jnp.asarray(frames, jnp.float32)
+  if extra_frames:
+    frames = jnp.concatenate([frames, frames[:, -1:]], axis=1)
+  if extra_rows or extra_cols:
+    mode = "reflect" if extra_rows < h and extra_cols < w else "edge"
+    frames = jnp.pad(frames, ((0, 0), (0, 0), (0, extra_rows), (0, extra_cols), (0, 0)), mode=mode)
+  out = _forward(*nnx.split(model), frames)
+  s_t, s_x = config.time_scale, config.space_scale
+  return out[:, : s_t * (n - 1) + 1, : s_x * h, : s_x * w]
+
+
+def save(model: DiffST, directory: str | pathlib.Path, source: dict[str, Any] | None = None) -> pathlib.Path:
+  """Writes the model as our Orbax checkpoint (model.json + params); the directory must be new or empty."""
+  return checkpoint.save(directory, MODEL_NAME, dataclasses.asdict(model.config),
+                         nnx.to_pure_dict(nnx.state(model)), source)
+
+
+def load(directory: str | pathlib.Path) -> DiffST:
+  """A ready DiffST from our checkpoint directory."""
+  config = DiffSTConfig.from_dict(checkpoint.read_metadata(directory, MODEL_NAME)["config"])
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0))))
+  nnx.replace_by_pure_dict(state, checkpoint.restore(directory, nnx.to_pure_dict(state)))
+  return nnx.merge(graphdef, state)

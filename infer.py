@@ -1,0 +1,122 @@
+"""Upscales a low-resolution, low-frame-rate video with DiffST: x s_x larger and x s_t faster, in one step.
+
+  python infer.py --input clip.mp4 --output clip_x4.mp4
+  python infer.py --input frames/ --output out_frames/ --checkpoint checkpoints/diffst --chunk-frames 9
+
+IN: a video PyAV reads (mp4, mkv, avi, mov, ...) or a folder of PNG frames. OUT: an .mp4 (H.264; --crf 0 is
+lossless) or a folder (PNG frames). N input frames give s_t (N - 1) + 1 output frames at s_t times the fps.
+Without --checkpoint the default weights are used: until a trained DiffST is published, that is the tiny
+configuration at initialization (CFCA = linear blending; VRG off by its zero gate), which says so when it runs.
+"""
+
+import argparse
+import dataclasses
+import importlib.util
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent
+DEFAULT_CONFIG = ROOT / "configs" / "tiny.py"
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--input", required=True, help="video file or folder of PNG frames")
+  parser.add_argument("--output", required=True, help=".mp4 file or folder for PNG frames")
+  parser.add_argument("--checkpoint", help="our DiffST checkpoint directory (default: see above)")
+  parser.add_argument("--config", help="config file with get_config() for a model at initialization")
+  parser.add_argument("--time-scale", type=int, choices=(2, 4), help="s_t (default: the model's)")
+  parser.add_argument("--space-scale", type=int, choices=(1, 2, 4), help="s_x (default: the model's)")
+  parser.add_argument("--chunk-frames", type=int, default=17, help="input frames per temporal chunk")
+  parser.add_argument("--overlap-frames", type=int, default=4, help="input frames shared by neighbouring chunks")
+  parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), default=(128, 128),
+                      help="LR tile size in pixels")
+  parser.add_argument("--tile-overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
+  parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                      help="compute dtype of the VAE and DiT (parameters keep theirs)")
+  parser.add_argument("--crf", type=int, default=18, help="H.264 quality for .mp4 output (0 = lossless)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  return parser.parse_args(argv)
+
+
+def _load_config(path: pathlib.Path):
+  from diffst_jax.models.diffst import DiffSTConfig  # pylint: disable=import-outside-toplevel
+
+  if not path.is_file():
+    raise ValueError(f"{path}: no such config file")
+  spec = importlib.util.spec_from_file_location("diffst_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return DiffSTConfig.from_dict(module.get_config(None).to_dict())
+
+
+def build_model(args):
+  """The model to run and a sentence saying which weights it has."""
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+
+  if args.checkpoint:
+    path = pathlib.Path(args.checkpoint)
+    if not (path / "model.json").is_file():
+      raise ValueError(f"{path}: not a DiffST checkpoint directory (no model.json); convert or train one first")
+    model, which = diffst.load(path), f"checkpoint {path}"
+  else:
+    config_path = pathlib.Path(args.config) if args.config else DEFAULT_CONFIG
+    model = diffst.init(_load_config(config_path))
+    which = (f"default weights: {config_path.name} at initialization (untrained; CFCA = linear blending, VRG gated "
+             "off); pass --checkpoint for trained weights")
+  changes = {}
+  if args.time_scale:
+    changes["cfca"] = dataclasses.replace(model.config.cfca, time_scale=args.time_scale)
+  if args.space_scale:
+    changes["space_scale"] = args.space_scale
+  if args.precision == "bf16":
+    changes["vae"] = dataclasses.replace(model.config.vae, dtype="bfloat16")
+    changes["dit"] = dataclasses.replace(model.config.dit, dtype="bfloat16")
+  if changes:
+    model = diffst.with_config(model, dataclasses.replace(model.config, **changes))
+  return model, which
+
+
+def run(args) -> pathlib.Path:
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+
+  source, output = pathlib.Path(args.input), pathlib.Path(args.output)
+  if output.exists() and output.resolve() == source.resolve():
+    raise ValueError(f"{output}: the output would overwrite the input; choose another output")
+  if output.exists() and not args.overwrite:
+    raise ValueError(f"{output}: already exists; pass --overwrite to replace it")
+  plan = inference.Plan(args.chunk_frames, args.overlap_frames, tuple(args.tile), args.tile_overlap)
+  plan.check()
+  info = video.probe(source)
+  if info.frames < 2:
+    raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")
+  model, which = build_model(args)
+  print(f"diffst: {which}", file=sys.stderr)
+  s_t, s_x = model.config.time_scale, model.config.space_scale
+  frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
+                                   progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk"))
+  video.write_video(output, frames, info.fps * s_t, crf=args.crf)
+  print(f"diffst: wrote {output}: {s_t * (info.frames - 1) + 1} frames, {s_x * info.width}x{s_x * info.height}, "
+        f"{info.fps * s_t:g} fps", file=sys.stderr)
+  return output
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  try:
+    run(args)
+  except Exception as e:  # pylint: disable=broad-except
+    if args.debug:
+      raise
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -89,6 +89,7 @@ def run(args) -> pathlib.Path:
     raise ValueError(f"{output}: the output would overwrite the input; choose another output")
   if output.exists() and not args.overwrite:
     raise ValueError(f"{output}: already exists; pass --overwrite to replace it")
+  video.check_output_path(output)
   plan = inference.Plan(args.chunk_frames, args.overlap_frames, tuple(args.tile), args.tile_overlap)
   plan.check()
   info = video.probe(source)

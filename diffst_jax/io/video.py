@@ -120,12 +120,18 @@ def _atomic_output(path: pathlib.Path):
       temporary.unlink()
 
 
-def write_video(path: str | pathlib.Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> pathlib.Path:
-  """Writes uint8 frames (H, W, 3), streamed, as an H.264 .mp4 (crf 0 = lossless) or, for a path without a
-  suffix, a folder of PNGs; the output appears under `path` only once complete."""
+def check_output_path(path: str | pathlib.Path) -> pathlib.Path:
+  """Raises unless `path` names an output we can write: an .mp4 file, or a folder (no suffix) for PNG frames."""
   path = pathlib.Path(path)
   if path.suffix and path.suffix.lower() != ".mp4":
     raise VideoError(f"{path}: unknown output extension {path.suffix!r}; use .mp4 or a folder name for PNG frames")
+  return path
+
+
+def write_video(path: str | pathlib.Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> pathlib.Path:
+  """Writes uint8 frames (H, W, 3), streamed, as an H.264 .mp4 (crf 0 = lossless) or, for a path without a
+  suffix, a folder of PNGs; the output appears under `path` only once complete."""
+  path = check_output_path(path)
   with _atomic_output(path) as temporary:
     if path.suffix:
       _write_mp4(temporary, iter(frames), fps, crf)

@@ -1,0 +1,86 @@
+"""Chunked and tiled inference: exact when one chunk/tile covers the clip, seamless blending otherwise."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffst_jax import inference
+from diffst_jax.models import diffst
+
+
+@pytest.fixture(scope="module")
+def model(tiny_config):
+  return diffst.init(diffst.DiffSTConfig.from_dict(tiny_config.to_dict()))
+
+
+@pytest.fixture(scope="module")
+def clip():
+  return np.random.default_rng(0).integers(0, 256, (9, 20, 24, 3), dtype=np.uint8)
+
+
+def _run(model, clip, plan, run_tile=None):
+  return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tile=run_tile)))
+
+
+def test_spans_and_ramps():
+  assert inference.spans(9, 5, 2) == [(0, 5), (3, 8), (4, 9)]
+  assert inference.spans(9, 20, 2) == [(0, 9)]
+  first, second = inference.ramp(7, 0, 3), inference.ramp(6, 3, 0)  # two windows sharing 3 entries
+  np.testing.assert_allclose(first[-3:] + second[:3], 1.0)
+  np.testing.assert_array_equal(first[:-3], 1.0)
+  np.testing.assert_array_equal(second[3:], 1.0)
+
+
+def test_one_chunk_one_tile_equals_whole_clip(model, clip):
+  got = _run(model, clip, inference.Plan(9, 0, (64, 64), 0))
+  whole = np.asarray(diffst.upscale(model, jnp.asarray(clip[None].astype(np.float32) / 127.5 - 1)))[0]
+  np.testing.assert_array_equal(got, np.clip(np.round((whole + 1) * 127.5), 0, 255).astype(np.uint8))
+
+
+def test_chunks_with_overlap_give_every_frame(model, clip):
+  got = _run(model, clip, inference.Plan(5, 2, (64, 64), 0))
+  assert got.shape == (17, 80, 96, 3)
+
+
+def _offset_tiles(frames):
+  """A stand-in model whose tiles disagree: x4 nearest upscaling plus an offset that depends on the tile."""
+  up = np.repeat(np.repeat(np.repeat(frames, 2, axis=0)[:-1], 4, axis=1), 4, axis=2)
+  return np.clip(up + 0.2 * np.tanh(frames.mean()), -1, 1)
+
+
+def test_tiles_blend_without_seams(model, clip):
+  plan = inference.Plan(9, 0, (16, 16), 4)
+  got = _run(model, clip, plan, run_tile=_offset_tiles).astype(np.float32)
+  assert got.shape == (17, 80, 96, 3)
+  # Where tiles overlap, the output steps from one tile's value to the other's in ramps of at most
+  # offset difference / (overlap + 1), so the largest column-to-column jump stays that of the content.
+  smooth = np.asarray(_offset_tiles(clip.astype(np.float32) / 127.5 - 1))
+  jumps = np.abs(np.diff(got, axis=2)).max(axis=(0, 1, 3))
+  content = np.abs(np.diff((smooth + 1) * 127.5, axis=2)).max(axis=(0, 1, 3))
+  assert float((jumps - content).max()) <= 0.4 * 127.5 / 17 + 1  # one ramp step (+ rounding)
+
+
+def test_model_tiles_are_stitched_by_convex_blending(model, clip):
+  """Two tiles side by side, sharing 8 LR columns: outside the shared band the output is each tile's own; inside it
+  lies between the two tiles' predictions."""
+  frames = clip.astype(np.float32) / 127.5 - 1
+  got = _run(model, clip, inference.Plan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
+  run = inference.model_tiles(model)
+  to_uint8 = lambda a: np.clip(np.round((a + 1) * 127.5), 0, 255)  # noqa: E731
+  left, right = to_uint8(run(frames[:, :, :16])), to_uint8(run(frames[:, :, 8:24]))
+  np.testing.assert_array_equal(got[:, :, :32], left[:, :, :32])
+  np.testing.assert_array_equal(got[:, :, 64:], right[:, :, 32:])
+  low, high = np.minimum(left[:, :, 32:], right[:, :, :32]), np.maximum(left[:, :, 32:], right[:, :, :32])
+  assert bool(np.all((got[:, :, 32:64] >= low - 1) & (got[:, :, 32:64] <= high + 1)))
+  print(f"[tiles] max difference of neighbouring tiles in their overlap: {np.abs(high - low).max() / 127.5:.3f}")
+
+
+@pytest.mark.parametrize("plan, message", [
+    (inference.Plan(1, 0, (64, 64), 0), "chunk-frames"),
+    (inference.Plan(5, 5, (64, 64), 0), "overlap-frames"),
+    (inference.Plan(5, 1, (8, 64), 0), "smaller than the model allows"),
+    (inference.Plan(5, 1, (32, 32), 16), "tile-overlap"),
+])
+def test_bad_plans(plan, message):
+  with pytest.raises(ValueError, match=message):
+    plan.check()

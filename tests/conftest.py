@@ -25,3 +25,11 @@ def load_config(name: str, arg: str | None = None):
 @pytest.fixture(scope="session")
 def tiny_config():
   return load_config("tiny")
+
+
+def rbg_rngs(seed: int):
+  """Rngs on the "rbg" generator: random initialization compiles ~4x faster than with threefry on CPU."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  return nnx.Rngs(jax.random.key(seed, impl="rbg"))

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from diffst_jax.convert import CheckpointError, load_dit
 from diffst_jax.convert import dit as convert_dit
 from diffst_jax.models.dit import WanDiT, WanDiTConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, rbg_rngs
 
 # head_dim 128 as in both released sizes, so the config can be read off the shapes alone.
 SHAPE_INFERABLE = dict(num_attention_heads=2, attention_head_dim=128, ffn_dim=64, num_layers=3, text_dim=16,
@@ -24,7 +24,7 @@ SHAPE_INFERABLE = dict(num_attention_heads=2, attention_head_dim=128, ffn_dim=64
 
 @pytest.fixture(scope="module")
 def dit():
-  return WanDiT(WanDiTConfig(**SHAPE_INFERABLE), rngs=nnx.Rngs(0))
+  return WanDiT(WanDiTConfig(**SHAPE_INFERABLE), rngs=rbg_rngs(0))
 
 
 def _assert_bit_exact(a, b):

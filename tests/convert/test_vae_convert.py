@@ -16,12 +16,12 @@ from diffst_jax.convert import CheckpointError, load_vae
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.models.vae import WanVAE, WanVAEConfig
 from tests import wan_original_layout
-from tests.conftest import ROOT
+from tests.conftest import ROOT, rbg_rngs
 
 
 @pytest.fixture(scope="module")
 def vae(tiny_config):
-  return WanVAE(WanVAEConfig(**tiny_config.vae), rngs=nnx.Rngs(0))
+  return WanVAE(WanVAEConfig(**tiny_config.vae), rngs=rbg_rngs(0))
 
 
 def _params(module):

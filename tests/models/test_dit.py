@@ -19,6 +19,7 @@ from diffst_jax.convert import dit as convert_dit
 from diffst_jax.convert import load_dit
 from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise, wan21_t2v_14b, wan21_t2v_1_3b
 from tests import wan_original_layout
+from tests.conftest import rbg_rngs
 
 TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
 TINY_B = dict(num_attention_heads=3, attention_head_dim=24, ffn_dim=40, num_layers=3, text_dim=20, freq_dim=32,
@@ -111,7 +112,7 @@ def test_parameters_carry_logical_axes(tiny_config):
 
 @pytest.fixture(scope="module")
 def tiny_dit(tiny_config):
-  return WanDiT(WanDiTConfig(**tiny_config.dit), rngs=nnx.Rngs(3))
+  return WanDiT(WanDiTConfig(**tiny_config.dit), rngs=rbg_rngs(3))
 
 
 def _with(dit, **changes):

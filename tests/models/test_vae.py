@@ -14,6 +14,7 @@ from diffst_jax.convert import load_vae
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
 from tests import wan_original_layout
+from tests.conftest import rbg_rngs
 
 FRAMES = (1, 5, 9, 13)
 TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
@@ -111,7 +112,7 @@ def test_real_config_size():
 
 @pytest.fixture(scope="module")
 def tiny_vae(tiny_config):
-  return WanVAE(WanVAEConfig(**tiny_config.vae), rngs=nnx.Rngs(1))
+  return WanVAE(WanVAEConfig(**tiny_config.vae), rngs=rbg_rngs(1))
 
 
 def test_encoder_is_causal(tiny_vae):
@@ -136,7 +137,7 @@ def test_decoder_is_causal(tiny_vae):
 def test_gradients_match_finite_differences(tiny_config):
   with jax.enable_x64(True):
     config = WanVAEConfig(**tiny_config.vae, dtype="float64", param_dtype="float64")
-    vae = WanVAE(config, rngs=nnx.Rngs(2))
+    vae = WanVAE(config, rngs=rbg_rngs(2))
     x = 0.5 * jax.random.uniform(jax.random.key(3), (1, 5, 16, 16, 3), jnp.float64, minval=-1, maxval=1)
     weights = jax.random.normal(jax.random.key(4), x.shape, jnp.float64)
     # Outputs near the [-1, 1] clamp are left out: finite differences across the kink would not agree.

@@ -104,7 +104,7 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
   shared_outputs = _overlaps(chunks, lambda n: s_t * (n - 1) + 1)
   source = iter(frames)
   window, window_start = [], 0  # input frames window_start, window_start + 1, ...
-  pending, pending_start = np.zeros((0,)), 0  # weighted output frames still to be blended with the next chunk
+  pending = np.zeros((0,))  # weighted output frames still to be blended with the next chunk
   for (start, end), (before, after) in progress(list(zip(chunks, shared_outputs))):
     window, window_start = window[start - window_start:], start
     while len(window) < end - start:
@@ -116,7 +116,7 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
     yield from _to_uint8(pending[: len(pending) - before])
     final = len(chunk_out) - after
     yield from _to_uint8(chunk_out[:final])
-    pending, pending_start = chunk_out[final:], s_t * start + final
+    pending = chunk_out[final:]
   yield from _to_uint8(pending)
 
 

@@ -7,7 +7,6 @@ to zero: an untrained VRG leaves the pretrained denoiser's output exactly unchan
 """
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,6 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 from safetensors.torch import save_file
 
-from diffst_jax.convert import dit as convert_dit
 from diffst_jax.convert import load_dit
 from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise, wan21_t2v_14b, wan21_t2v_1_3b
 from tests import wan_original_layout

@@ -31,12 +31,15 @@ def test_upscales_a_real_clip(tmp_path):
   assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_png_folder_in_and_out(tmp_path):
+def test_png_folder_in_and_out_in_bfloat16(tmp_path):
   frames, _ = video.read_video(CLIP)
   video.write_video(tmp_path / "in", frames[:3], 30)
-  result = _infer("--input", tmp_path / "in", "--output", tmp_path / "out", "--space-scale", "1")
+  result = _infer("--input", tmp_path / "in", "--output", tmp_path / "out", "--space-scale", "1", "--precision",
+                  "bf16")
   assert result.returncode == 0, result.stderr
-  assert len(list((tmp_path / "out").glob("*.png"))) == 5
+  outputs = sorted((tmp_path / "out").glob("*.png"))
+  assert len(outputs) == 5
+  assert video.probe(tmp_path / "out")[2:] == (48, 64)
 
 
 def _bad_inputs(tmp_path):

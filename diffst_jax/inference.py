@@ -108,7 +108,10 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
   for (start, end), (before, after) in progress(list(zip(chunks, shared_outputs))):
     window, window_start = window[start - window_start:], start
     while len(window) < end - start:
-      window.append(next(source))
+      frame = next(source, None)
+      if frame is None:
+        raise ValueError(f"the input ended after {start + len(window)} frames, {num_frames} were expected")
+      window.append(frame)
     chunk_out = upscale_chunk(run_tile, np.stack(window).astype(np.float32) / 127.5 - 1.0, plan, s_t, s_x)
     chunk_out *= ramp(len(chunk_out), before, after)[:, None, None, None]
     if before:

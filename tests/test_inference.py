@@ -84,3 +84,8 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
 def test_bad_plans(plan, message):
   with pytest.raises(ValueError, match=message):
     plan.check()
+
+
+def test_a_stream_shorter_than_announced_is_a_clear_error(model, clip):
+  with pytest.raises(ValueError, match="ended after 9 frames, 12 were expected"):
+    list(inference.upscale_video(model, iter(clip), 12, inference.Plan(12, 0, (64, 64), 0)))

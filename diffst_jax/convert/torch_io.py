@@ -44,7 +44,12 @@ def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
   except ImportError as e:
     raise CheckpointError(f"{path}: reading a torch checkpoint needs torch; pip install 'diffst-jax[torch]'") from e
   try:
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+      state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+      if "mmap" not in str(e):
+        raise
+      state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mapped
   except Exception as e:  # torch raises many types for corrupt or unsafe files
     raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint ({type(e).__name__}: {e})") from e
   if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

@@ -125,3 +125,9 @@ def test_cli_reports_a_bad_key_in_one_line(vae, tmp_path):
   assert result.returncode == 2
   assert "'decoder.head.2.bias'" in result.stderr and "Traceback" not in result.stderr
   assert not (tmp_path / "out").exists()
+
+
+def test_legacy_torch_format_is_read(vae, tmp_path):
+  state = {k: torch.from_numpy(v) for k, v in convert_vae.state_dict(vae, "original").items()}
+  torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+  _assert_bit_exact(vae, load_vae(tmp_path / "legacy.pth"))

@@ -11,7 +11,7 @@ import pytest
 from diffst_jax.io import video
 from tests.conftest import ROOT
 
-CLIP = ROOT / "tests" / "data" / "carphone_distorted_9.mp4"  # 9 frames of carphone (distorted), 64x48
+CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of carphone (distorted), 64x48
 
 
 def _infer(*args):

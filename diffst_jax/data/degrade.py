@@ -1,0 +1,195 @@
+"""Training degradations (SPEC §8): space first (RealBasicVSR / Real-ESRGAN second order, one set of parameters
+per clip), then time (keep every s_t-th frame).
+
+Clips are uint8 (T, H, W, 3). Every random draw comes from the `np.random.Generator` passed in, so a clip seeded
+per example degrades identically every time.
+"""
+
+import dataclasses
+import io
+import math
+
+import av
+import numpy as np
+import scipy.ndimage
+import scipy.special
+from PIL import Image
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+  """The parameters of one degradation order."""
+
+  blur_prob: float
+  blur_sigma: tuple[float, float]
+  resize_prob: tuple[float, float, float]  # up, down, keep
+  resize_scale: tuple[float, float]
+  gaussian_noise_prob: float  # else Poisson
+  noise_sigma: tuple[float, float]  # on the 0-255 scale
+  poisson_scale: tuple[float, float]
+  gray_noise_prob: float
+  jpeg_quality: tuple[int, int]
+
+
+FIRST = Order(1.0, (0.2, 3.0), (0.2, 0.7, 0.1), (0.15, 1.5), 0.5, (1.0, 30.0), (0.05, 3.0), 0.4, (30, 95))
+SECOND = Order(0.8, (0.2, 1.5), (0.3, 0.4, 0.3), (0.3, 1.2), 0.5, (1.0, 25.0), (0.05, 2.5), 0.4, (30, 95))
+KERNEL_SIZES = tuple(range(7, 22, 2))
+CODECS = ("libx264", "h264", "mpeg4")
+BITRATE = (1e4, 1e5)
+FINAL_SINC_PROB = 0.8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blur kernels
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+  r = np.arange(size) - size // 2
+  return np.meshgrid(r, r, indexing="xy")
+
+
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, angle: float, beta: float = 2.0,
+                    plateau: bool = False) -> np.ndarray:
+  """An anisotropic (generalized, or plateau-shaped) Gaussian, normalized to sum 1."""
+  x, y = _grid(size)
+  c, s = math.cos(angle), math.sin(angle)
+  u, v = c * x + s * y, -s * x + c * y
+  d2 = (u / sigma_x) ** 2 + (v / sigma_y) ** 2
+  kernel = 1 / (1 + d2 ** beta) if plateau else np.exp(-0.5 * d2 ** (beta / 2))
+  return kernel / kernel.sum()
+
+
+def sinc_kernel(size: int, cutoff: float) -> np.ndarray:
+  """A circular low-pass (2D sinc / Airy) filter with cutoff in radians per pixel, normalized to sum 1."""
+  x, y = _grid(size)
+  r = np.hypot(x, y)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    kernel = cutoff * scipy.special.j1(cutoff * r) / (2 * np.pi * r)
+  kernel[r == 0] = cutoff ** 2 / (4 * np.pi)
+  return kernel / kernel.sum()
+
+
+def random_kernel(rng: np.random.Generator, sigma: tuple[float, float]) -> np.ndarray:
+  size = int(rng.choice(KERNEL_SIZES))
+  if rng.random() < 0.1:
+    return sinc_kernel(size, rng.uniform(math.pi / 3 if size < 13 else math.pi / 5, math.pi))
+  kind = rng.choice(["iso", "aniso", "generalized", "plateau"])
+  sx = rng.uniform(*sigma)
+  sy = sx if kind == "iso" else rng.uniform(*sigma)
+  beta = rng.uniform(0.5, 4.0) if kind in ("generalized", "plateau") else 2.0
+  return gaussian_kernel(size, sx, sy, rng.uniform(0, math.pi), beta, plateau=kind == "plateau")
+
+
+def blur(clip: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+  """Filters every frame and channel of a float clip (T, H, W, 3) with one 2D kernel (reflected borders)."""
+  return scipy.ndimage.correlate(clip, kernel[None, :, :, None], mode="reflect")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resizing, noise, compression
+
+
+_RESAMPLE = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.BOX)
+
+
+def resize(clip: np.ndarray, height: int, width: int, mode: int) -> np.ndarray:
+  """Resizes a float clip in [0, 255] frame by frame with PIL (bilinear, bicubic or area)."""
+  out = [np.asarray(Image.fromarray(frame.astype(np.float32)[..., c], mode="F").resize((width, height), mode))
+         for frame in clip for c in range(3)]
+  return np.stack(out).reshape(len(clip), 3, height, width).transpose(0, 2, 3, 1)
+
+
+def add_noise(clip: np.ndarray, rng: np.random.Generator, order: Order) -> np.ndarray:
+  gray = rng.random() < order.gray_noise_prob
+  shape = (*clip.shape[:-1], 1) if gray else clip.shape
+  if rng.random() < order.gaussian_noise_prob:
+    return clip + rng.normal(0.0, rng.uniform(*order.noise_sigma), shape)
+  scale = rng.uniform(*order.poisson_scale)
+  values = np.clip(clip, 0, 255) / 255
+  base = values.mean(-1, keepdims=True) if gray else values
+  levels = 2 ** np.ceil(np.log2(max(len(np.unique((base * 255).astype(np.uint8))), 2)))
+  noisy = rng.poisson(base * levels) / levels
+  return clip + (noisy - base) * scale * 255
+
+
+def jpeg(clip: np.ndarray, quality: int) -> np.ndarray:
+  out = []
+  for frame in np.clip(np.round(clip), 0, 255).astype(np.uint8):
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    out.append(np.asarray(Image.open(buffer).convert("RGB")))
+  return np.stack(out).astype(np.float32)
+
+
+def compress_video(clip: np.ndarray, codec: str, bitrate: float) -> np.ndarray:
+  """Encodes the clip with `codec` at `bitrate` bits/s (25 fps) through PyAV in memory and decodes it back."""
+  frames = np.clip(np.round(clip), 0, 255).astype(np.uint8)
+  t, h, w, _ = frames.shape
+  padded = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # yuv420p needs even sizes
+  buffer = io.BytesIO()
+  with av.open(buffer, "w", format="mp4") as container:
+    stream = container.add_stream(codec, rate=25)
+    stream.width, stream.height = padded.shape[2], padded.shape[1]
+    stream.pix_fmt = "yuv420p"
+    stream.bit_rate = int(bitrate)
+    for frame in padded:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+  buffer.seek(0)
+  with av.open(buffer) as container:
+    decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+  return np.stack(decoded)[:t, :h, :w].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def _one_order(clip: np.ndarray, rng: np.random.Generator, order: Order, base_size: tuple[int, int]) -> np.ndarray:
+  if rng.random() < order.blur_prob:
+    clip = blur(clip, random_kernel(rng, order.blur_sigma))
+  direction = rng.choice(3, p=order.resize_prob)
+  scale = (rng.uniform(1, order.resize_scale[1]) if direction == 0 else
+           rng.uniform(order.resize_scale[0], 1) if direction == 1 else 1.0)
+  h = max(int(clip.shape[1] * scale), 4)
+  w = max(int(clip.shape[2] * scale), 4)
+  clip = resize(clip, min(h, 4 * base_size[0]), min(w, 4 * base_size[1]), _RESAMPLE[rng.integers(3)])
+  clip = np.clip(add_noise(clip, rng, order), 0, 255)
+  return jpeg(clip, rng.integers(order.jpeg_quality[0], order.jpeg_quality[1] + 1))
+
+
+def degrade_space(clip: np.ndarray, rng: np.random.Generator, scale: int = 4) -> np.ndarray:
+  """HR uint8 clip (T, H, W, 3) -> LR uint8 clip (T, H/scale, W/scale, 3) by the second-order degradation."""
+  t, h, w, _ = clip.shape
+  lr_size = (h // scale, w // scale)
+  x = clip.astype(np.float32)
+  x = _one_order(x, rng, FIRST, lr_size)
+  x = _one_order(x, rng, SECOND, lr_size)
+
+  def compression(x):
+    return compress_video(x, rng.choice(CODECS), rng.uniform(*BITRATE))
+
+  def final_resize(x):
+    x = resize(x, *lr_size, _RESAMPLE[rng.integers(3)])
+    if rng.random() < FINAL_SINC_PROB:
+      size = int(rng.choice(KERNEL_SIZES))
+      x = blur(x, sinc_kernel(size, rng.uniform(math.pi / 3 if size < 13 else math.pi / 5, math.pi)))
+    return x
+
+  steps = [compression, final_resize]
+  if rng.random() < 0.5:
+    steps.reverse()
+  for step in steps:
+    x = step(x)
+  return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def degrade_time(clip: np.ndarray, time_scale: int) -> np.ndarray:
+  """Keeps frames 0, s_t, 2 s_t, ... (the low-frame-rate input of the space-time task)."""
+  return clip[::time_scale]
+
+
+def degrade(clip: np.ndarray, seed: int, space_scale: int = 4, time_scale: int = 2) -> np.ndarray:
+  """Space then time degradation of an HR uint8 clip, deterministic for `seed`."""
+  return degrade_time(degrade_space(clip, np.random.default_rng(seed), space_scale), time_scale)

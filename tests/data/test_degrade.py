@@ -1,0 +1,56 @@
+"""SPEC §8 degradations: deterministic per seed, shapes and value ranges kept, the right frames dropped."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from diffst_jax.data import degrade
+from diffst_jax.io import video
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def clip():
+  """8 real frames (carphone, distorted), 48x64."""
+  frames = list(itertools.islice(video.iter_frames(ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"), 8))
+  return np.stack(frames)
+
+
+def test_kernels_are_normalized_and_symmetric():
+  for kernel in (degrade.gaussian_kernel(11, 1.5, 0.7, 0.3), degrade.gaussian_kernel(9, 2.0, 2.0, 0, beta=1.0),
+                 degrade.gaussian_kernel(13, 1.2, 2.2, 1.0, beta=3.0, plateau=True), degrade.sinc_kernel(15, 1.2)):
+    assert kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 1
+    np.testing.assert_allclose(kernel.sum(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(kernel, kernel[::-1, ::-1], atol=1e-12)  # point-symmetric
+
+
+@pytest.mark.parametrize("name, step", [
+    ("blur", lambda x, rng: degrade.blur(x, degrade.random_kernel(rng, (0.2, 3.0)))),
+    ("resize", lambda x, rng: degrade.resize(x, 24, 32, degrade._RESAMPLE[rng.integers(3)])),  # noqa: SLF001
+    ("noise", lambda x, rng: np.clip(degrade.add_noise(x, rng, degrade.FIRST), 0, 255)),
+    ("jpeg", lambda x, rng: degrade.jpeg(x, rng.integers(30, 96))),
+    ("video compression", lambda x, rng: degrade.compress_video(x, rng.choice(degrade.CODECS), rng.uniform(1e4, 1e5))),
+])
+def test_each_degradation_is_deterministic_and_keeps_ranges(clip, name, step):
+  x = clip.astype(np.float32)
+  first, second = step(x, np.random.default_rng(7)), step(x, np.random.default_rng(7))
+  np.testing.assert_array_equal(first, second)
+  assert first.shape[0] == clip.shape[0] and first.shape[-1] == 3
+  assert float(first.min()) >= 0 and float(first.max()) <= 255, name
+  assert not np.array_equal(first, x) or name == "resize"
+
+
+@pytest.mark.parametrize("space_scale, time_scale", [(4, 2), (4, 4), (2, 2)])
+def test_full_degradation(clip, space_scale, time_scale):
+  lr = degrade.degrade(clip, seed=3, space_scale=space_scale, time_scale=time_scale)
+  assert lr.dtype == np.uint8 and float(lr.std()) > 5  # still an image, not a flat field
+  assert lr.shape == (len(range(0, 8, time_scale)), 48 // space_scale, 64 // space_scale, 3)
+  np.testing.assert_array_equal(lr, degrade.degrade(clip, seed=3, space_scale=space_scale, time_scale=time_scale))
+  assert not np.array_equal(lr, degrade.degrade(clip, seed=4, space_scale=space_scale, time_scale=time_scale))
+
+
+def test_time_degradation_keeps_every_s_t_th_frame():
+  clip = np.arange(9)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+  np.testing.assert_array_equal(degrade.degrade_time(clip, 2)[:, 0, 0, 0], [0, 2, 4, 6, 8])
+  np.testing.assert_array_equal(degrade.degrade_time(clip, 4)[:, 0, 0, 0], [0, 4, 8])

@@ -11,7 +11,6 @@ configuration at initialization (CFCA = linear blending; VRG off by its zero gat
 
 import argparse
 import dataclasses
-import importlib.util
 import pathlib
 import sys
 
@@ -40,17 +39,6 @@ def parse_args(argv):
   return parser.parse_args(argv)
 
 
-def _load_config(path: pathlib.Path):
-  from diffst_jax.models.diffst import DiffSTConfig  # pylint: disable=import-outside-toplevel
-
-  if not path.is_file():
-    raise ValueError(f"{path}: no such config file")
-  spec = importlib.util.spec_from_file_location("diffst_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return DiffSTConfig.from_dict(module.get_config(None).to_dict())
-
-
 def build_model(args):
   """The model to run and a sentence saying which weights it has."""
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
@@ -62,7 +50,7 @@ def build_model(args):
     model, which = diffst.load(path), f"checkpoint {path}"
   else:
     config_path = pathlib.Path(args.config) if args.config else DEFAULT_CONFIG
-    model = diffst.init(_load_config(config_path))
+    model = diffst.init(diffst.config_from_file(config_path))
     which = (f"default weights: {config_path.name} at initialization (untrained; CFCA = linear blending, VRG gated "
              "off); pass --checkpoint for trained weights")
   changes = {}

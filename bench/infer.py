@@ -25,12 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def config_named(name: str) -> diffst.DiffSTConfig:
-  import importlib.util  # pylint: disable=import-outside-toplevel
-
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return diffst.DiffSTConfig.from_dict(module.get_config(None).to_dict())
+  return diffst.config_from_file(ROOT / "configs" / f"{name}.py")
 
 
 def stages(model: diffst.DiffST):

@@ -7,6 +7,7 @@ what the VAE and DiT cannot take (an even N for s_t = 2 repeats the last frame; 
 
 import dataclasses
 import functools
+import importlib.util
 import pathlib
 from typing import Any
 
@@ -51,6 +52,17 @@ class DiffSTConfig:
     config = dict(config)
     parts = {name: part(**dict(config.pop(name, {}))) for name, part in _PARTS.items()}
     return cls(**parts, **config)
+
+
+def config_from_file(path: str | pathlib.Path, arg: str | None = None) -> DiffSTConfig:
+  """The DiffSTConfig of an experiment config file (a Python file with `get_config(arg)`, e.g. configs/tiny.py)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"{path}: no such config file")
+  spec = importlib.util.spec_from_file_location(f"diffst_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return DiffSTConfig.from_dict(module.get_config(arg).to_dict())
 
 
 class NullContext(nnx.Variable):

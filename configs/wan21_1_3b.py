@@ -1,16 +1,24 @@
-"""DiffST on Wan2.1 T2V-1.3B at the released sizes (SPEC §2-§4)."""
+"""DiffST on Wan2.1 T2V-1.3B at the released sizes (SPEC §2-§4), with the training recipe of SPEC §7.
+
+Train: `train.py --config configs/wan21_1_3b.py --workdir DIR --config.data.videos=VIDEOS
+--config.init.vae=WAN_VAE --config.init.dit=WAN_DIT` (Wan2.1 .pth/.safetensors, diffusers dirs or converted).
+"""
 
 import ml_collections
+
+from diffst_jax.train import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg
-  config = ml_collections.ConfigDict()
-  config.vae = ml_collections.ConfigDict()  # WanVAEConfig defaults are the released Wan2.1 VAE
-  config.dit = ml_collections.ConfigDict()  # WanDiTConfig defaults are Wan2.1 T2V-1.3B
-  config.cfca = ml_collections.ConfigDict(dict(time_scale=2))
-  config.vrg = ml_collections.ConfigDict(dict(num_tokens=16))
-  config.space_scale = 4
-  config.sigma = 0.4  # SPEC §4 decision; an ablation axis {0.25, 0.4, 0.55, 0.7}
-  config.context_tokens = 512
+  config = defaults.training_defaults()
+  config.model = ml_collections.ConfigDict(dict(
+      vae={},  # WanVAEConfig defaults are the released Wan2.1 VAE
+      dit={},  # WanDiTConfig defaults are Wan2.1 T2V-1.3B
+      cfca=dict(time_scale=2),
+      vrg=dict(num_tokens=16),
+      space_scale=4,
+      sigma=0.4,  # SPEC §4 decision; an ablation axis {0.25, 0.4, 0.55, 0.7}
+      context_tokens=512,
+  ))
   return config

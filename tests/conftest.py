@@ -6,7 +6,6 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -16,15 +15,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def load_config(name: str, arg: str | None = None):
   """`get_config(arg)` of configs/<name>.py."""
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from diffst_jax.train import defaults  # pylint: disable=import-outside-toplevel
+
+  return defaults.load_config_file(ROOT / "configs" / f"{name}.py", arg)
 
 
 @pytest.fixture(scope="session")
 def tiny_config():
-  return load_config("tiny")
+  """The tiny model config (configs/tiny.py's `model` section)."""
+  return load_config("tiny").model
 
 
 def rbg_rngs(seed: int):

@@ -116,6 +116,11 @@ def convert(spec: ModelSpec, source: str | pathlib.Path, out: str | pathlib.Path
   """Converts a torch source into our Orbax checkpoint directory `out` (with config and source sha256)."""
   check_new_directory(out)  # before the (possibly long) conversion, not after
   model = load(spec, source, **overrides)
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   source_info = {"path": str(pathlib.Path(source).absolute()), "sha256": torch_io.source_hashes(source)}
-  return checkpoint.save(out, spec.name, dataclasses.asdict(model.config), params, source_info)
+  return save(spec, model, out, source_info)
+
+
+def save(spec: ModelSpec, model, out: str | pathlib.Path, source: dict[str, Any] | None = None) -> pathlib.Path:
+  """Writes our Orbax checkpoint of `model` (config + params) to the new directory `out`."""
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return checkpoint.save(out, spec.name, dataclasses.asdict(model.config), params, source)

@@ -7,7 +7,6 @@ what the VAE and DiT cannot take (an even N for s_t = 2 repeats the last frame; 
 
 import dataclasses
 import functools
-import importlib.util
 import pathlib
 from typing import Any
 
@@ -55,14 +54,10 @@ class DiffSTConfig:
 
 
 def config_from_file(path: str | pathlib.Path, arg: str | None = None) -> DiffSTConfig:
-  """The DiffSTConfig of an experiment config file (a Python file with `get_config(arg)`, e.g. configs/tiny.py)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise ValueError(f"{path}: no such config file")
-  spec = importlib.util.spec_from_file_location(f"diffst_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return DiffSTConfig.from_dict(module.get_config(arg).to_dict())
+  """The DiffSTConfig of an experiment config file (its `model` section; e.g. configs/tiny.py)."""
+  from diffst_jax.train import defaults  # pylint: disable=import-outside-toplevel
+
+  return DiffSTConfig.from_dict(defaults.load_config_file(path, arg).model.to_dict())
 
 
 class NullContext(nnx.Variable):
@@ -82,6 +77,10 @@ class DiffST(nnx.Module):
 
   def __call__(self, frames: jax.Array) -> jax.Array:
     """(B, N, h, w, 3) with N, h, w already valid (see `upscale`) -> (B, s_t (N-1) + 1, s_x h, s_x w, 3)."""
+    return self.vae.decode(self.denoised_latent(frames))
+
+  def denoised_latent(self, frames: jax.Array) -> jax.Array:
+    """(B, N, h, w, 3) -> the one-step denoised latent ẑ (B, 1 + s_t (N-1) / 4, s_x h / 8, s_x w / 8, z_dim)."""
     config = self.config
     x = self.cfca(frames)
     if config.space_scale > 1:
@@ -89,7 +88,7 @@ class DiffST(nnx.Module):
     z = self.vae.encode(x)
     context = jnp.broadcast_to(self.null_context[...], (frames.shape[0], *self.null_context.shape[1:]))
     guidance = self.vrg(frames) if self.vrg is not None else None
-    return self.vae.decode(one_step_denoise(self.dit, z, context, config.sigma, guidance))
+    return one_step_denoise(self.dit, z, context, config.sigma, guidance)
 
 
 def init(config: DiffSTConfig, seed: int = 0) -> DiffST:

@@ -1,0 +1,109 @@
+"""Training batches (SPEC §8): stored HR clips -> shuffle(seed) -> repeat -> random crop, space then time
+degradation -> batch -> prefetch (threads, or worker processes).
+
+Example `position` of the endless shuffled stream draws its crop and degradation from
+`np.random.default_rng((seed, position))` and a batch is a fixed range of positions, so the batches depend only
+on the arguments, never on the number of workers. The iterator's state is `{"global_next_index": examples read}`
+(plain JSON, the same for any number of workers).
+"""
+
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+
+import grain
+import numpy as np
+from absl import flags
+
+from diffst_jax.data import builder, degrade
+
+MAX_SEED = 2**32 - 1  # grain's shuffle takes 32-bit seeds
+CROP_MULTIPLE = 16  # the DiT needs H and W multiples of 16 (SPEC §1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPair(grain.transforms.MapWithIndex):
+  """A stored clip at stream position `index` -> {"hr": (T, crop, crop, 3), "lr": (T_lr, crop/s_x, crop/s_x, 3)}."""
+
+  crop_size: int
+  space_scale: int
+  time_scale: int
+  seed: int
+
+  def map_with_index(self, index: int, element: dict) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng((self.seed, index))
+    hr = random_crop(element["clip"], self.crop_size, rng)
+    lr = degrade.degrade_time(degrade.degrade_space(hr, rng, self.space_scale), self.time_scale)
+    return {"hr": hr, "lr": lr}
+
+
+def random_crop(clip: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """The same size x size window of every frame of a clip (T, H, W, C), at a random position."""
+  _, height, width, _ = clip.shape
+  assert height >= size and width >= size, f"clip {height}x{width} is smaller than the {size}x{size} crop"
+  top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
+  return clip[:, top:top + size, left:left + size]
+
+
+def _check_arguments(clip_frames: int, crop_size: int, space_scale: int, time_scale: int, batch_size: int, seed: int,
+                     num_workers: int) -> None:
+  for name, value, minimum in (("clip_frames", clip_frames, 1), ("crop_size", crop_size, 1),
+                               ("space_scale", space_scale, 1), ("time_scale", time_scale, 1),
+                               ("batch_size", batch_size, 1), ("seed", seed, 0), ("num_workers", num_workers, 0)):
+    if not isinstance(value, int) or value < minimum:
+      raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+  if clip_frames % 4 != 1 or clip_frames < 5:
+    raise ValueError(f"clip_frames={clip_frames}: the Wan VAE needs 4k+1 frames (5, 9, 13, 17, 21, ...)")
+  if (clip_frames - 1) % time_scale:
+    raise ValueError(f"clip_frames={clip_frames}, time_scale={time_scale}: clip_frames - 1 must be a multiple of "
+                     "time_scale so the last HR frame is an LR keyframe (e.g. 9 or 17 frames for time_scale 2 or 4)")
+  if crop_size % CROP_MULTIPLE or crop_size % space_scale:
+    raise ValueError(f"crop_size={crop_size}: expected a multiple of {CROP_MULTIPLE} and of space_scale={space_scale}")
+  if seed > MAX_SEED:
+    raise ValueError(f"seed={seed}: expected a seed in [0, {MAX_SEED}]")
+
+
+def _check_crop_fits(clips: builder.DiffstClips, crop_size: int) -> None:
+  height, width = clips.info.metadata["min_height"], clips.info.metadata["min_width"]
+  if crop_size > min(height, width):
+    raise ValueError(f"crop_size={crop_size}: the clips in {clips.data_path} are only {height} pixels high and {width} "
+                     f"wide at the least; use a crop_size of at most {min(height, width)} or drop the small videos")
+
+
+def _open_split(clips: builder.DiffstClips, split: str) -> Sequence[dict]:
+  try:
+    return clips.as_data_source(split)
+  except ValueError as e:  # an unknown split, a malformed or an empty slice
+    raise ValueError(f"split={split!r}: {str(e).splitlines()[-1]} (use 'train' or a TFDS slice such as "
+                     "'train[:90%]')") from e
+
+
+def _mark_flags_parsed() -> None:
+  """Grain's multiprocessing reads absl flags, which scripts that do not start through absl's app.run never parse."""
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: int, space_scale: int,
+                 time_scale: int, batch_size: int, seed: int, num_workers: int = 0, split: str = "train",
+                 clip_stride: int | None = None) -> grain.IterDataset:
+  """Endless batches {"hr": uint8 (B, T, crop, crop, 3), "lr": uint8 (B, (T-1)//s_t+1, crop/s_x, crop/s_x, 3)}.
+
+  Reads the clips `builder.prepare` stored in `data_dir` (`split` may be a TFDS slice, e.g. "train[:90%]");
+  `num_workers` > 0 prepares batches in that many worker processes (their arrays live in shared memory, freed when
+  the batch is). `iter(dataset)` returns the dataset's one iterator (call `make_dataset` again for a fresh one);
+  save `iterator.get_state()` (a JSON-able dict) and restore it with `iterator.set_state(state)`.
+  """
+  _check_arguments(clip_frames, crop_size, space_scale, time_scale, batch_size, seed, num_workers)
+  clips = builder.load(data_dir, clip_frames, clip_stride=clip_stride)
+  _check_crop_fits(clips, crop_size)
+  examples = (grain.MapDataset.source(_open_split(clips, split))
+              .shuffle(seed=seed)
+              .repeat()
+              .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed)))
+  if num_workers:
+    _mark_flags_parsed()
+  return grain.experimental.ElasticIterator(
+      examples, batch_size, grain.sharding.ShardOptions(shard_index=0, shard_count=1),
+      read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=2),
+      multiprocessing_options=grain.MultiprocessingOptions(num_workers=num_workers) if num_workers else None)

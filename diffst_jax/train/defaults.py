@@ -1,0 +1,56 @@
+"""The training recipe every experiment config starts from (SPEC §7 losses and schedule, §8 data).
+
+Configs call `training_defaults()` and set `model` (a DiffSTConfig as nested dicts) and what differs.
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+def load_config_file(path: str | pathlib.Path, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of an experiment config file (a Python file, e.g. configs/tiny.py)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"{path}: no such config file")
+  spec = importlib.util.spec_from_file_location(f"diffst_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def stage(steps: int, learning_rate: float, warmup_steps: int, **loss_weights: float) -> ml_collections.ConfigDict:
+  weights = dict(latent=0.0, rec=0.0, perceptual=0.0, consistency=0.0)
+  weights.update(loss_weights)
+  return ml_collections.ConfigDict(dict(steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
+                                        loss=weights))
+
+
+def training_defaults() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.task = "diffst"  # or "autoencoder": train the VAE alone (stage 0 for a VAE without pretrained weights)
+  config.seed = 0
+  config.init = ml_collections.ConfigDict(dict(
+      vae="",  # our VAE checkpoint, a diffusers directory or a Wan2.1 .pth; empty: random (autoencoder task only)
+      dit="",  # our DiT checkpoint, a diffusers directory or Wan2.1 safetensors; empty: random
+  ))
+  config.data = ml_collections.ConfigDict(dict(
+      videos="",  # folder of HR training videos
+      prepared="",  # where the TFDS dataset is written; empty: <workdir>/data
+      clip_frames=17,  # HR frames per training clip, 4k+1
+      crop_size=256,
+      batch_size=1,
+      workers=0,
+  ))
+  # Stages run in the order of their names; a stage's loss weights say which terms it computes.
+  config.stages = ml_collections.ConfigDict(dict(
+      stage1=stage(10_000, 2e-5, 100, latent=1.0),
+      stage2=stage(500, 5e-6, 0, rec=1.0, perceptual=1.0, consistency=1.0),
+  ))
+  config.perceptual = "dists"  # or "lpips" (VGG)
+  config.optimizer = ml_collections.ConfigDict(dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=0.1))
+  config.log_every = 10
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 3
+  return config

@@ -132,6 +132,7 @@ def write_video(path: str | pathlib.Path, frames: Iterable[np.ndarray], fps: flo
   """Writes uint8 frames (H, W, 3), streamed, as an H.264 .mp4 (crf 0 = lossless) or, for a path without a
   suffix, a folder of PNGs; the output appears under `path` only once complete."""
   path = check_output_path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
   with _atomic_output(path) as temporary:
     if path.suffix:
       _write_mp4(temporary, iter(frames), fps, crf)

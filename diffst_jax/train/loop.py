@@ -1,0 +1,232 @@
+"""The training loop: data, model, stages, logging, Orbax checkpoints, resuming and clean stops.
+
+A work directory holds everything of one run: `config.json` (the resolved config), `checkpoints/` (Orbax, every
+`checkpoint_every` steps, the last `keep_checkpoints` kept; each holds the train state and the data iterator's
+position), `metrics.jsonl`, `tensorboard/`, and at the end `model/` (the trained model as our checkpoint, what
+`infer.py --checkpoint` and `init.vae` take). Running the same command on the directory again resumes exactly;
+SIGTERM (or Ctrl-C) saves a checkpoint and stops.
+"""
+
+import dataclasses
+import json
+import pathlib
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from diffst_jax.convert import dit as dit_convert
+from diffst_jax.convert import vae as vae_convert
+from diffst_jax.data import builder, pipeline
+from diffst_jax.models import diffst
+from diffst_jax.models.vae import WanVAE, WanVAEConfig
+from diffst_jax.train import perceptual, step as train_step
+
+# Settings a resumed run may change; anything else must match the run in the work directory.
+RUN_CONTROL = ("log_every", "checkpoint_every", "keep_checkpoints", "data.workers", "data.videos", "data.prepared")
+
+
+@dataclasses.dataclass
+class _StopRequest:
+  requested: bool = False
+
+  def __call__(self, signum, frame):
+    del frame
+    self.requested = True
+    print(f"\nsignal {signal.Signals(signum).name}: saving a checkpoint and stopping after this step", flush=True)
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def _record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """Writes config.json, or checks a resumed run's config against it."""
+  path = workdir / "config.json"
+  resolved = json.loads(json.dumps(config.to_dict(), default=list))
+  if path.exists():
+    before, now = _flatten(json.loads(path.read_text())), _flatten(resolved)
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if before.get(k) != now.get(k) and not any(k.startswith(c) for c in RUN_CONTROL))
+    if changed:
+      raise ValueError(f"{workdir} holds a run with another config (differs in {', '.join(changed)}); "
+                       "use a new --workdir, or the same config to resume")
+  path.write_text(json.dumps(resolved, indent=2) + "\n")
+
+
+def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  stages = [config.stages[name].to_dict() for name in sorted(config.stages)]
+  for stage in stages:
+    train_step.check_loss_weights(config.task, stage["loss"])
+  return stages
+
+
+def _load_part(load, path: str, expected, what: str):
+  part = load(path)
+  if part.config != expected:
+    differ = [f.name for f in dataclasses.fields(expected) if getattr(part.config, f.name) != getattr(expected, f.name)]
+    raise ValueError(f"init.{what} = {path} has another {what} config (differs in {', '.join(differ)}) than "
+                     f"model.{what} of the training config; make them match")
+  return part
+
+
+def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
+  """The model at the start of training: random init, then the VAE / DiT from `init.vae` / `init.dit` if given."""
+  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
+  if config.task == "autoencoder":
+    vae = WanVAE(model_config.vae, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
+    return _load_part(vae_convert.load_vae, config.init.vae, model_config.vae, "vae") if config.init.vae else vae
+  if not config.init.vae:
+    raise ValueError("the diffst task freezes the VAE, so it needs trained VAE weights: set --config.init.vae "
+                     "(a Wan2.1 VAE, or for a new VAE size the model/ of a configs/*_vae.py run)")
+  model = diffst.init(model_config, config.seed)
+  model.vae = _load_part(vae_convert.load_vae, config.init.vae, model_config.vae, "vae")
+  if config.init.dit:
+    model.dit = _load_part(dit_convert.load_dit, config.init.dit, model_config.dit, "dit")
+  return model
+
+
+def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
+  """The model's structure without computing any parameter (a resumed run restores them)."""
+  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
+  if config.task == "autoencoder":
+    return nnx.eval_shape(lambda: WanVAE(model_config.vae, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
+
+
+def _export(model: nnx.Module, task: str, directory: pathlib.Path) -> None:
+  if directory.exists():
+    return
+  if task == "autoencoder":
+    vae_convert.save(model, directory)
+  else:
+    diffst.save(model, directory)
+  print(f"trained model written to {directory}", flush=True)
+
+
+def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  if not config.data.videos:
+    raise ValueError("no training data: set --config.data.videos=FOLDER (a folder of HR videos)")
+  prepared = builder.prepare(config.data.videos, config.data.prepared or workdir / "data", config.data.clip_frames)
+  model = config.model
+  return pipeline.make_dataset(
+      prepared, clip_frames=config.data.clip_frames, crop_size=config.data.crop_size,
+      space_scale=model.space_scale, time_scale=model.cfca.time_scale, batch_size=config.data.batch_size,
+      seed=config.seed, num_workers=config.data.workers)
+
+
+class _Logger:
+  """Metrics to metrics.jsonl and TensorBoard event files."""
+
+  def __init__(self, workdir: pathlib.Path):
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+
+    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+    self._jsonl.flush()
+    for name, value in metrics.items():
+      self._tensorboard.add_scalar(name, value, step)
+
+  def close(self) -> None:
+    self._jsonl.close()
+    self._tensorboard.close()
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+  """Runs (or resumes) training in `workdir`; returns the last logged metrics."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  stages = _stages(config)
+  filter_ = train_step.trainable_filter(config.task)
+  _record_config(workdir, config)
+  dataset = _dataset(config, workdir)
+  tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
+  manager = ocp.CheckpointManager(
+      workdir / "checkpoints", item_names=("state", "data"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
+
+  latest = manager.latest_step()
+  graphdef, trainable, frozen = nnx.split(_abstract_model(config) if latest is not None else build_model(config),
+                                          filter_, ...)
+  iterator = iter(dataset)
+  if latest is None:
+    state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
+  else:
+    abstract = (jax.eval_shape(lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t)), trainable),
+                frozen)
+    restored = manager.restore(latest, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    state, frozen = restored.state
+    state = train_step.TrainState(*state)
+    iterator.set_state(restored.data)
+    print(f"resumed {workdir} at step {latest}", flush=True)
+
+  weights_needed = any(stage["loss"].get("perceptual") for stage in stages)
+  perceptual_params = perceptual.load(config.perceptual) if weights_needed else None
+  total_steps = sum(stage["steps"] for stage in stages)
+  stop = _StopRequest()
+  previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+  logger = _Logger(workdir)
+  metrics, step = {}, int(state.step)
+  clip_frames = config.data.batch_size * config.data.clip_frames
+  try:
+    progress = tqdm(total=total_steps, initial=step, desc=workdir.name, dynamic_ncols=True)
+    end = 0
+    for stage in stages:
+      end += stage["steps"]
+      if step >= end:
+        continue
+      run_step = train_step.make_train_step(config.task, graphdef, tx, schedule, stage["loss"], config.perceptual)
+      window_start, window_steps = time.perf_counter(), 0
+      while step < end and not stop.requested:
+        state, step_metrics = run_step(state, frozen, perceptual_params, next(iterator))
+        step, window_steps = step + 1, window_steps + 1
+        progress.update(1)
+        if step % config.log_every == 0 or step == end:
+          metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+          seconds = time.perf_counter() - window_start
+          metrics.update(steps_per_second=window_steps / seconds, frames_per_second=window_steps * clip_frames / seconds)
+          logger.write(step, metrics)
+          progress.set_postfix(loss=f"{metrics['loss']:.4g}")
+          window_start, window_steps = time.perf_counter(), 0
+        if step % config.checkpoint_every == 0 or step == total_steps or stop.requested:
+          _save(manager, step, state, frozen, iterator)
+      if stop.requested:
+        break
+    progress.close()
+    manager.wait_until_finished()
+    if step == total_steps:
+      _export(nnx.merge(graphdef, state.trainable, frozen), config.task, workdir / "model")
+    elif stop.requested:
+      print(f"stopped at step {step}; run the same command again to resume", flush=True)
+  finally:
+    logger.close()
+    manager.close()
+    for sig, handler in previous_handlers.items():
+      signal.signal(sig, handler)
+  return metrics
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: train_step.TrainState, frozen: nnx.State,
+          iterator) -> None:
+  if manager.latest_step() == step:
+    return
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave((state, frozen)),
+                                             data=ocp.args.JsonSave(iterator.get_state())))

@@ -1,0 +1,127 @@
+"""One jit-compiled training step (SPEC §7) for the two tasks:
+
+* "diffst": trainable DiT + CFCA + VRG; the VAE frozen (no optimizer state) with gradients flowing through it.
+  L_latent = MSE(ẑ, E(I_h)) and, when a stage weights them, L_rec / L_perc / L_consis on D(ẑ) against I_h.
+* "autoencoder": the VAE alone (stage 0 for a VAE without pretrained weights), pixel losses on D(E(I_h)).
+
+The model is split once into (graphdef, trainable, frozen); the step is a pure function of a `TrainState` (donated)
+and a batch of uint8 clips {"lr": (B, N, h, w, 3), "hr": (B, s_t (N-1) + 1, s_x h, s_x w, 3)}.
+"""
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from diffst_jax.train import losses, perceptual
+
+TASKS = ("diffst", "autoencoder")
+LOSS_TERMS = ("latent", "rec", "perceptual", "consistency")
+PIXEL_TERMS = ("rec", "perceptual", "consistency")
+
+
+class TrainState(NamedTuple):
+  step: jax.Array
+  trainable: nnx.State
+  opt_state: optax.OptState
+
+
+def trainable_filter(task: str) -> nnx.filterlib.Filter:
+  """Which variables the optimizer updates: everything but the VAE for DiffST, the VAE's params alone for stage 0."""
+  if task == "diffst":
+    return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("vae")))
+  if task == "autoencoder":
+    return nnx.Param
+  raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def check_loss_weights(task: str, weights: Mapping[str, float]) -> None:
+  unknown = set(weights) - set(LOSS_TERMS)
+  if unknown:
+    raise ValueError(f"unknown loss terms {sorted(unknown)}; the terms are {LOSS_TERMS}")
+  if not any(weights.values()):
+    raise ValueError("a stage has all loss weights 0; give at least one of " + ", ".join(LOSS_TERMS) + " a weight")
+  if task == "autoencoder" and weights.get("latent"):
+    raise ValueError("the autoencoder task has no latent loss (no target latent); set its weight to 0")
+
+
+def learning_rate_schedule(stages: list[Mapping[str, Any]]) -> optax.Schedule:
+  """Per stage: linear warm-up from 0 over `warmup_steps`, then constant `learning_rate`; stages back to back."""
+  schedules, boundaries, start = [], [], 0
+  for stage in stages:
+    warmup = optax.linear_schedule(0.0, stage["learning_rate"], stage["warmup_steps"])
+    schedules.append(optax.join_schedules([warmup, optax.constant_schedule(stage["learning_rate"])],
+                                          [stage["warmup_steps"]]) if stage["warmup_steps"] else
+                     optax.constant_schedule(stage["learning_rate"]))
+    start += stage["steps"]
+    boundaries.append(start)
+  return optax.join_schedules(schedules, boundaries[:-1])
+
+
+def make_optimizer(stages: list[Mapping[str, Any]], b1: float, b2: float, eps: float, weight_decay: float,
+                   clip_norm: float) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with warm-up and global-norm clipping (SPEC §7)."""
+  schedule = learning_rate_schedule(stages)
+  tx = optax.chain(optax.clip_by_global_norm(clip_norm),
+                   optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+  return tx, schedule
+
+
+def to_unit_range(frames: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [-1, 1]."""
+  return frames.astype(jnp.float32) / 127.5 - 1.0
+
+
+def _pixel_terms(output: jax.Array, target: jax.Array, weights: Mapping[str, float], perceptual_kind: str,
+                 perceptual_params) -> dict[str, jax.Array]:
+  terms = {}
+  if weights.get("rec"):
+    terms["rec"] = losses.reconstruction_loss(output, target)
+  if weights.get("perceptual"):
+    terms["perceptual"] = perceptual.perceptual_loss(perceptual_kind, perceptual_params, output, target)
+  if weights.get("consistency"):
+    terms["consistency"] = losses.consistency_loss(output, target)
+  return terms
+
+
+def loss_terms(task: str, model: nnx.Module, batch: Mapping[str, jax.Array], weights: Mapping[str, float],
+               perceptual_kind: str, perceptual_params) -> dict[str, jax.Array]:
+  """The loss terms a stage weights (terms of weight 0 are not computed)."""
+  hr = to_unit_range(batch["hr"])
+  if task == "autoencoder":
+    return _pixel_terms(model.decode(model.encode(hr)), hr, weights, perceptual_kind, perceptual_params)
+  z_hat = model.denoised_latent(to_unit_range(batch["lr"]))
+  terms = {}
+  if weights.get("latent"):
+    terms["latent"] = losses.latent_loss(z_hat, jax.lax.stop_gradient(model.vae.encode(hr)))
+  if any(weights.get(term) for term in PIXEL_TERMS):
+    terms.update(_pixel_terms(model.vae.decode(z_hat), hr, weights, perceptual_kind, perceptual_params))
+  return terms
+
+
+def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    weights: Mapping[str, float], perceptual_kind: str) -> Callable:
+  """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated."""
+  check_loss_weights(task, weights)
+  weights = {term: float(weight) for term, weight in weights.items() if weight}
+
+  def total_loss(trainable, frozen, perceptual_params, batch):
+    model = nnx.merge(graphdef, trainable, frozen)
+    terms = loss_terms(task, model, batch, weights, perceptual_kind, perceptual_params)
+    return sum(weights[term] * value for term, value in terms.items()), terms
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step(state: TrainState, frozen: nnx.State, perceptual_params, batch) -> tuple[TrainState, dict]:
+    (loss, terms), grads = jax.value_and_grad(total_loss, has_aux=True)(state.trainable, frozen, perceptual_params,
+                                                                         batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+    trainable = optax.apply_updates(state.trainable, updates)
+    metrics = {"loss": loss, **{f"loss_{term}": value for term, value in terms.items()},
+               "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
+    return TrainState(state.step + 1, trainable, opt_state), metrics
+
+  return step

@@ -1,0 +1,88 @@
+"""The train step: finite losses, only trainable parameters move, the frozen VAE stays bit-identical."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from diffst_jax.models import diffst
+from diffst_jax.train import perceptual
+from diffst_jax.train import step as train_step
+
+ALL_TERMS = dict(latent=1.0, rec=1.0, perceptual=0.5, consistency=1.0)
+STAGES = [dict(steps=3, learning_rate=1e-3, warmup_steps=0), dict(steps=2, learning_rate=1e-4, warmup_steps=2)]
+
+
+def _batch(seed: int):
+  rng = np.random.default_rng(seed)
+  hr = rng.integers(0, 256, (1, 9, 32, 32, 3), dtype=np.uint8)
+  return {"hr": hr, "lr": hr[:, ::2, ::4, ::4]}
+
+
+def _leaves(state: nnx.State) -> dict:
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(state))}
+
+
+def test_two_steps_move_only_trainable_parameters(tiny_config):
+  model = diffst.init(diffst.DiffSTConfig.from_dict(tiny_config.to_dict()), seed=3)
+  before = _leaves(nnx.state(model))
+  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter("diffst"), ...)
+  frozen_before = _leaves(frozen)
+  tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=1.0)
+  state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
+  run = train_step.make_train_step("diffst", graphdef, tx, schedule, ALL_TERMS, "lpips")
+  lpips = perceptual.load("lpips")
+  for seed in range(2):
+    state, metrics = run(state, frozen, lpips, _batch(seed))
+    for name in ("loss", "loss_latent", "loss_rec", "loss_perceptual", "loss_consistency", "grad_norm"):
+      assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
+  assert int(state.step) == 2
+
+  after = _leaves(nnx.state(nnx.merge(graphdef, state.trainable, frozen)))
+  assert after.keys() == before.keys()
+  moved = {name for name in before if not np.array_equal(before[name], after[name])}
+  assert moved and all("vae" not in name and "null_context" not in name for name in moved)
+  assert any("dit" in name for name in moved) and any("cfca" in name for name in moved)
+  assert any("vrg" in name for name in moved)
+  assert all(np.array_equal(frozen_before[name], leaf) for name, leaf in _leaves(frozen).items())
+  optimizer_paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(state.opt_state)]
+  assert any("dit" in path for path in optimizer_paths)
+  assert not any("vae" in path for path in optimizer_paths)  # no optimizer state for the frozen VAE
+
+
+def test_autoencoder_task_trains_the_vae(tiny_config):
+  from diffst_jax.models.vae import WanVAE, WanVAEConfig  # pylint: disable=import-outside-toplevel
+
+  vae = WanVAE(WanVAEConfig(**tiny_config.vae), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
+  graphdef, trainable, frozen = nnx.split(vae, train_step.trainable_filter("autoencoder"), ...)
+  tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
+  state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
+  run = train_step.make_train_step("autoencoder", graphdef, tx, schedule, dict(rec=1.0, consistency=1.0), "lpips")
+  before = _leaves(trainable)
+  state, metrics = run(state, frozen, None, _batch(0))
+  assert np.isfinite(float(metrics["loss"])) and set(metrics) >= {"loss_rec", "loss_consistency"}
+  after = _leaves(state.trainable)
+  assert sum(not np.array_equal(before[name], after[name]) for name in before) > len(before) // 2
+
+
+def test_learning_rate_schedule_warms_up_per_stage():
+  schedule = train_step.learning_rate_schedule(STAGES)
+  got = [float(schedule(step)) for step in range(5)]
+  np.testing.assert_allclose(got, [1e-3, 1e-3, 1e-3, 0.0, 5e-5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("task, weights, message", [
+    ("diffst", dict(latent=0.0), "all loss weights 0"),
+    ("diffst", dict(latnet=1.0), "unknown loss terms"),
+    ("autoencoder", dict(latent=1.0, rec=1.0), "no latent loss"),
+])
+def test_bad_loss_weights_are_named(task, weights, message):
+  with pytest.raises(ValueError, match=message):
+    train_step.check_loss_weights(task, weights)
+
+
+def test_unknown_task_is_named():
+  with pytest.raises(ValueError, match="task must be one of"):
+    train_step.trainable_filter("gan")

@@ -1,0 +1,33 @@
+"""Copies frames [start, start + frames) of a video into a folder of PNG frames (lossless), e.g. to split a clip
+into training and held-out parts:
+
+  python tools/cut_clip.py --input bikes.mp4 --start 0 --frames 200 --output data/train/bikes
+"""
+
+import argparse
+import itertools
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from diffst_jax.io import video  # noqa: E402
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--input", required=True)
+  parser.add_argument("--output", required=True, help="new folder for the PNG frames")
+  parser.add_argument("--start", type=int, default=0)
+  parser.add_argument("--frames", type=int, required=True)
+  args = parser.parse_args()
+  info = video.probe(args.input)
+  if args.start < 0 or args.frames < 1 or args.start + args.frames > info.frames:
+    sys.exit(f"cut_clip.py: error: frames [{args.start}, {args.start + args.frames}) are not inside the "
+             f"{info.frames} frames of {args.input}")
+  frames = itertools.islice(video.iter_frames(args.input), args.start, args.start + args.frames)
+  video.write_video(video.check_output_path(args.output), frames, info.fps)
+
+
+if __name__ == "__main__":
+  main()

@@ -25,7 +25,7 @@ from diffst_jax.convert import dit as dit_convert
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.data import builder, pipeline
 from diffst_jax.models import diffst
-from diffst_jax.models.vae import WanVAE, WanVAEConfig
+from diffst_jax.models.vae import WanVAE
 from diffst_jax.train import perceptual, step as train_step
 
 # Settings a resumed run may change; anything else must match the run in the work directory.

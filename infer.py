@@ -19,6 +19,8 @@ DEFAULT_CONFIG = ROOT / "configs" / "tiny.py"
 
 
 def parse_args(argv):
+  from diffst_jax.inference import DEFAULT_PLAN  # pylint: disable=import-outside-toplevel
+
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--input", required=True, help="video file or folder of PNG frames")
   parser.add_argument("--output", required=True, help=".mp4 file or folder for PNG frames")
@@ -26,11 +28,14 @@ def parse_args(argv):
   parser.add_argument("--config", help="config file with get_config() for a model at initialization")
   parser.add_argument("--time-scale", type=int, choices=(2, 4), help="s_t (default: the model's)")
   parser.add_argument("--space-scale", type=int, choices=(1, 2, 4), help="s_x (default: the model's)")
-  parser.add_argument("--chunk-frames", type=int, default=17, help="input frames per temporal chunk")
-  parser.add_argument("--overlap-frames", type=int, default=4, help="input frames shared by neighbouring chunks")
-  parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), default=(128, 128),
+  parser.add_argument("--chunk-frames", type=int, default=DEFAULT_PLAN.chunk_frames,
+                      help="input frames per temporal chunk")
+  parser.add_argument("--overlap-frames", type=int, default=DEFAULT_PLAN.overlap_frames,
+                      help="input frames shared by neighbouring chunks")
+  parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), default=DEFAULT_PLAN.tile,
                       help="LR tile size in pixels")
-  parser.add_argument("--tile-overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
+  parser.add_argument("--tile-overlap", type=int, default=DEFAULT_PLAN.tile_overlap,
+                      help="LR pixels shared by neighbouring tiles")
   parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                       help="compute dtype of the VAE and DiT (parameters keep theirs)")
   parser.add_argument("--crf", type=int, default=18, help="H.264 quality for .mp4 output (0 = lossless)")

@@ -41,6 +41,9 @@ class Plan:
                        f"{self.tile[0]}x{self.tile[1]}")
 
 
+DEFAULT_PLAN = Plan(chunk_frames=17, overlap_frames=4, tile=(128, 128), tile_overlap=8)
+
+
 def spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
   """[start, end) windows of `window` covering `length`, consecutive ones sharing `overlap`; the last one ends at
   `length` (a single window when `window >= length`)."""

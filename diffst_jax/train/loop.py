@@ -202,7 +202,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
         if step % config.log_every == 0 or step == end:
           metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
           seconds = time.perf_counter() - window_start
-          metrics.update(steps_per_second=window_steps / seconds, frames_per_second=window_steps * clip_frames / seconds)
+          metrics.update(steps_per_second=window_steps / seconds,
+                         frames_per_second=window_steps * clip_frames / seconds)
           logger.write(step, metrics)
           progress.set_postfix(loss=f"{metrics['loss']:.4g}")
           window_start, window_steps = time.perf_counter(), 0

@@ -1,0 +1,62 @@
+"""The evaluation protocol, the baseline and the frame metrics."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffst_jax.eval import metrics, run
+
+
+def _clip(frames=9, height=36, width=44, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+
+
+def test_psnr_of_a_unit_error_is_48_13_db():
+  target = _clip(1)[0]
+  output = target.astype(np.int16) + np.where(target < 255, 1, -1)
+  assert metrics.psnr(output.astype(np.uint8), target) == pytest.approx(10 * np.log10(255**2), abs=1e-9)
+  assert metrics.psnr(target, target) == float("inf")
+
+
+def test_lpips_is_zero_for_identical_frames_and_positive_otherwise():
+  lpips = metrics.Lpips()
+  a, b = _clip(2, 48, 48, seed=1), _clip(2, 48, 48, seed=2)
+  np.testing.assert_allclose(lpips(a, a), 0.0, atol=1e-6)
+  assert np.all(lpips(a, b) > 0.05)
+
+
+def test_ground_truth_crops_to_what_the_protocol_reproduces():
+  assert run.ground_truth(_clip(10, 37, 45), 4, 2).shape == (9, 36, 44, 3)
+  with pytest.raises(ValueError, match="too small"):
+    run.ground_truth(_clip(2), 4, 2)
+
+
+@pytest.mark.parametrize("protocol", run.PROTOCOLS)
+def test_low_quality_keeps_every_second_frame_at_quarter_size(protocol):
+  hr = _clip()
+  lr = run.low_quality(hr, protocol, 4, 2, seed=3)
+  assert lr.shape == (5, 9, 11, 3) and lr.dtype == np.uint8
+  np.testing.assert_array_equal(lr, run.low_quality(hr, protocol, 4, 2, seed=3))
+  if protocol == "bicubic":
+    expected = Image.fromarray(hr[4]).resize((11, 9), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(lr[2], np.asarray(expected))
+
+
+def test_bicubic_blend_interpolates_between_upscaled_neighbours():
+  lr = _clip(3, 9, 11)
+  out = run.bicubic_blend(lr, 4, 2)
+  assert out.shape == (5, 36, 44, 3)
+  up = [np.asarray(Image.fromarray(f).resize((44, 36), Image.Resampling.BICUBIC)).astype(np.float64) for f in lr]
+  np.testing.assert_array_equal(out[2], up[1])
+  np.testing.assert_array_equal(out[3], np.round((up[1] + up[2]) / 2).astype(np.uint8))
+
+
+def test_evaluate_scores_the_perfect_method_best():
+  clips = {"a": _clip(5, 64, 64, seed=4), "b": _clip(5, 64, 48, seed=5)}
+  answers = {run.low_quality(c, "bicubic", 4, 2, seed=0).tobytes(): c for c in clips.values()}
+  methods = {"perfect": lambda lr: answers[lr.tobytes()], "baseline": lambda lr: run.bicubic_blend(lr, 4, 2)}
+  results = run.evaluate(methods, clips, "bicubic", 4, 2)
+  assert results["perfect"]["mean"]["psnr"] == float("inf") and results["perfect"]["mean"]["lpips"] < 1e-6
+  assert 0 < results["baseline"]["mean"]["psnr"] < 40 and results["baseline"]["clips"]["b"]["frames"] == 5
+  table = run.markdown_table(results)
+  assert "| perfect |" in table and "| baseline |" in table

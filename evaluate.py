@@ -1,11 +1,11 @@
 """Scores DiffST and the trivial baseline on ground-truth clips with the space-time SR protocol (SPEC §9).
 
-  python evaluate.py --gt heldout/ --out results/heldout --protocol bicubic
-  python evaluate.py --gt heldout/ --out results/heldout_real --protocol realistic --checkpoint runs/tiny/model
+  python evaluate.py --gt heldout/ --out results/heldout --checkpoint runs/tiny/model
+  python evaluate.py --gt heldout/ --out results/heldout_real --checkpoint runs/tiny/model --protocol realistic
 
 --gt is a folder of clips (videos PyAV reads, or folders of PNG frames). Each clip's odd frames (1st, 3rd, ...),
 degraded by the protocol, are the input; all frames are scored (PSNR, LPIPS-Alex; RGB, no border crop). Writes
-scores.json and scores.md into --out (a new or empty folder). Without --checkpoint the shipped default model runs.
+scores.json and scores.md into --out (a new or empty folder).
 """
 
 import argparse
@@ -21,7 +21,7 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gt", required=True, help="folder of ground-truth clips")
   parser.add_argument("--out", required=True, help="new or empty folder for scores.json and scores.md")
-  parser.add_argument("--checkpoint", help="our DiffST checkpoint directory (default: the shipped model)")
+  parser.add_argument("--checkpoint", required=True, help="our DiffST checkpoint directory (e.g. WORKDIR/model)")
   parser.add_argument("--protocol", choices=run.PROTOCOLS, default="bicubic")
   parser.add_argument("--seed", type=int, default=0, help="seed of the realistic protocol's first clip")
   parser.add_argument("--chunk-frames", type=int, default=inference.DEFAULT_PLAN.chunk_frames)
@@ -43,7 +43,7 @@ def evaluate(args) -> dict:
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
   out = loader.check_new_directory(args.out)
-  checkpoint = pathlib.Path(args.checkpoint) if args.checkpoint else diffst.DEFAULT_CHECKPOINT
+  checkpoint = pathlib.Path(args.checkpoint)
   model = diffst.load(checkpoint)
   s_x, s_t = model.config.space_scale, model.config.time_scale
   plan = dataclasses.replace(inference.DEFAULT_PLAN, chunk_frames=args.chunk_frames, tile=tuple(args.tile))

@@ -23,16 +23,20 @@ CROP_MULTIPLE = 16  # the DiT needs H and W multiples of 16 (SPEC §1)
 
 @dataclasses.dataclass(frozen=True)
 class TrainingPair(grain.transforms.MapWithIndex):
-  """A stored clip at stream position `index` -> {"hr": (T, crop, crop, 3), "lr": (T_lr, crop/s_x, crop/s_x, 3)}."""
+  """A stored clip at stream position `index` -> {"hr": (T, crop, crop, 3), "lr": (T_lr, crop/s_x, crop/s_x, 3)}
+  ("hr" alone without `with_lr`)."""
 
   crop_size: int
   space_scale: int
   time_scale: int
   seed: int
+  with_lr: bool = True
 
   def map_with_index(self, index: int, element: dict) -> dict[str, np.ndarray]:
     rng = np.random.default_rng((self.seed, index))
     hr = random_crop(element["clip"], self.crop_size, rng)
+    if not self.with_lr:
+      return {"hr": hr}
     lr = degrade.degrade_time(degrade.degrade_space(hr, rng, self.space_scale), self.time_scale)
     return {"hr": hr, "lr": lr}
 
@@ -86,8 +90,9 @@ def _mark_flags_parsed() -> None:
 
 def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: int, space_scale: int,
                  time_scale: int, batch_size: int, seed: int, num_workers: int = 0, split: str = "train",
-                 clip_stride: int | None = None) -> grain.IterDataset:
-  """Endless batches {"hr": uint8 (B, T, crop, crop, 3), "lr": uint8 (B, (T-1)//s_t+1, crop/s_x, crop/s_x, 3)}.
+                 clip_stride: int | None = None, with_lr: bool = True) -> grain.IterDataset:
+  """Endless batches {"hr": uint8 (B, T, crop, crop, 3), "lr": uint8 (B, (T-1)//s_t+1, crop/s_x, crop/s_x, 3)};
+  `with_lr=False` skips the degradations and gives "hr" alone (training a VAE needs no LR input).
 
   Reads the clips `builder.prepare` stored in `data_dir` (`split` may be a TFDS slice, e.g. "train[:90%]");
   `num_workers` > 0 prepares batches in that many worker processes (their arrays live in shared memory, freed when
@@ -100,7 +105,7 @@ def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: i
   examples = (grain.MapDataset.source(_open_split(clips, split))
               .shuffle(seed=seed)
               .repeat()
-              .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed)))
+              .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed, with_lr)))
   if num_workers:
     _mark_flags_parsed()
   return grain.experimental.ElasticIterator(

@@ -22,7 +22,6 @@ from diffst_jax.models.vrg import VRG, VRGConfig
 from diffst_jax.ops.resize import resize_bilinear
 
 MODEL_NAME = "diffst"
-DEFAULT_CHECKPOINT = pathlib.Path(__file__).resolve().parents[1] / "weights" / "diffst_tiny"  # the shipped model
 _PARTS = {"vae": WanVAEConfig, "dit": WanDiTConfig, "cfca": CFCAConfig, "vrg": VRGConfig}
 
 

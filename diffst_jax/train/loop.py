@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -124,7 +125,7 @@ def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   return pipeline.make_dataset(
       prepared, clip_frames=config.data.clip_frames, crop_size=config.data.crop_size,
       space_scale=model.space_scale, time_scale=model.cfca.time_scale, batch_size=config.data.batch_size,
-      seed=config.seed, num_workers=config.data.workers)
+      seed=config.seed, num_workers=config.data.workers, with_lr=config.task == "diffst")
 
 
 class _Logger:
@@ -194,19 +195,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
       if step >= end:
         continue
       run_step = train_step.make_train_step(config.task, graphdef, tx, schedule, stage["loss"], config.perceptual)
-      window_start, window_steps = time.perf_counter(), 0
+      window_start, window = time.perf_counter(), []
       while step < end and not stop.requested:
         state, step_metrics = run_step(state, frozen, perceptual_params, next(iterator))
-        step, window_steps = step + 1, window_steps + 1
+        step = step + 1
+        window.append(step_metrics)
         progress.update(1)
         if step % config.log_every == 0 or step == end:
-          metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+          metrics = _window_means(jax.device_get(window))  # waits for the window's steps to finish
           seconds = time.perf_counter() - window_start
-          metrics.update(steps_per_second=window_steps / seconds,
-                         frames_per_second=window_steps * clip_frames / seconds)
+          metrics.update(steps_per_second=len(window) / seconds, frames_per_second=len(window) * clip_frames / seconds)
           logger.write(step, metrics)
           progress.set_postfix(loss=f"{metrics['loss']:.4g}")
-          window_start, window_steps = time.perf_counter(), 0
+          window_start, window = time.perf_counter(), []
         if step % config.checkpoint_every == 0 or step == total_steps or stop.requested:
           _save(manager, step, state, frozen, iterator)
       if stop.requested:
@@ -223,6 +224,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     for sig, handler in previous_handlers.items():
       signal.signal(sig, handler)
   return metrics
+
+
+def _window_means(window: list[dict]) -> dict[str, float]:
+  """Metrics averaged over the steps since the last log line (the learning rate: its latest value)."""
+  means = {name: float(np.mean([m[name] for m in window])) for name in window[-1]}
+  return means | {"learning_rate": float(window[-1]["learning_rate"])}
 
 
 def _save(manager: ocp.CheckpointManager, step: int, state: train_step.TrainState, frozen: nnx.State,

@@ -65,6 +65,14 @@ def test_batches_are_degraded_crops_of_stored_clips(data_dir):
       assert any(_is_window_of(hr, clip) for clip in stored)
 
 
+def test_without_lr_the_same_crops_come_alone(data_dir):
+  with_lr, _ = _take(_dataset(data_dir), 2)
+  hr_only, _ = _take(_dataset(data_dir, with_lr=False), 2)
+  for full, alone in zip(with_lr, hr_only):
+    assert set(alone) == {"hr"}
+    np.testing.assert_array_equal(full["hr"], alone["hr"])
+
+
 def _is_window_of(crop: np.ndarray, clip: np.ndarray) -> bool:
   _, height, width, _ = clip.shape
   size = crop.shape[1]

@@ -10,13 +10,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ASSET = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"
 STEPS = 6
-FLAGS = ["--config", str(ROOT / "configs" / "tiny_vae.py"), "--config.data.clip_frames=9",
-         "--config.data.crop_size=32", "--config.log_every=1", "--config.checkpoint_every=2",
+FLAGS = ["--config", str(ROOT / "configs" / "tiny_vae.py"), "--config.log_every=1", "--config.checkpoint_every=2",
          f"--config.stages.stage1.steps={STEPS}", "--config.stages.stage1.warmup_steps=2",
          "--config.stages.stage1.loss.perceptual=0.0", "--config.stages.stage1.loss.consistency=1.0"]
 
@@ -96,3 +96,33 @@ def test_bad_data_folder_is_one_line(tmp_path, make_folder, message):
   assert result.returncode == 2, output
   last = output.strip().splitlines()[-1]
   assert last.startswith("train.py: error: ") and message in last, output
+
+
+def test_init_weights_come_from_config(tiny_config, tmp_path):
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.convert import dit as dit_convert  # pylint: disable=import-outside-toplevel
+  from diffst_jax.convert import vae as vae_convert  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models.dit import WanDiT, WanDiTConfig  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models.vae import WanVAE, WanVAEConfig  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
+
+  rngs = nnx.Rngs(jax.random.key(7, impl="rbg"))
+  vae, dit = WanVAE(WanVAEConfig(**tiny_config.vae), rngs=rngs), WanDiT(WanDiTConfig(**tiny_config.dit), rngs=rngs)
+  vae_convert.save(vae, tmp_path / "vae")  # our checkpoint, as train.py's autoencoder task writes it
+  dit_convert.export_diffusers(dit, tmp_path / "dit")  # a diffusers directory, as released weights come
+  config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
+  config.init.vae, config.init.dit = str(tmp_path / "vae"), str(tmp_path / "dit")
+  model = loop.build_model(config)
+  for part, expected in (("vae", vae), ("dit", dit)):
+    got = jax.tree.leaves(nnx.state(getattr(model, part), nnx.Param))
+    want = jax.tree.leaves(nnx.state(expected, nnx.Param))
+    assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want)), part
+
+  config.model.dit.num_layers = 3
+  with pytest.raises(ValueError, match=r"init.dit = .* \(differs in num_layers\)"):
+    loop.build_model(config)
+  config.model.dit.num_layers, config.init.vae = 2, ""
+  with pytest.raises(ValueError, match="needs trained VAE weights"):
+    loop.build_model(config)

@@ -2,13 +2,16 @@
 
   python bench/train.py                                   # both rows below
   python bench/train.py --skip-real                       # tiny only
+  python bench/train.py --skip-tiny                       # real size only
 
 Row "tiny (run)": the tiny config on the current backend (CPU here) at 9 HR frames of 64x64 (LR 5 frames of
 16x16), all four loss terms (LPIPS-VGG as L_perc): steps per second (median over --repeats steps after a warm-up),
 XLA's compiled memory of the step and the process's peak RSS.
 Row "wan21_1_3b (compiled)": the real-size config (1.3B DiT, real VAE, CFCA, VRG) at --frames HR frames of
 --size x --size, stage-1 and stage-2 steps, compiled with abstract inputs (no weights allocated, nothing run):
-XLA's memory analysis (arguments = params + optimizer state + batch; temp = activations kept for the backward).
+XLA's memory analysis (arguments = params + optimizer state + batch; temp = activations kept for the backward;
+output = the new state, aliased = the part of it written into the donated input state; peak = arguments + output
+- aliased + temp, what one device must hold).
 """
 
 import argparse
@@ -57,8 +60,11 @@ def _batch(frames: int, size: int, time_scale: int, space_scale: int) -> dict:
 
 def _memory_row(name: str, compiled) -> dict:
   memory = compiled.memory_analysis()
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+          + memory.temp_size_in_bytes)
   return {"row": name, "arguments MB": memory.argument_size_in_bytes / MB, "temp MB": memory.temp_size_in_bytes / MB,
-          "output MB": memory.output_size_in_bytes / MB}
+          "output MB": memory.output_size_in_bytes / MB, "aliased MB": memory.alias_size_in_bytes / MB,
+          "peak MB": peak / MB}
 
 
 def tiny_run(repeats: int) -> dict:
@@ -103,11 +109,13 @@ def main():
   parser.add_argument("--frames", type=int, default=17)
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--skip-real", action="store_true")
+  parser.add_argument("--skip-tiny", action="store_true")
   args = parser.parse_args()
-  rows = [tiny_run(args.repeats)]
+  rows = [] if args.skip_tiny else [tiny_run(args.repeats)]
   if not args.skip_real:
     rows += real_compiled(args.frames, args.size)
-  columns = ["row", "steps/s", "compile s", "arguments MB", "temp MB", "output MB", "peak RSS MB"]
+  columns = ["row", "steps/s", "compile s", "arguments MB", "temp MB", "output MB", "aliased MB", "peak MB",
+             "peak RSS MB"]
   print("| " + " | ".join(columns) + " |")
   print("|" + "---|" * len(columns))
   for row in rows:

@@ -155,6 +155,22 @@ def test_gradients_match_finite_differences(tiny_config):
       analytic = jnp.sum(grad * direction)
       np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
 
+    # With respect to every parameter too (what training needs), along one random direction in parameter space.
+    graphdef, params, rest = nnx.split(vae, nnx.Param, ...)
+
+    def loss_of_params(params):
+      model = nnx.merge(graphdef, params, rest)
+      return jnp.sum(model.decode(model.encode(x)) * weights)
+
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(20), len(leaves))
+    direction = jax.tree.unflatten(treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
+    shifted = lambda step: jax.tree.map(lambda p, d: p + step * d, params, direction)  # noqa: E731
+    numeric = (loss_of_params(shifted(1e-6)) - loss_of_params(shifted(-1e-6))) / 2e-6
+    grads = jax.grad(loss_of_params)(params)
+    analytic = sum(jnp.sum(g * d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
+
 
 def test_gradients_are_finite_in_float32_with_remat(tiny_vae):
   x = jax.random.uniform(jax.random.key(5), (1, 9, 16, 16, 3), minval=-1, maxval=1)

@@ -121,7 +121,7 @@ def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransfo
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     metrics = {"loss": loss, **{f"loss_{term}": value for term, value in terms.items()},
-               "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step)}
+               "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
   return step

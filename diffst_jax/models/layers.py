@@ -1,5 +1,7 @@
 """Layers shared by several models."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -21,9 +23,12 @@ class Conv(nnx.Module):
     spatial = self.kernel_size[-2:]
     self.padding = tuple(padding) if padding else tuple((k // 2, k // 2) for k in spatial)
     self.dtype = jnp.dtype(dtype)
-    init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's default conv init
+    # torch's default conv init, bias included: with zero biases the RMS-normalized first layers of a VAE trained
+    # from scratch cannot tell a dark input from a bright one of the same colour (docs/TRAINING.md).
+    init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
     self.kernel = nnx.Param(init(rngs.params(), (*self.kernel_size, in_channels, out_channels), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype))
+    bound = 1 / math.sqrt(math.prod(self.kernel_size) * in_channels)
+    self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), param_dtype, -bound, bound))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     lead = x.shape[:-3]

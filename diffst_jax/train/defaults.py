@@ -48,7 +48,7 @@ def training_defaults() -> ml_collections.ConfigDict:
       stage1=stage(10_000, 2e-5, 100, latent=1.0),
       stage2=stage(500, 5e-6, 0, rec=1.0, perceptual=1.0, consistency=1.0),
   ))
-  config.perceptual = "dists"  # or "lpips" (VGG)
+  config.perceptual = "dists"  # or "lpips" (VGG), "lpips_alex" (cheap on CPU)
   config.optimizer = ml_collections.ConfigDict(dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=0.1))
   config.log_every = 10
   config.checkpoint_every = 500

@@ -93,7 +93,7 @@ def test_bad_arguments_are_named(loaded):
   clip = jnp.zeros((1, 2, 32, 32, 3))
   with pytest.raises(ValueError, match="unknown kind 'ssim'"):
     perceptual.perceptual_loss("ssim", loaded("alex"), clip, clip)
-  with pytest.raises(ValueError, match="needs load_dists"):
+  with pytest.raises(ValueError, match=r"needs load\('dists'\)"):
     perceptual.perceptual_loss("dists", loaded("alex"), clip, clip)
   with pytest.raises(ValueError, match=r"\(B, T, H, W, 3\)"):
     perceptual.perceptual_loss("lpips", loaded("alex"), clip[0], clip[0])
@@ -128,3 +128,10 @@ def test_weights_unpickler_builds_arrays_but_never_runs_code(tmp_path):
   tampered.write_bytes(pickle.dumps({"Conv_0": _RunsCode()}))
   with pytest.raises(ValueError, match=r"refusing to load \w+\.getcwd"):
     perceptual._load_numpy_pickle(tampered)
+
+
+def test_training_loss_kinds_pick_their_network():
+  assert perceptual.load("lpips").net == "vgg"
+  assert perceptual.load("lpips_alex").net == "alex"
+  with pytest.raises(ValueError, match="unknown perceptual loss 'ssim'"):
+    perceptual.load("ssim")

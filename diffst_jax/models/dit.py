@@ -18,11 +18,14 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.ops import attention as attention_ops
 from diffst_jax.ops.rope import apply_rope, rope_tables
+from diffst_jax.parallel import attention as context_parallel
+from diffst_jax.parallel.rules import axis_size, constrain
 
 REMAT_POLICIES = {
     "none": None,
@@ -30,6 +33,9 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+TOKENS = ("act_batch", "act_length", "act_embed")  # logical axes of the token stream (parallel/rules.py)
+
+
 @dataclasses.dataclass(frozen=True)
 class WanDiTConfig(DiffusersConfig):
   """Wan2.1 DiT hyper-parameters; field names follow diffusers' `WanTransformer3DModel` config."""
@@ -39,7 +45,7 @@ class WanDiTConfig(DiffusersConfig):
                                                "pos_embed_seq_len": None}
   FIXED_REASON: ClassVar[str] = "image-to-video DiTs are not supported, only Wan2.1 text-to-video"
   OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "dtype", "remat_policy", "attention",
-                                           "attention_block_size")
+                                           "attention_block_size", "context_parallel")
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
   num_attention_heads: int = 12
@@ -54,12 +60,14 @@ class WanDiTConfig(DiffusersConfig):
   qk_norm: str = "rms_norm_across_heads"
   eps: float = 1e-6
   rope_max_seq_len: int = 1024
-  # Ours, not diffusers': dtypes, remat policy per block, attention implementation (see ops/attention.py).
+  # Ours, not diffusers': dtypes, remat policy per block, attention implementation (see ops/attention.py) and
+  # context-parallel mode of self-attention when a mesh spreads the tokens (see parallel/attention.py).
   param_dtype: str = "float32"
   dtype: str = "float32"
   remat_policy: str = "full"
   attention: str = "auto"
   attention_block_size: int = 512
+  context_parallel: str = "allgather_kv"
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(self.patch_size))
@@ -71,6 +79,9 @@ class WanDiTConfig(DiffusersConfig):
     if self.attention not in attention_ops.IMPLEMENTATIONS:
       raise ValueError(f"WanDiTConfig: attention {self.attention!r} is unknown; choose from "
                        f"{attention_ops.IMPLEMENTATIONS}")
+    if self.context_parallel not in context_parallel.MODES:
+      raise ValueError(f"WanDiTConfig: context_parallel {self.context_parallel!r} is unknown; choose from "
+                       f"{context_parallel.MODES}")
     if self.attention_head_dim % 2 or self.attention_head_dim < 6:
       raise ValueError(f"WanDiTConfig: attention_head_dim must be even and at least 6 (three RoPE bands), got "
                        f"{self.attention_head_dim}")
@@ -158,6 +169,7 @@ class Attention(nnx.Module):
     self.heads = config.num_attention_heads
     self.implementation = config.attention
     self.block_size = config.attention_block_size
+    self.context_parallel = config.context_parallel
     self.to_q = Dense(dim, dim, ("embed", "heads"), **kw)
     self.to_k = Dense(dim, dim, ("embed", "heads"), **kw)
     self.to_v = Dense(dim, dim, ("embed", "heads"), **kw)
@@ -165,9 +177,12 @@ class Attention(nnx.Module):
     self.norm_q = RMSNorm(dim, config.eps, ("heads",), param_dtype=config.param_dtype)
     self.norm_k = RMSNorm(dim, config.eps, ("heads",), param_dtype=config.param_dtype)
 
-  def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None, guidance=None) -> jax.Array:
-    """`guidance` = (tokens (B, K, dim), gate (K,)): attended in a softmax of their own, values scaled by gate."""
-    context = x if context is None else context
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None, guidance=None,
+               key_mask: jax.Array | None = None) -> jax.Array:
+    """Self-attention (context None; `key_mask` (B, S) hides padding) or cross-attention to `context`.
+    `guidance` = (tokens (B, K, dim), gate (K,)): attended in a softmax of their own, values scaled by gate."""
+    is_self = context is None
+    context = x if is_self else context
     split = lambda a: a.reshape(*a.shape[:2], self.heads, -1)  # noqa: E731
     attend = functools.partial(attention_ops.dot_product_attention, implementation=self.implementation,  # noqa: E731
                                block_size=self.block_size)
@@ -176,7 +191,11 @@ class Attention(nnx.Module):
     v = split(self.to_v(context))
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    out = attend(q, k, v)
+    if is_self:
+      out = context_parallel.self_attention(q, k, v, key_mask, mode=self.context_parallel,
+                                            implementation=self.implementation, block_size=self.block_size)
+    else:
+      out = attend(q, k, v)
     if guidance is not None:
       tokens, gate = guidance
       values = self.to_v(tokens) * gate[None, :, None].astype(self.to_v.dtype)
@@ -208,14 +227,15 @@ class Block(nnx.Module):
     self.attn2 = Attention(config, rngs=rngs)
     self.ffn = FeedForward(config, rngs=rngs)
 
-  def __call__(self, x: jax.Array, context: jax.Array, e0: jax.Array, rope, guidance=None) -> jax.Array:
+  def __call__(self, x: jax.Array, context: jax.Array, e0: jax.Array, rope, guidance=None,
+               key_mask: jax.Array | None = None) -> jax.Array:
     m = jnp.split(_float32(self.scale_shift_table[...]) + e0, 6, axis=1)  # six (B, 1, dim)
-    y = self.attn1(_layer_norm(x, self.eps) * (1 + m[1]) + m[0], rope=rope)
+    y = self.attn1(_layer_norm(x, self.eps) * (1 + m[1]) + m[0], rope=rope, key_mask=key_mask)
     x = x + _float32(y) * m[2]
     y = self.attn2(self.norm2(x) if self.norm2 is not None else x, context, guidance=guidance)
     x = x + _float32(y)
     y = self.ffn(_layer_norm(x, self.eps) * (1 + m[4]) + m[3])
-    return x + _float32(y) * m[5]
+    return constrain(x + _float32(y) * m[5], TOKENS)
 
 
 class TwoLayerProjection(nnx.Module):
@@ -308,12 +328,21 @@ class WanDiT(nnx.Module):
     rope = rope_tables(config.attention_head_dim, grid)
 
     tokens = self.patch_embedding(x).reshape(b, -1, config.dim)
+    length = tokens.shape[1]
+    # Under a mesh that spreads tokens over `context`, pad them to a multiple of its size; padded keys are masked.
+    padding = -length % axis_size("act_length")
+    key_mask = None
+    if padding:
+      tokens = jnp.pad(tokens, ((0, 0), (0, padding), (0, 0)))
+      rope = tuple(np.pad(table, ((0, padding), (0, 0))) for table in rope)
+      key_mask = jnp.broadcast_to(jnp.arange(length + padding) < length, (b, length + padding))
+    tokens = constrain(tokens, TOKENS)
     temb, e0, context = self.condition_embedder(t, context)
     if guidance is not None:
       guidance = (self.condition_embedder.text_embedder(guidance[0]), guidance[1])
 
     # Tree-mode (graph=False) transforms: they also run when the module comes in through a plain jax transform.
-    run_block = lambda block, x: block(x, context, e0, rope, guidance)  # noqa: E731
+    run_block = lambda block, x: block(x, context, e0, rope, guidance, key_mask)  # noqa: E731
     if config.remat_policy != "none":
       run_block = nnx.remat(run_block, policy=REMAT_POLICIES[config.remat_policy], graph=False)
 
@@ -321,7 +350,7 @@ class WanDiT(nnx.Module):
     def run_blocks(block, x):
       return run_block(block, x)
 
-    tokens = run_blocks(self.blocks, tokens)
+    tokens = run_blocks(self.blocks, tokens)[:, :length]
 
     shift, scale = jnp.split(_float32(self.scale_shift_table[...]) + temb[:, None, :], 2, axis=1)
     out = _float32(self.proj_out(_layer_norm(tokens, config.eps) * (1 + scale) + shift))

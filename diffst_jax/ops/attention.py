@@ -53,12 +53,20 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_mask:
 
 def _xla(q, k, v, key_mask):
   # jax.nn's XLA path rounds logits to float32 even for float64 inputs; this one keeps float64 checks exact.
+  return attention_with_lse(q, k, v, key_mask)[0].astype(v.dtype)
+
+
+def attention_with_lse(q: jax.Array, k: jax.Array, v: jax.Array,
+                       key_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """XLA attention that also returns each query's log-sum-exp of logits (B, N, Sq), for merging partial results
+  over key blocks (ring attention); the output is in float32 or wider."""
   dtype = jnp.promote_types(q.dtype, jnp.float32)
   logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=dtype) / math.sqrt(q.shape[-1])
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, _MASKED)
-  weights = jax.nn.softmax(logits, axis=-1)
-  return jnp.einsum("bnqk,bknd->bqnd", weights.astype(v.dtype), v)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  weights = jnp.exp(logits - lse[..., None])
+  return jnp.einsum("bnqk,bknd->bqnd", weights, v.astype(dtype)), lse
 
 
 def _blockwise(q, k, v, key_mask, block_size):

@@ -1,0 +1,74 @@
+"""Context-parallel self-attention (SPEC §10): the token axis is spread over the mesh axes of "act_length" (the
+`context` axis), time-major, so each device holds a contiguous block of latent frames.
+
+Modes:
+  "allgather_kv"  every device gathers all keys/values and attends its own queries (any device count; default);
+  "ulysses"       all-to-all from token shards to head shards, full attention per head group, all-to-all back
+                  (needs the heads per tensor shard divisible by the context size);
+  "ring"          keys/values travel round the ring (ppermute); partial results merge by their log-sum-exp
+                  (each block in XLA attention, whatever the `implementation`).
+The sequence must divide by the context size: callers pad it and mask the padding with `key_mask`.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from diffst_jax.ops import attention as attention_ops
+from diffst_jax.parallel import rules as rules_lib
+
+MODES = ("allgather_kv", "ulysses", "ring")
+LAYOUT = ("act_batch", "act_length", "act_heads", None)
+
+
+def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None, *,
+                   mode: str = "allgather_kv", implementation: str = "xla", block_size: int = 512) -> jax.Array:
+  """Attention of q over k, v (B, S, N, D) with tokens sharded over the active mesh's context axis (plain
+  attention without an active mesh or with context size 1); `key_mask` (B, S), True for real tokens."""
+  if mode not in MODES:
+    raise ValueError(f"context-parallel attention mode {mode!r} is unknown; choose one of {MODES}")
+  attend = lambda q, k, v, mask: attention_ops.dot_product_attention(  # noqa: E731
+      q, k, v, key_mask=mask, implementation=implementation, block_size=block_size)
+  current, cp = rules_lib.active(), rules_lib.axis_size("act_length")
+  if current is None or cp == 1:
+    return attend(q, k, v, key_mask)
+  mesh, rules = current
+  if q.shape[1] % cp:
+    raise ValueError(f"context-parallel attention: {q.shape[1]} tokens do not split over {cp} devices; pad the "
+                     "tokens to a multiple and mask the padding")
+  spec = rules_lib.logical_to_mesh(LAYOUT, rules, q.shape, mesh)
+  axis = spec[1]
+  local_heads = q.shape[2] // rules_lib.axis_size("act_heads") if spec[2] is not None else q.shape[2]
+  if mode == "ulysses" and local_heads % cp:
+    raise ValueError(f"ulysses attention needs the heads per device ({local_heads}) divisible by the context size "
+                     f"{cp}; use mode 'allgather_kv' or 'ring', or another context size")
+  if key_mask is None:
+    key_mask = jnp.ones(q.shape[:2], bool)
+
+  def gather(a):
+    return jax.lax.all_gather(a, axis, axis=1, tiled=True)
+
+  def allgather_kv(q, k, v, mask):
+    return attend(q, gather(k), gather(v), gather(mask))
+
+  def ulysses(q, k, v, mask):
+    to_heads = lambda a: jax.lax.all_to_all(a, axis, split_axis=2, concat_axis=1, tiled=True)  # noqa: E731
+    out = attend(to_heads(q), to_heads(k), to_heads(v), gather(mask))
+    return jax.lax.all_to_all(out, axis, split_axis=1, concat_axis=2, tiled=True)
+
+  def ring(q, k, v, mask):
+    shift = [(i, (i + 1) % cp) for i in range(cp)]
+    out, lse = attention_ops.attention_with_lse(q, k, v, mask)
+    for _ in range(cp - 1):
+      k, v, mask = (jax.lax.ppermute(a, axis, shift) for a in (k, v, mask))
+      block_out, block_lse = attention_ops.attention_with_lse(q, k, v, mask)
+      merged = jnp.logaddexp(lse, block_lse)
+      weight = lambda a: jnp.moveaxis(jnp.exp(a - merged), 1, 2)[..., None]  # noqa: E731  (B, Sq, N, 1)
+      out = out * weight(lse) + block_out * weight(block_lse)
+      lse = merged
+    return out.astype(v.dtype)
+
+  body = {"allgather_kv": allgather_kv, "ulysses": ulysses, "ring": ring}[mode]
+  mask_spec = PartitionSpec(spec[0], spec[1])
+  return jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, spec, mask_spec), out_specs=spec,
+                       check_vma=False)(q, k, v, key_mask)

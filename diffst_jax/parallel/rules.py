@@ -1,0 +1,149 @@
+"""Logical axis rules (SPEC §10): every parameter and activation names its axes logically ("embed", "heads",
+"act_length", ...); the rules, kept in config, map each logical name to mesh axes. This module turns names into
+shardings, places parameters and optimizer state, and constrains activations inside jit-compiled code.
+
+`activate(mesh, rules)` makes a mesh current (`jax.set_mesh`) together with its rules; `constrain(x, names)` and
+the context-parallel attention read them at trace time and do nothing without an active mesh, so single-device code
+paths are unchanged. Rules are read when a function is traced: change them in a new process, not between calls of
+an already compiled function.
+"""
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping, Sequence
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from diffst_jax.parallel.mesh import MESH_AXES
+
+MeshAxes = str | tuple[str, ...] | None
+Rules = tuple[tuple[str, MeshAxes], ...]
+
+# Parameters: ZeRO-3 over fsdp along the model width, Megatron-style over tensor along heads / MLP columns.
+# Activations: clips over data x fsdp, the time-major token axis (or VAE rows) over context, heads over tensor.
+DEFAULT_RULES: Rules = (
+    ("layers", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("embed_out", "tensor"),
+    ("text_embed", None),
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", "context"),
+    ("act_frames", "context"),
+    ("act_rows", "context"),
+    ("act_heads", "tensor"),
+    ("act_embed", None),
+)
+
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("diffst_sharding", default=None)
+
+
+def rules_from_config(rules: Mapping[str, MeshAxes] | Sequence[Sequence] | None) -> Rules:
+  """Rules from a config (a mapping or pairs; lists become tuples); None gives the defaults."""
+  if rules is None:
+    return DEFAULT_RULES
+  pairs = rules.items() if isinstance(rules, Mapping) else rules
+  return tuple((str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in pairs)
+
+
+def check_rules(rules: Rules) -> None:
+  for name, axes in rules:
+    for axis in (axes,) if isinstance(axes, str) else axes or ():
+      if axis not in MESH_AXES:
+        raise ValueError(f"sharding rules: logical axis {name!r} maps to {axis!r}, not a mesh axis {MESH_AXES}")
+
+
+def logical_to_mesh(names: Sequence[str | None], rules: Rules, shape: Sequence[int] | None = None,
+                    mesh: Mesh | None = None) -> PartitionSpec:
+  """The PartitionSpec of a tensor whose axes are `names`. With `shape` and `mesh`, mesh axes that do not divide
+  their dimension are dropped (small tensors stay replicated rather than failing). Two logical axes of one tensor
+  mapped to one mesh axis is an error that names them."""
+  table = dict(rules)
+  spec, owner = [], {}
+  for position, name in enumerate(names):
+    axes = table.get(name) if name is not None else None
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    if shape is not None and mesh is not None:
+      kept, size = [], shape[position]
+      for axis in axes:
+        if size % mesh.shape[axis] == 0:
+          kept.append(axis)
+          size //= mesh.shape[axis]
+      axes = tuple(kept)
+    for axis in axes:
+      if axis in owner:
+        raise ValueError(f"sharding rules map logical axes {owner[axis]!r} and {name!r} of one tensor {tuple(names)} "
+                         f"to the same mesh axis {axis!r}; map one of them elsewhere")
+      owner[axis] = name
+    spec.append(axes[0] if len(axes) == 1 else (axes or None))
+  return PartitionSpec(*spec)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[Mesh]:
+  """Makes `mesh` current (for jit, shard_map and `constrain`) with `rules`."""
+  check_rules(rules)
+  token = _ACTIVE.set((mesh, rules))
+  try:
+    with jax.set_mesh(mesh):
+      yield mesh
+  finally:
+    _ACTIVE.reset(token)
+
+
+def active() -> tuple[Mesh, Rules] | None:
+  return _ACTIVE.get()
+
+
+def axis_size(logical_name: str) -> int:
+  """How many devices the active mesh spreads `logical_name` over (1 without an active mesh)."""
+  current = _ACTIVE.get()
+  if current is None:
+    return 1
+  mesh, rules = current
+  axes = dict(rules).get(logical_name)
+  size = 1
+  for axis in (axes,) if isinstance(axes, str) else axes or ():
+    size *= mesh.shape[axis]
+  return size
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """`x` constrained to the sharding its logical axis `names` map to under the active mesh (a no-op without one)."""
+  current = _ACTIVE.get()
+  if current is None:
+    return x
+  mesh, rules = current
+  spec = logical_to_mesh(names, rules, x.shape, mesh)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def place(x: jax.Array, names: Sequence[str | None], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> jax.Array:
+  """`x` put on `mesh` as its logical axis `names` say (an input batch, say)."""
+  return jax.device_put(x, NamedSharding(mesh, logical_to_mesh(names, rules, x.shape, mesh)))
+
+
+def _logical_names(leaf) -> tuple[str | None, ...] | None:
+  if isinstance(leaf, nnx.Variable):
+    names = leaf.get_metadata().get("out_sharding")
+    return tuple(names) if names is not None else None
+  return None
+
+
+def state_shardings(tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+  """NamedShardings for a pytree of nnx Variables / arrays (model state, optimizer state): annotated variables by
+  their logical names, everything else replicated."""
+  check_rules(rules)
+
+  def sharding(leaf):
+    names = _logical_names(leaf)
+    value = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
+    shape = getattr(value, "shape", ())
+    if names is None or len(names) != len(shape):
+      return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(mesh, logical_to_mesh(names, rules, shape, mesh))
+
+  return jax.tree.map(sharding, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))

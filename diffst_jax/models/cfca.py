@@ -8,6 +8,7 @@
 4. Frame fusion: a small 3D-conv network over the six warped frames adds a residual, zero-initialized, to the
    linear blend (1 - alpha) I_k + alpha I_k+1, so the untrained module is exactly linear interpolation.
 Keyframes pass through unchanged; with `enabled=False` the module is linear blending (no parameters used).
+Under a mesh its input and output keep their rows spread like the VAE's (warps gather across row shards).
 """
 
 import dataclasses
@@ -18,7 +19,9 @@ from flax import nnx
 
 from diffst_jax.models.flow import SpyNet
 from diffst_jax.models.layers import Conv
+from diffst_jax.models.vae import VIDEO
 from diffst_jax.ops.warp import warp
+from diffst_jax.parallel.rules import constrain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,7 @@ class CFCA(nnx.Module):
 
   def __call__(self, frames: jax.Array) -> jax.Array:
     config, s_t = self.config, self.config.time_scale
-    frames = frames.astype(jnp.float32)
+    frames = constrain(frames.astype(jnp.float32), VIDEO)
     blend = linear_blend(frames, s_t)
     b, n, h, w, c = frames.shape
     if not config.enabled or n < 2:
@@ -118,4 +121,4 @@ class CFCA(nnx.Module):
 
     out = blend[:, :-1].reshape(b, n - 1, s_t, h, w, c)
     out = out.at[:, :, 1:].add(residual)
-    return jnp.concatenate([out.reshape(b, (n - 1) * s_t, h, w, c), frames[:, -1:]], axis=1)
+    return constrain(jnp.concatenate([out.reshape(b, (n - 1) * s_t, h, w, c), frames[:, -1:]], axis=1), VIDEO)

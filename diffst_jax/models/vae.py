@@ -5,6 +5,9 @@ frame 0 alone, then chunks of 4 frames; the decoder sees one latent frame at a t
 carries the last frames of its input from the previous chunk in a cache, a pytree that mirrors the module tree, so
 compile time and peak memory do not grow with the number of frames.
 
+Under a mesh (parallel/rules.py) activations keep their rows spread over the "act_rows" mesh axes (`context`):
+time runs as a causal scan, so rows, not frames, are what the devices split; XLA exchanges the convolution halos.
+
 Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
 """
 
@@ -20,6 +23,7 @@ from flax import nnx
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.models.layers import Conv
 from diffst_jax.ops.attention import dot_product_attention
+from diffst_jax.parallel.rules import constrain
 
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -30,6 +34,7 @@ WAN21_LATENTS_STD = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )
 ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 = the temporal compression
+VIDEO = ("act_batch", None, "act_rows", None, None)  # logical axes of (B, T, H, W, C) activations
 
 @dataclasses.dataclass(frozen=True)
 class WanVAEConfig(DiffusersConfig):
@@ -135,7 +140,7 @@ class ResidualBlock(nnx.Module):
     shortcut = self.conv_shortcut(x) if self.conv_shortcut is not None else x
     h, cache1 = causal_conv(self.conv1, jax.nn.silu(self.norm1(x)), cache["conv1"])
     h, cache2 = causal_conv(self.conv2, jax.nn.silu(self.norm2(h)), cache["conv2"])
-    return h + shortcut, {"conv1": cache1, "conv2": cache2}
+    return constrain(h + shortcut, VIDEO), {"conv1": cache1, "conv2": cache2}
 
 
 class AttentionBlock(nnx.Module):
@@ -314,7 +319,8 @@ def _scan_time_chunks(module: nnx.Module, first: jax.Array, rest: jax.Array | No
   graphdef, state = nnx.split(module)
 
   def run_chunk(state, x, cache):
-    return nnx.merge(graphdef, state)(x, cache)
+    y, cache = nnx.merge(graphdef, state)(constrain(x, VIDEO), cache)
+    return constrain(y, VIDEO), cache
 
   if remat:
     run_chunk = jax.checkpoint(run_chunk)

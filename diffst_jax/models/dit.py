@@ -33,7 +33,9 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-TOKENS = ("act_batch", "act_length", "act_embed")  # logical axes of the token stream (parallel/rules.py)
+# Logical axes (parallel/rules.py) of the latents (frames over `context`) and of the time-major token stream.
+LATENTS = ("act_batch", "act_frames", None, None, None)
+TOKENS = ("act_batch", "act_length", "act_embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,7 +329,7 @@ class WanDiT(nnx.Module):
     grid = (frames // config.patch_size[0], height // config.patch_size[1], width // config.patch_size[2])
     rope = rope_tables(config.attention_head_dim, grid)
 
-    tokens = self.patch_embedding(x).reshape(b, -1, config.dim)
+    tokens = self.patch_embedding(constrain(x, LATENTS)).reshape(b, -1, config.dim)
     length = tokens.shape[1]
     # Under a mesh that spreads tokens over `context`, pad them to a multiple of its size; padded keys are masked.
     padding = -length % axis_size("act_length")

@@ -7,10 +7,13 @@ compile time and peak memory do not grow with the number of frames.
 
 Under a mesh (parallel/rules.py) activations keep their rows spread over the "act_rows" mesh axes (`context`):
 time runs as a causal scan, so rows, not frames, are what the devices split; XLA exchanges the convolution halos.
+Rows are split only when they divide over the devices at every resolution level (H a multiple of 8 x devices):
+where a level does not, XLA's partitioning of the time scan gave wrong results on CPU, so such clips keep whole rows.
 
 Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -23,7 +26,7 @@ from flax import nnx
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.models.layers import Conv
 from diffst_jax.ops.attention import dot_product_attention
-from diffst_jax.parallel.rules import constrain
+from diffst_jax.parallel.rules import axis_size, constrain, without
 
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -34,6 +37,7 @@ WAN21_LATENTS_STD = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )
 ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 = the temporal compression
+SPATIAL_COMPRESSION = 8
 VIDEO = ("act_batch", None, "act_rows", None, None)  # logical axes of (B, T, H, W, C) activations
 
 @dataclasses.dataclass(frozen=True)
@@ -348,6 +352,11 @@ def _split_chunks(x: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array | None
   return x[:, :1], jnp.moveaxis(rest, 1, 0)
 
 
+def _row_sharding(coarsest_rows: int):
+  """Rows stay split over the active mesh only if the coarsest level's rows divide over its devices."""
+  return contextlib.nullcontext() if coarsest_rows % axis_size("act_rows") == 0 else without("act_rows")
+
+
 def _output_dtype(config: WanVAEConfig):
   """Latents and decoded frames are float32, or float64 for a float64 model."""
   return jnp.promote_types(config.dtype, jnp.float32)
@@ -360,7 +369,8 @@ def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array
   vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
-  moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
+  with _row_sharding(x.shape[2] // SPATIAL_COMPRESSION):
+    moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
   mean = moments[..., :config.z_dim].astype(dtype)
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
 
@@ -371,7 +381,8 @@ def _decode(graphdef: nnx.GraphDef, state: nnx.State, z: jax.Array) -> jax.Array
   config, dtype = vae.config, _output_dtype(vae.config)
   z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
   first, rest = _split_chunks(vae.post_quant_conv(z), 1)
-  x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
+  with _row_sharding(z.shape[2]):
+    x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
   return jnp.clip(x.astype(dtype), -1.0, 1.0)
 
 
@@ -412,7 +423,7 @@ class WanVAE(nnx.Module):
   def encode(self, x: jax.Array) -> jax.Array:
     """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of 8 -> normalized latent mean
     (B, 1 + (T-1)/4, H/8, W/8, z_dim), float32 (float64 for a float64 model)."""
-    _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", 8)
+    _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", SPATIAL_COMPRESSION)
     return _encode(*nnx.split(self), x)
 
   def decode(self, z: jax.Array) -> jax.Array:

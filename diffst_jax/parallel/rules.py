@@ -94,6 +94,21 @@ def activate(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[Mesh]:
     _ACTIVE.reset(token)
 
 
+@contextlib.contextmanager
+def without(*logical_names: str) -> Iterator[None]:
+  """Inside: the active rules with `logical_names` mapped to no mesh axis (nothing changes without a mesh)."""
+  current = _ACTIVE.get()
+  if current is None:
+    yield
+    return
+  mesh, rules = current
+  token = _ACTIVE.set((mesh, tuple((name, None if name in logical_names else axes) for name, axes in rules)))
+  try:
+    yield
+  finally:
+    _ACTIVE.reset(token)
+
+
 def active() -> tuple[Mesh, Rules] | None:
   return _ACTIVE.get()
 

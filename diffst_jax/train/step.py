@@ -103,9 +103,8 @@ def loss_terms(task: str, model: nnx.Module, batch: Mapping[str, jax.Array], wei
   return terms
 
 
-def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    weights: Mapping[str, float], perceptual_kind: str) -> Callable:
-  """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated."""
+def make_loss_fn(task: str, graphdef: nnx.GraphDef, weights: Mapping[str, float], perceptual_kind: str) -> Callable:
+  """`loss(trainable, frozen, perceptual_params, batch) -> (weighted total, {term: value})`."""
   check_loss_weights(task, weights)
   weights = {term: float(weight) for term, weight in weights.items() if weight}
 
@@ -113,6 +112,14 @@ def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransfo
     model = nnx.merge(graphdef, trainable, frozen)
     terms = loss_terms(task, model, batch, weights, perceptual_kind, perceptual_params)
     return sum(weights[term] * value for term, value in terms.items()), terms
+
+  return total_loss
+
+
+def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    weights: Mapping[str, float], perceptual_kind: str) -> Callable:
+  """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated."""
+  total_loss = make_loss_fn(task, graphdef, weights, perceptual_kind)
 
   @functools.partial(jax.jit, donate_argnums=0)
   def step(state: TrainState, frozen: nnx.State, perceptual_params, batch) -> tuple[TrainState, dict]:

@@ -28,7 +28,8 @@ CONFIG = dict(num_attention_heads=8, attention_head_dim=6, ffn_dim=32, num_layer
 
 
 def relative_error(ours, reference):
-  return float(jnp.max(jnp.abs(ours - reference)) / jnp.max(jnp.abs(reference)))
+  """max |ours - reference| / max |reference| (0 when both are all zeros)."""
+  return float(jnp.max(jnp.abs(ours - reference)) / jnp.maximum(jnp.max(jnp.abs(reference)), 1e-30))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -65,6 +65,7 @@ class Fusion(nnx.Module):
     self.conv2 = Conv(channels, channels, (3, 3, 3), **kw)
     self.conv_out = Conv(channels, 3, (3, 3), **kw)
     self.conv_out.kernel[...] = jnp.zeros_like(self.conv_out.kernel[...])
+    self.conv_out.bias[...] = jnp.zeros_like(self.conv_out.bias[...])
 
   def __call__(self, stack: jax.Array, alpha: jax.Array) -> jax.Array:
     """stack (B, 6, h, w, 3), alpha (B,) -> (B, h, w, 3)."""

@@ -29,7 +29,9 @@ def model_inputs_reference(tiny_config):
   return model, (frames, video), run_all(*nnx.split(model), frames, video)
 
 
-@pytest.mark.parametrize("mesh_name", MESHES)
+# Two of the four test meshes, to keep the suite within its time budget on 2 cores: (1,1,8,1) and (1,2,2,2);
+# (2,1,4,1) and (1,1,2,1) passed as well when last run in full (issue 6).
+@pytest.mark.parametrize("mesh_name", ["cp8", "fsdp2_cp2_tp2"])
 def test_models_match_single_device(model_inputs_reference, mesh_name):
   model, (frames, video), reference = model_inputs_reference
   mesh = make_mesh(MESHES[mesh_name])

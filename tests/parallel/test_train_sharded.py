@@ -18,8 +18,9 @@ WEIGHTS = dict(latent=1.0, rec=1.0, perceptual=0.5, consistency=1.0)
 BATCH = ("act_batch", None, None, None, None)
 # Known defect (issue 6, open): on (fsdp, context, tensor) = (2, 2, 2), and already on context=2,tensor=2, the loss
 # matches but the gradient reaching CFCA through the frozen VAE comes out doubled; DiT, VAE and CFCA forward passes
-# and the DiT's own gradients match there. These meshes pass:
-MESHES = {"cp8": "context=8", "dp2_cp4": "data=2,context=4"}
+# and the DiT's own gradients match there. (2,1,4,1) passes too; CI runs the one with the most to get wrong: 8-way
+# context parallelism with padded tokens and VAE rows that fall back to whole rows.
+MESHES = {"cp8": "context=8"}
 
 
 @pytest.fixture(scope="module")

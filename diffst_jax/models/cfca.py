@@ -70,9 +70,9 @@ class Fusion(nnx.Module):
   def __call__(self, stack: jax.Array, alpha: jax.Array) -> jax.Array:
     """stack (B, 6, h, w, 3), alpha (B,) -> (B, h, w, 3)."""
     planes = jnp.broadcast_to(alpha[:, None, None, None, None], (*stack.shape[:-1], 1))
-    x = jax.nn.silu(self.conv1(constrain(jnp.concatenate([stack, planes], axis=-1), VIDEO)))
+    x = jax.nn.silu(self.conv1(jnp.concatenate([stack, planes], axis=-1)))
     x = jax.nn.silu(self.conv2(x))
-    return self.conv_out(constrain(x.mean(axis=1), VIDEO[:1] + VIDEO[2:]))
+    return self.conv_out(x.mean(axis=1))
 
 
 class CFCA(nnx.Module):

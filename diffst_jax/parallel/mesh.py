@@ -55,7 +55,3 @@ def make_mesh(shape: Mapping[str, int] | str, devices: Sequence[jax.Device] | No
   sizes = resolve_shape(shape, len(devices))
   return jax.make_mesh([sizes[axis] for axis in MESH_AXES], MESH_AXES, (AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
-
-
-def single_device_mesh() -> Mesh:
-  return make_mesh({}, jax.devices()[:1])

@@ -10,7 +10,7 @@ an already compiled function.
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 from flax import nnx
@@ -39,14 +39,6 @@ DEFAULT_RULES: Rules = (
 )
 
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("diffst_sharding", default=None)
-
-
-def rules_from_config(rules: Mapping[str, MeshAxes] | Sequence[Sequence] | None) -> Rules:
-  """Rules from a config (a mapping or pairs; lists become tuples); None gives the defaults."""
-  if rules is None:
-    return DEFAULT_RULES
-  pairs = rules.items() if isinstance(rules, Mapping) else rules
-  return tuple((str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in pairs)
 
 
 def check_rules(rules: Rules) -> None:

@@ -32,9 +32,20 @@ class Conv(nnx.Module):
     self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), param_dtype, -bound, bound))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = _cpu_conv if jax.default_backend() == "cpu" else _native_conv
-    y = conv(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding)
+    y = convolve(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding)
     return y + self.bias[...].astype(self.dtype)
+
+
+def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...],
+             padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """A 3D convolution (kernel (kt, kh, kw, in, out)) over (B, T, H, W, C) without time padding, or a 2D one
+  (kernel (kh, kw, in, out)) over the last three axes of (..., H, W, C); `padding` is the spatial
+  ((top, bottom), (left, right)). Every convolution in the package goes through here: on CPU it takes the path XLA's
+  CPU backend runs fast, whose results are also right under a sharded mesh (XLA's native 3D convolution and
+  convolution kernel gradients on a mesh with a tensor axis gave wrong gradients on CPU, issue 6).
+  """
+  conv = _cpu_conv if jax.default_backend() == "cpu" else _native_conv
+  return conv(x, kernel, tuple(stride), tuple(tuple(p) for p in padding))
 
 
 def _conv2d(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:

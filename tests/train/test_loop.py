@@ -19,6 +19,7 @@ STEPS = 6
 FLAGS = ["--config", str(ROOT / "configs" / "tiny_vae.py"), "--config.data.batch_size=1", "--config.log_every=1",
          "--config.checkpoint_every=2",
          f"--config.stages.stage1.steps={STEPS}", "--config.stages.stage1.warmup_steps=2",
+         "--config.stages.stage2.steps=0",
          "--config.stages.stage1.loss.perceptual=0.0", "--config.stages.stage1.loss.consistency=1.0"]
 
 

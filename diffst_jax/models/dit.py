@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffst_jax.models import layers
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.ops import attention as attention_ops
 from diffst_jax.ops.rope import apply_rope, rope_tables
@@ -294,7 +293,8 @@ class PatchEmbedding(nnx.Module):
     self.bias = _param(jnp.zeros((config.dim,), config.param_dtype), ("embed",))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = layers.convolve(_float32(x), _float32(self.kernel[...]), self.patch_size, ((0, 0), (0, 0)))
+    y = jax.lax.conv_general_dilated(_float32(x), _float32(self.kernel[...]), self.patch_size, "VALID",
+                                     dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
     return y + _float32(self.bias[...])
 
 

@@ -1,6 +1,5 @@
 """Layers shared by several models."""
 
-import functools
 import math
 
 import jax
@@ -32,73 +31,15 @@ class Conv(nnx.Module):
     self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), param_dtype, -bound, bound))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = convolve(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding)
-    return y + self.bias[...].astype(self.dtype)
-
-
-def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...],
-             padding: tuple[tuple[int, int], ...]) -> jax.Array:
-  """A 3D convolution (kernel (kt, kh, kw, in, out)) over (B, T, H, W, C) without time padding, or a 2D one
-  (kernel (kh, kw, in, out)) over the last three axes of (..., H, W, C); `padding` is the spatial
-  ((top, bottom), (left, right)). Every convolution in the package goes through here: on CPU it takes the path XLA's
-  CPU backend runs fast, whose results are also right under a sharded mesh (XLA's native 3D convolution and
-  convolution kernel gradients on a mesh with a tensor axis gave wrong gradients on CPU, issue 6).
-  """
-  conv = _cpu_conv if jax.default_backend() == "cpu" else _native_conv
-  return conv(x, kernel, tuple(stride), tuple(tuple(p) for p in padding))
-
-
-def _conv2d(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, stride, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def _native_conv(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
-  if kernel.ndim == 4:
-    y = _conv2d(x.reshape(-1, *x.shape[-3:]), kernel, stride, padding)
-    return y.reshape(*x.shape[:-3], *y.shape[1:])
-  return jax.lax.conv_general_dilated(x, kernel, stride, ((0, 0), *padding),
-                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-
-
-def _cpu_conv(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
-  """The same convolution, shaped for XLA's CPU backend, whose 3D convolutions and convolution kernel gradients are
-  slow: a 3D convolution becomes one 2D convolution per output frame over the kt input frames it sees stacked on
-  channels, and the kernel gradient is a matrix product per spatial tap (`_conv2d_gemm_kernel_grad`). At the tiny
-  VAE's training shapes this makes forward 4x and forward + backward 2x faster (bench/conv.py).
-  """
-  if kernel.ndim == 4:
-    y = _conv2d_gemm_kernel_grad(x.reshape(-1, *x.shape[-3:]), kernel, stride, padding)
-    return y.reshape(*x.shape[:-3], *y.shape[1:])
-  kt, kh, kw, cin, cout = kernel.shape
-  st = stride[0]
-  batch, frames = x.shape[:2]
-  out_frames = (frames - kt) // st + 1
-  taps = [x[:, i:i + st * (out_frames - 1) + 1:st] for i in range(kt)]
-  stacked = jnp.concatenate(taps, axis=-1).reshape(batch * out_frames, *x.shape[2:4], kt * cin)
-  y = _conv2d_gemm_kernel_grad(stacked, jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, kt * cin, cout), stride[1:],
-                               padding)
-  return y.reshape(batch, out_frames, *y.shape[1:])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv2d_gemm_kernel_grad(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
-  return _conv2d(x, kernel, stride, padding)
-
-
-def _conv2d_gemm_forward(x, kernel, stride, padding):
-  return _conv2d(x, kernel, stride, padding), (x, kernel)
-
-
-def _conv2d_gemm_backward(stride, padding, residuals, dy):
-  x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _conv2d(x, kernel, stride, padding), x)
-  (dx,) = input_vjp(dy)
-  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  (sh, sw), (ho, wo) = stride, dy.shape[1:3]
-  tap = lambda i, j: padded[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # noqa: E731
-  dkernel = jnp.stack([jnp.stack([jnp.einsum("nhwc,nhwd->cd", tap(i, j), dy) for j in range(kernel.shape[1])])
-                       for i in range(kernel.shape[0])])
-  return dx, dkernel.astype(kernel.dtype)
-
-
-_conv2d_gemm_kernel_grad.defvjp(_conv2d_gemm_forward, _conv2d_gemm_backward)
+    lead = x.shape[:-3]
+    if len(self.kernel_size) == 2:
+      x = x.reshape(-1, *x.shape[-3:])
+      dims, padding = ("NHWC", "HWIO", "NHWC"), self.padding
+    else:
+      dims, padding = ("NDHWC", "DHWIO", "NDHWC"), ((0, 0), *self.padding)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, padding, dimension_numbers=dims)
+    y = y + self.bias[...].astype(self.dtype)
+    if len(self.kernel_size) == 2:
+      y = y.reshape(*lead, *y.shape[-3:])
+    return y

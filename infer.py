@@ -10,6 +10,8 @@ configuration at initialization (CFCA = linear blending; VRG off by its zero gat
 """
 
 import argparse
+import collections
+import contextlib
 import dataclasses
 import pathlib
 import sys
@@ -38,6 +40,11 @@ def parse_args(argv):
                       help="LR pixels shared by neighbouring tiles")
   parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                       help="compute dtype of the VAE and DiT (parameters keep theirs)")
+  parser.add_argument("--mesh", help="spread the model and each clip over devices, e.g. context=8 or "
+                      "fsdp=2,context=4 (default: one device)")
+  parser.add_argument("--coordinator-address", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
+  parser.add_argument("--num-processes", type=int, help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
+  parser.add_argument("--process-id", type=int, help="multi-host: this process's index (or JAX_PROCESS_ID)")
   parser.add_argument("--crf", type=int, default=18, help="H.264 quality for .mp4 output (0 = lossless)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -72,10 +79,16 @@ def build_model(args):
 
 
 def run(args) -> pathlib.Path:
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import distributed, rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
+
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 
   source, output = pathlib.Path(args.input), pathlib.Path(args.output)
   if output.exists() and output.resolve() == source.resolve():
@@ -91,9 +104,17 @@ def run(args) -> pathlib.Path:
   model, which = build_model(args)
   print(f"diffst: {which}", file=sys.stderr)
   s_t, s_x = model.config.time_scale, model.config.space_scale
-  frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
-                                   progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk"))
-  video.write_video(output, frames, info.fps * s_t, crf=args.crf)
+  with contextlib.ExitStack() as stack:
+    if args.mesh:
+      mesh = make_mesh(args.mesh)
+      stack.enter_context(rules.activate(mesh))
+      nnx.update(model, rules.place_state(nnx.state(model), mesh))
+    frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
+                                     progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk"))
+    if jax.process_index() == 0:
+      video.write_video(output, frames, info.fps * s_t, crf=args.crf)
+    else:
+      collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
   print(f"diffst: wrote {output}: {s_t * (info.frames - 1) + 1} frames, {s_x * info.width}x{s_x * info.height}, "
         f"{info.fps * s_t:g} fps", file=sys.stderr)
   return output

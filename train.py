@@ -5,7 +5,9 @@
       --config.init.vae=runs/tiny_vae/model
 
 Any config field can be overridden with --config.FIELD=VALUE (ml_collections config flags). SIGTERM or Ctrl-C
-saves a checkpoint and stops; the trained model is written to WORKDIR/model at the end.
+saves a checkpoint and stops; the trained model is written to WORKDIR/model at the end. --mesh spreads the run
+over devices (e.g. --mesh data=2,fsdp=2,context=2,tensor=1); a run resumes on any mesh. Multi-host: start the same
+command on every host with --coordinator_address, --num_processes and --process_id (or the JAX_* variables).
 """
 
 import os
@@ -17,6 +19,10 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, the trained model")
+flags.DEFINE_string("mesh", None, "device mesh, e.g. data=1,fsdp=2,context=4,tensor=1 (sets config.mesh)")
+flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
+flags.DEFINE_integer("num_processes", None, "multi-host: number of processes (or JAX_NUM_PROCESSES)")
+flags.DEFINE_integer("process_id", None, "multi-host: this process's index (or JAX_PROCESS_ID)")
 flags.DEFINE_bool("debug", False, "show tracebacks")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -28,14 +34,19 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   import jax  # pylint: disable=import-outside-toplevel
 
+  from diffst_jax.parallel import distributed  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
 
   # A resumed run reuses the compiled programs of the interrupted one.
   jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", str(CACHE_DIR)))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
+  config, options = flags.FLAGS.config, flags.FLAGS
+  if options.mesh is not None:
+    config.mesh = options.mesh
   try:
-    loop.train(flags.FLAGS.config, flags.FLAGS.workdir)
+    distributed.initialize(options.coordinator_address, options.num_processes, options.process_id)
+    loop.train(config, options.workdir)
   except (ValueError, OSError) as error:
     if flags.FLAGS.debug:
       raise

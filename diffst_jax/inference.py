@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
 from diffst_jax.models.diffst import DiffST, upscale
@@ -79,7 +80,7 @@ TileFn = Callable[[np.ndarray], np.ndarray]
 
 def model_tiles(model: DiffST) -> TileFn:
   """The model as a tile function: (L, h, w, 3) in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3)."""
-  return lambda frames: np.asarray(upscale(model, jnp.asarray(frames[None])))[0]
+  return lambda frames: multihost_utils.process_allgather(upscale(model, jnp.asarray(frames[None])), tiled=True)[0]
 
 
 def upscale_chunk(run_tile: TileFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int) -> np.ndarray:

@@ -90,15 +90,21 @@ def _mark_flags_parsed() -> None:
 
 def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: int, space_scale: int,
                  time_scale: int, batch_size: int, seed: int, num_workers: int = 0, split: str = "train",
-                 clip_stride: int | None = None, with_lr: bool = True) -> grain.IterDataset:
+                 clip_stride: int | None = None, with_lr: bool = True, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
   """Endless batches {"hr": uint8 (B, T, crop, crop, 3), "lr": uint8 (B, (T-1)//s_t+1, crop/s_x, crop/s_x, 3)};
   `with_lr=False` skips the degradations and gives "hr" alone (training a VAE needs no LR input).
 
   Reads the clips `builder.prepare` stored in `data_dir` (`split` may be a TFDS slice, e.g. "train[:90%]");
   `num_workers` > 0 prepares batches in that many worker processes (their arrays live in shared memory, freed when
   the batch is). `iter(dataset)` returns the dataset's one iterator (call `make_dataset` again for a fresh one);
-  save `iterator.get_state()` (a JSON-able dict) and restore it with `iterator.set_state(state)`.
+  save `iterator.get_state()` (a JSON-able dict) and restore it with `iterator.set_state(state)`. With several
+  processes (multi-host), `batch_size` is the global batch and each process gets its `batch_size / process_count`
+  clips of it.
   """
+  if batch_size % process_count:
+    raise ValueError(f"data.batch_size = {batch_size} does not split over {process_count} processes; make it a "
+                     "multiple of the process count")
   _check_arguments(clip_frames, crop_size, space_scale, time_scale, batch_size, seed, num_workers)
   clips = builder.load(data_dir, clip_frames, clip_stride=clip_stride)
   _check_crop_fits(clips, crop_size)
@@ -109,6 +115,6 @@ def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: i
   if num_workers:
     _mark_flags_parsed()
   return grain.experimental.ElasticIterator(
-      examples, batch_size, grain.sharding.ShardOptions(shard_index=0, shard_count=1),
+      examples, batch_size, grain.sharding.ShardOptions(shard_index=process_index, shard_count=process_count),
       read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=2),
       multiprocessing_options=grain.MultiprocessingOptions(num_workers=num_workers) if num_workers else None)

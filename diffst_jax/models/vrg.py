@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffst_jax.models.layers import Conv
+from diffst_jax.models.layers import Conv, check_conv_implementation
 from diffst_jax.ops.attention import dot_product_attention
 
 
@@ -23,13 +23,18 @@ class VRGConfig:
   channels: int = 128
   num_heads: int = 4
   param_dtype: str = "float32"
+  conv_implementation: str = "xla"  # or "gemm", faster training on CPU (layers.convolve)
+
+  def __post_init__(self):
+    check_conv_implementation(self.conv_implementation)
 
 
 class VRG(nnx.Module):
   """(B, N, h, w, 3) in [-1, 1] -> tokens (B, K, text_dim) and their gate (K,)."""
 
   def __init__(self, config: VRGConfig, text_dim: int, *, rngs: nnx.Rngs):
-    kw = dict(dtype="float32", param_dtype=config.param_dtype, rngs=rngs)
+    kw = dict(dtype="float32", param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
+              rngs=rngs)
     c = config.channels
     self.num_heads = config.num_heads
     self.stem = nnx.List([Conv(3, c // 2, (3, 3), stride=(2, 2), padding=((1, 1), (1, 1)), **kw),

@@ -10,9 +10,11 @@ an already compiled function.
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator, Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -41,9 +43,13 @@ DEFAULT_RULES: Rules = (
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("diffst_sharding", default=None)
 
 
+def _mesh_axes(axes: MeshAxes) -> tuple[str, ...]:
+  return (axes,) if isinstance(axes, str) else tuple(axes or ())
+
+
 def check_rules(rules: Rules) -> None:
   for name, axes in rules:
-    for axis in (axes,) if isinstance(axes, str) else axes or ():
+    for axis in _mesh_axes(axes):
       if axis not in MESH_AXES:
         raise ValueError(f"sharding rules: logical axis {name!r} maps to {axis!r}, not a mesh axis {MESH_AXES}")
 
@@ -56,8 +62,7 @@ def logical_to_mesh(names: Sequence[str | None], rules: Rules, shape: Sequence[i
   table = dict(rules)
   spec, owner = [], {}
   for position, name in enumerate(names):
-    axes = table.get(name) if name is not None else None
-    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    axes = _mesh_axes(table.get(name) if name is not None else None)
     if shape is not None and mesh is not None:
       kept, size = [], shape[position]
       for axis in axes:
@@ -113,7 +118,7 @@ def axis_size(logical_name: str) -> int:
   mesh, rules = current
   axes = dict(rules).get(logical_name)
   size = 1
-  for axis in (axes,) if isinstance(axes, str) else axes or ():
+  for axis in _mesh_axes(axes):
     size *= mesh.shape[axis]
   return size
 
@@ -133,6 +138,42 @@ def place(x: jax.Array, names: Sequence[str | None], mesh: Mesh, rules: Rules = 
   return jax.device_put(x, NamedSharding(mesh, logical_to_mesh(names, rules, x.shape, mesh)))
 
 
+def place_state(tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+  """A model's or optimizer's state put on `mesh` by `state_shardings`."""
+  return jax.device_put(tree, state_shardings(tree, mesh, rules))
+
+
+def abstract_state(tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+  """Shapes, dtypes and `state_shardings` of a (possibly abstract) state: what Orbax restores onto `mesh`, and what
+  `jit(...).lower` compiles for it without allocating anything."""
+  return jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                      tree, state_shardings(tree, mesh, rules))
+
+
+BATCH_AXES = ("act_batch", None, None, None, None)  # clips (B, T, H, W, C)
+
+
+def rules_from_config(rules) -> Rules:
+  """Rules as a config holds them (JSON turns tuples into lists) -> the `Rules` tuple."""
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> dict[str, jax.Array]:
+  """This process's clips of a batch (its `1 / process_count` share) as global arrays, clips spread over the mesh
+  axes "act_batch" maps to."""
+  batch_devices = math.prod(mesh.shape[axis] for axis in _mesh_axes(dict(rules).get("act_batch")))
+
+  def put(clips: np.ndarray) -> jax.Array:
+    global_shape = (clips.shape[0] * jax.process_count(), *clips.shape[1:])
+    if global_shape[0] % batch_devices:
+      raise ValueError(f"data.batch_size = {global_shape[0]} does not split over the {batch_devices} devices of "
+                       "the mesh's batch axes (data x fsdp); make it a multiple")
+    sharding = NamedSharding(mesh, logical_to_mesh(BATCH_AXES, rules, global_shape, mesh))
+    return jax.make_array_from_process_local_data(sharding, clips, global_shape)
+
+  return {name: put(clips) for name, clips in local.items()}
+
+
 def _logical_names(leaf) -> tuple[str | None, ...] | None:
   if isinstance(leaf, nnx.Variable):
     names = leaf.get_metadata().get("out_sharding")
@@ -141,16 +182,18 @@ def _logical_names(leaf) -> tuple[str | None, ...] | None:
 
 
 def state_shardings(tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
-  """NamedShardings for a pytree of nnx Variables / arrays (model state, optimizer state): annotated variables by
-  their logical names, everything else replicated."""
+  """The tree's NamedShardings, in its structure (nnx Variables keep their place, holding their sharding), for a
+  pytree of nnx Variables / arrays (model state, optimizer state): annotated variables by their logical names,
+  everything else replicated."""
   check_rules(rules)
 
   def sharding(leaf):
     names = _logical_names(leaf)
     value = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
     shape = getattr(value, "shape", ())
-    if names is None or len(names) != len(shape):
-      return NamedSharding(mesh, PartitionSpec())
-    return NamedSharding(mesh, logical_to_mesh(names, rules, shape, mesh))
+    spec = PartitionSpec()
+    if names is not None and len(names) == len(shape):
+      spec = logical_to_mesh(names, rules, shape, mesh)
+    return leaf.replace(NamedSharding(mesh, spec)) if isinstance(leaf, nnx.Variable) else NamedSharding(mesh, spec)
 
   return jax.tree.map(sharding, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -8,6 +8,8 @@ import pathlib
 
 import ml_collections
 
+from diffst_jax.parallel import rules
+
 
 def load_config_file(path: str | pathlib.Path, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of an experiment config file (a Python file, e.g. configs/tiny.py)."""
@@ -50,6 +52,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   ))
   config.perceptual = "dists"  # or "lpips" (VGG), "lpips_alex" (cheap on CPU)
   config.optimizer = ml_collections.ConfigDict(dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=0.1))
+  config.mesh = ""  # e.g. "data=2,fsdp=1,context=4,tensor=1" over all devices (one size may be -1); empty: one device
+  config.logical_axis_rules = rules.DEFAULT_RULES  # logical axis -> mesh axes (diffst_jax/parallel/rules.py)
+  config.conv_implementation = "xla"  # or "gemm": convolutions as matrix products, ~2x faster training on CPU
   config.log_every = 10
   config.checkpoint_every = 500
   config.keep_checkpoints = 3

@@ -21,16 +21,20 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 
 from diffst_jax.convert import dit as dit_convert
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.data import builder, pipeline
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import WanVAE
+from diffst_jax.parallel import rules
+from diffst_jax.parallel.mesh import make_mesh
 from diffst_jax.train import perceptual, step as train_step
 
 # Settings a resumed run may change; anything else must match the run in the work directory.
-RUN_CONTROL = ("log_every", "checkpoint_every", "keep_checkpoints", "data.workers", "data.videos", "data.prepared")
+RUN_CONTROL = ("log_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "mesh", "data.workers",
+               "data.videos", "data.prepared")
 
 
 @dataclasses.dataclass
@@ -75,17 +79,29 @@ def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 
 def _load_part(load, path: str, expected, what: str):
+  """The part at `path` under the `expected` config, whose architecture it must have (dtypes and other settings of
+  ours, `OWN_FIELDS`, come from the training config)."""
   part = load(path)
-  if part.config != expected:
-    differ = [f.name for f in dataclasses.fields(expected) if getattr(part.config, f.name) != getattr(expected, f.name)]
+  differ = [f.name for f in dataclasses.fields(expected)
+            if f.name not in expected.OWN_FIELDS and getattr(part.config, f.name) != getattr(expected, f.name)]
+  if differ:
     raise ValueError(f"init.{what} = {path} has another {what} config (differs in {', '.join(differ)}) than "
                      f"model.{what} of the training config; make them match")
-  return part
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: type(part)(expected, rngs=nnx.Rngs(0))))
+  return nnx.merge(graphdef, nnx.state(part))
+
+
+def _model_config(config: ml_collections.ConfigDict) -> diffst.DiffSTConfig:
+  """config.model, with every part's convolutions as `conv_implementation` says."""
+  model = diffst.DiffSTConfig.from_dict(config.model.to_dict())
+  return dataclasses.replace(model, **{part: dataclasses.replace(getattr(model, part),
+                                                                 conv_implementation=config.conv_implementation)
+                                       for part in ("vae", "dit", "cfca", "vrg")})
 
 
 def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
   """The model at the start of training: random init, then the VAE / DiT from `init.vae` / `init.dit` if given."""
-  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
+  model_config = _model_config(config)
   if config.task == "autoencoder":
     vae = WanVAE(model_config.vae, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
     return _load_part(vae_convert.load_vae, config.init.vae, model_config.vae, "vae") if config.init.vae else vae
@@ -101,7 +117,7 @@ def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
 
 def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
   """The model's structure without computing any parameter (a resumed run restores them)."""
-  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
+  model_config = _model_config(config)
   if config.task == "autoencoder":
     return nnx.eval_shape(lambda: WanVAE(model_config.vae, rngs=nnx.Rngs(0)))
   return nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
@@ -125,31 +141,47 @@ def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   return pipeline.make_dataset(
       prepared, clip_frames=config.data.clip_frames, crop_size=config.data.crop_size,
       space_scale=model.space_scale, time_scale=model.cfca.time_scale, batch_size=config.data.batch_size,
-      seed=config.seed, num_workers=config.data.workers, with_lr=config.task == "diffst")
+      seed=config.seed, num_workers=config.data.workers, with_lr=config.task == "diffst",
+      process_index=jax.process_index(), process_count=jax.process_count())
 
 
 class _Logger:
-  """Metrics to metrics.jsonl and TensorBoard event files."""
+  """Metrics to metrics.jsonl and TensorBoard event files, from the first process of a multi-host run."""
 
   def __init__(self, workdir: pathlib.Path):
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
 
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+    self._enabled = jax.process_index() == 0
+    if self._enabled:
+      self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
+      self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self._enabled:
+      return
     self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
     self._jsonl.flush()
     for name, value in metrics.items():
       self._tensorboard.add_scalar(name, value, step)
 
   def close(self) -> None:
+    if not self._enabled:
+      return
     self._jsonl.close()
     self._tensorboard.close()
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
   """Runs (or resumes) training in `workdir`; returns the last logged metrics."""
+  axis_rules = rules.rules_from_config(config.logical_axis_rules)
+  # No mesh: one device. A mesh spans every device of every process.
+  mesh = make_mesh(config.mesh) if config.mesh else make_mesh("", jax.devices()[:1])
+  with rules.activate(mesh, axis_rules):
+    return _train(config, workdir, mesh, axis_rules)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mesh: Mesh,
+           axis_rules: rules.Rules) -> dict[str, float]:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   workdir = pathlib.Path(workdir).absolute()
@@ -166,12 +198,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   latest = manager.latest_step()
   graphdef, trainable, frozen = nnx.split(_abstract_model(config) if latest is not None else build_model(config),
                                           filter_, ...)
+  new_state = lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t))  # noqa: E731
+  shardings = rules.state_shardings((jax.eval_shape(new_state, trainable), frozen), mesh, axis_rules)
   iterator = iter(dataset)
   if latest is None:
-    state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
+    state, frozen = jax.device_put((new_state(trainable), frozen), shardings)
   else:
-    abstract = (jax.eval_shape(lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t)), trainable),
-                frozen)
+    abstract = rules.abstract_state((jax.eval_shape(new_state, trainable), frozen), mesh, axis_rules)
     restored = manager.restore(latest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     state, frozen = restored.state
@@ -194,10 +227,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
       end += stage["steps"]
       if step >= end:
         continue
-      run_step = train_step.make_train_step(config.task, graphdef, tx, schedule, stage["loss"], config.perceptual)
+      run_step = train_step.make_train_step(config.task, graphdef, tx, schedule, stage["loss"], config.perceptual,
+                                            state_sharding=shardings[0])
       window_start, window = time.perf_counter(), []
       while step < end and not stop.requested:
-        state, step_metrics = run_step(state, frozen, perceptual_params, next(iterator))
+        batch = rules.global_batch(next(iterator), mesh, axis_rules)
+        state, step_metrics = run_step(state, frozen, perceptual_params, batch)
         step = step + 1
         window.append(step_metrics)
         progress.update(1)

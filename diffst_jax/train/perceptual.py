@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffst_jax.convert import torch_io
+from diffst_jax.models import layers
 
 Conv = tuple[jax.Array, jax.Array]  # (kernel (kh, kw, in, out), bias (out,))
 
@@ -147,8 +148,7 @@ def load_dists() -> DistsParams:
 
 def _conv_relu(x: jax.Array, conv: Conv, stride: int = 1, padding: int = 1) -> jax.Array:
   kernel, bias = conv
-  y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = layers.convolve(x, kernel, (stride, stride), ((padding, padding),) * 2)
   return jax.nn.relu(y + bias)
 
 

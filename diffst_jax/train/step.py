@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from diffst_jax.train import losses, perceptual
 
@@ -117,11 +118,16 @@ def make_loss_fn(task: str, graphdef: nnx.GraphDef, weights: Mapping[str, float]
 
 
 def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    weights: Mapping[str, float], perceptual_kind: str) -> Callable:
-  """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated."""
+                    weights: Mapping[str, float], perceptual_kind: str, state_sharding=None) -> Callable:
+  """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated; with
+  `state_sharding` (a TrainState of shardings) the new state keeps it and the metrics are replicated."""
   total_loss = make_loss_fn(task, graphdef, weights, perceptual_kind)
+  out_shardings = None
+  if state_sharding is not None:
+    mesh = jax.tree.leaves(state_sharding)[0].mesh
+    out_shardings = (state_sharding, NamedSharding(mesh, PartitionSpec()))
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @functools.partial(jax.jit, donate_argnums=0, out_shardings=out_shardings)
   def step(state: TrainState, frozen: nnx.State, perceptual_params, batch) -> tuple[TrainState, dict]:
     (loss, terms), grads = jax.value_and_grad(total_loss, has_aux=True)(state.trainable, frozen, perceptual_params,
                                                                          batch)

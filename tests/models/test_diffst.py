@@ -27,15 +27,15 @@ def _with(model, **changes):
 ])
 def test_output_shapes(model, frames, time_scale, space_scale, size):
   m = _with(model, cfca={"time_scale": time_scale}, space_scale=space_scale)
-  x = jax.random.uniform(jax.random.key(frames), (1, frames, *size, 3), minval=-1, maxval=1)
-  out = diffst.upscale(m, x)
+  out = jax.eval_shape(lambda x: diffst.upscale(m, x), jax.ShapeDtypeStruct((1, frames, *size, 3), jnp.float32))
   assert out.shape == (1, time_scale * (frames - 1) + 1, space_scale * size[0], space_scale * size[1], 3)
-  assert out.dtype == jnp.float32 and bool(jnp.all(jnp.abs(out) <= 1))
+  assert out.dtype == jnp.float32
 
 
 def test_ablation_switches_use_the_same_code(model):
   x = jax.random.uniform(jax.random.key(0), (1, 3, 8, 8, 3), minval=-1, maxval=1)
   base = diffst.upscale(model, x)
+  assert bool(jnp.all(jnp.abs(base) <= 1))
   # At initialization CFCA is linear blending and VRG is gated off, so switching them off changes nothing.
   np.testing.assert_array_equal(diffst.upscale(_with(model, cfca={"enabled": False}), x), base)
   no_vrg = diffst.init(dataclasses.replace(model.config, vrg=dataclasses.replace(model.config.vrg, enabled=False)))

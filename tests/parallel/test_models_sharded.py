@@ -29,9 +29,11 @@ def model_inputs_reference(tiny_config):
   return model, (frames, video), run_all(*nnx.split(model), frames, video)
 
 
-# Two of the four test meshes, to keep the suite within its time budget on 2 cores: (1,1,8,1) and (1,2,2,2);
-# (2,1,4,1) and (1,1,2,1) passed as well when last run in full (issue 6).
-@pytest.mark.parametrize("mesh_name", ["cp8", "fsdp2_cp2_tp2"])
+# The test mesh with the most to get wrong, to keep the suite within its time budget on 2 cores; (1,1,8,1) passed
+# in the suite run of 2026-11-24 (third session), (2,1,4,1) and (1,1,2,1) when last run in full (issue 6); all four
+# with `pytest -m slow`.
+@pytest.mark.parametrize("mesh_name", ["fsdp2_cp2_tp2", *(pytest.param(name, marks=pytest.mark.slow)
+                                                          for name in ("cp8", "dp2_cp4", "cp2"))])
 def test_models_match_single_device(model_inputs_reference, mesh_name):
   model, (frames, video), reference = model_inputs_reference
   mesh = make_mesh(MESHES[mesh_name])

@@ -32,8 +32,8 @@ def test_two_steps_move_only_trainable_parameters(tiny_config):
   frozen_before = _leaves(frozen)
   tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=1.0)
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
-  run = train_step.make_train_step("diffst", graphdef, tx, schedule, ALL_TERMS, "lpips")
-  lpips = perceptual.load("lpips")
+  run = train_step.make_train_step("diffst", graphdef, tx, schedule, ALL_TERMS, "lpips_alex")
+  lpips = perceptual.load("lpips_alex")
   for seed in range(2):
     state, metrics = run(state, frozen, lpips, _batch(seed))
     for name in ("loss", "loss_latent", "loss_rec", "loss_perceptual", "loss_consistency", "grad_norm"):

@@ -167,6 +167,7 @@ def test_gradients_match_finite_differences(tiny_config):
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
 
 
+@pytest.mark.slow  # 1 min; the float64 finite-difference test above checks the gradients themselves
 def test_gradients_are_finite_in_float32_with_remat(tiny_vae):
   x = jax.random.uniform(jax.random.key(5), (1, 9, 16, 16, 3), minval=-1, maxval=1)
   grad = jax.grad(lambda x: jnp.mean(tiny_vae.decode(tiny_vae.encode(x)) ** 2))(x)

@@ -75,6 +75,14 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   assert f"at step {stopped_at}" in output
   assert _losses(workdir) == expected  # bit-identical losses: parameters, optimizer and data position restored
 
+
+@pytest.mark.slow  # two more train.py runs (2 min on 2 cores): `pytest -m slow`
+def test_a_checkpoint_continues_on_another_mesh(videos, tmp_path):
+  env = _env(tmp_path)
+  full = _train(tmp_path / "full", videos, env)
+  output, _ = full.communicate(timeout=600)
+  assert full.returncode == 0, output
+  expected = _losses(tmp_path / "full")
   # The one-device checkpoint of step 4 continues on a 4-device mesh (rows of each clip spread over `context`).
   other_mesh = tmp_path / "other_mesh"
   shutil.copytree(tmp_path / "full", other_mesh, ignore=shutil.ignore_patterns("6", "model", "metrics.jsonl"))

@@ -52,6 +52,7 @@ def test_two_steps_move_only_trainable_parameters(tiny_config):
   assert not any("vae" in path for path in optimizer_paths)  # no optimizer state for the frozen VAE
 
 
+@pytest.mark.slow  # 1.5 min; tests/train/test_loop.py trains the autoencoder task end to end in the default run
 def test_autoencoder_task_trains_the_vae(tiny_config):
   from diffst_jax.models.vae import WanVAE, WanVAEConfig  # pylint: disable=import-outside-toplevel
 

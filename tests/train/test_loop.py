@@ -47,12 +47,16 @@ def _losses(workdir: pathlib.Path) -> dict[int, float]:
   return {record["step"]: record["loss"] for record in map(json.loads, lines)}
 
 
-def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
-  env = _env(tmp_path)
+def _uninterrupted_run(videos, tmp_path, env) -> dict[int, float]:
   full = _train(tmp_path / "full", videos, env)
   output, _ = full.communicate(timeout=600)
   assert full.returncode == 0, output
-  expected = _losses(tmp_path / "full")
+  return _losses(tmp_path / "full")
+
+
+def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
+  env = _env(tmp_path)
+  expected = _uninterrupted_run(videos, tmp_path, env)
   assert sorted(expected) == list(range(1, STEPS + 1))
   assert all(loss == loss and loss > 0 for loss in expected.values())  # finite (NaN != NaN)
   assert (tmp_path / "full" / "model" / "model.json").is_file()
@@ -79,10 +83,7 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
 @pytest.mark.slow  # two more train.py runs (2 min on 2 cores): `pytest -m slow`
 def test_a_checkpoint_continues_on_another_mesh(videos, tmp_path):
   env = _env(tmp_path)
-  full = _train(tmp_path / "full", videos, env)
-  output, _ = full.communicate(timeout=600)
-  assert full.returncode == 0, output
-  expected = _losses(tmp_path / "full")
+  expected = _uninterrupted_run(videos, tmp_path, env)
   # The one-device checkpoint of step 4 continues on a 4-device mesh (rows of each clip spread over `context`).
   other_mesh = tmp_path / "other_mesh"
   shutil.copytree(tmp_path / "full", other_mesh, ignore=shutil.ignore_patterns("6", "model", "metrics.jsonl"))

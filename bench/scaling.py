@@ -10,8 +10,12 @@ latent, 14,040 DiT tokens), for context = 1, 2, 4, 8 (mesh "context=N" over N de
     one-layer DiT of the same width), against the analytic expectation (allgather_kv: K and V gathered, 2 S D
     bytes; ulysses: q, k, v and the output through all-to-all, 4 S D / N bytes; ring: K and V passed N - 1 times,
     2 (N - 1) S D / N bytes);
-  * VAE encode + decode of the clip: per-device peak memory (rows over context);
-  * one train step (stage 1, L_latent, AdamW) of the whole DiffST with fsdp = 8: per-device peak memory.
+  * VAE encode + decode of the clip: per-device peak memory (rows over context; the VAE keeps rows split only when
+    its coarsest rows divide over context: 60 latent rows split over 2 and 4 devices, not 8);
+"Beyond arguments" is the peak less the arguments (the replicated parameters and the input): the part that
+context parallelism divides.
+  * one train step (stage 1, L_latent, AdamW) of the whole DiffST with fsdp = 8, one clip per device: per-device
+    peak memory.
 On CPU the DiT's attention is XLA's (it materializes each device's S/N x S scores); accelerators take cuDNN /
 splash kernels, whose memory does not grow with S^2.
 """
@@ -65,10 +69,12 @@ def collective_bytes(hlo_text: str) -> int:
   return total
 
 
-def peak_mb(compiled) -> float:
+def memory_mb(compiled) -> dict[str, float]:
+  """Per-device peak (arguments + output + temporaries) and the part of it that is not arguments."""
   memory = compiled.memory_analysis()
-  return (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-          + memory.temp_size_in_bytes) / MB
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+          + memory.temp_size_in_bytes)
+  return {"peak MB": peak / MB, "beyond arguments MB": (peak - memory.argument_size_in_bytes) / MB}
 
 
 def _replicated(mesh, shape, dtype=jnp.float32):
@@ -87,7 +93,7 @@ def dit_rows(latent: tuple[int, int, int], context_len: int) -> list[dict]:
         continue
       mesh = make_mesh(f"context={cp}", jax.devices()[:cp])
       row = {"mode": mode, "context": cp}
-      for layers, what in ((config.num_layers, "peak MB"), (1, "collective MB / layer")):
+      for layers in (config.num_layers, 1):
         layer_config = dataclasses.replace(config, num_layers=layers)
         graphdef, state = nnx.split(nnx.eval_shape(lambda c=layer_config: WanDiT(c, rngs=nnx.Rngs(0))))
         forward = jax.jit(lambda state, x, t, c, graphdef=graphdef: nnx.merge(graphdef, state)(x, t, c))
@@ -97,7 +103,10 @@ def dit_rows(latent: tuple[int, int, int], context_len: int) -> list[dict]:
                                    _replicated(mesh, (1,)), _replicated(mesh, (1, context_len, 4096))).compile()
           row.setdefault("compile s", 0.0)
           row["compile s"] += time.perf_counter() - start
-        row[what] = peak_mb(compiled) if layers > 1 else collective_bytes(compiled.as_text()) / MB
+        if layers > 1:
+          row.update(memory_mb(compiled))
+        else:
+          row["collective MB / layer"] = collective_bytes(compiled.as_text()) / MB
       dim_bytes = tokens * config.dim * 4
       row["expected MB / layer"] = {"allgather_kv": 2 * dim_bytes, "ulysses": 4 * dim_bytes / cp,
                                     "ring": 2 * (cp - 1) * dim_bytes / cp}[mode] / MB if cp > 1 else 0.0
@@ -118,7 +127,7 @@ def vae_rows(clip: tuple[int, int, int]) -> list[dict]:
           mesh, rules.logical_to_mesh(("act_batch", None, "act_rows", None, None), rules.DEFAULT_RULES,
                                       (1, *clip, 3), mesh)))
       compiled = reconstruct.lower(rules.abstract_state(state, mesh), video).compile()
-      rows.append({"context": cp, "peak MB": peak_mb(compiled), "compile s": time.perf_counter() - start})
+      rows.append({"context": cp, **memory_mb(compiled), "compile s": time.perf_counter() - start})
     print(rows[-1], flush=True)
   return rows
 
@@ -134,15 +143,17 @@ def train_row(clip: tuple[int, int, int]) -> dict:
   mesh = make_mesh("fsdp=8")
   frames, height, width = clip
   s_t, s_x = model_config.cfca.time_scale, model_config.space_scale
-  batch = {"hr": _replicated(mesh, (1, frames, height, width, 3), jnp.uint8),
-           "lr": _replicated(mesh, (1, (frames - 1) // s_t + 1, height // s_x, width // s_x, 3), jnp.uint8)}
+  clips = mesh.shape["fsdp"]  # one clip per device
+  per_clip = {"hr": (frames, height, width, 3), "lr": ((frames - 1) // s_t + 1, height // s_x, width // s_x, 3)}
+  batch = {name: jax.ShapeDtypeStruct((clips, *shape), jnp.uint8, sharding=NamedSharding(mesh, PartitionSpec("fsdp")))
+           for name, shape in per_clip.items()}
   with rules.activate(mesh):
     abstract = rules.abstract_state(state, mesh)
     step = train_step.make_train_step("diffst", graphdef, tx, schedule, dict(latent=1.0), "dists",
                                       state_sharding=rules.state_shardings(state, mesh))
     start = time.perf_counter()
     compiled = step.lower(abstract, rules.abstract_state(frozen, mesh), None, batch).compile()
-  row = {"mesh": "fsdp=8", "peak MB": peak_mb(compiled), "compile s": time.perf_counter() - start}
+  row = {"mesh": "fsdp=8", "clips": clips, **memory_mb(compiled), "compile s": time.perf_counter() - start}
   print(row, flush=True)
   return row
 
@@ -159,21 +170,22 @@ def main():
   clip = (args.frames, args.height, args.width)
   latent = ((args.frames - 1) // 4 + 1, args.height // 8, args.width // 8)
   print(f"clip {clip}, latent {latent}, jax {jax.__version__}, {jax.device_count()} simulated devices\n")
-  print("DiT forward | mode | context | peak MB / device | collective MB / layer | expected MB / layer | compile s |")
-  print("|---|---:|---:|---:|---:|---:|")
+  print("DiT forward\n\n| mode | context | peak MB / device | beyond arguments MB | collective MB / layer | "
+        "expected MB / layer | compile s |\n|---|---:|---:|---:|---:|---:|---:|")
   for row in dit_rows(latent, args.context_len):
     if "note" in row:
-      print(f"| {row['mode']} | {row['context']} | {row['note']} | | | |")
+      print(f"| {row['mode']} | {row['context']} | {row['note']} | | | | |")
     else:
-      print(f"| {row['mode']} | {row['context']} | {row['peak MB']:.0f} | {row['collective MB / layer']:.1f} | "
-            f"{row['expected MB / layer']:.1f} | {row['compile s']:.0f} |")
+      print(f"| {row['mode']} | {row['context']} | {row['peak MB']:.0f} | {row['beyond arguments MB']:.0f} | "
+            f"{row['collective MB / layer']:.1f} | {row['expected MB / layer']:.1f} | {row['compile s']:.0f} |")
   if not args.skip_vae:
-    print("\nVAE encode + decode | context | peak MB / device | compile s |\n|---:|---:|---:|")
+    print("\nVAE encode + decode\n\n| context | peak MB / device | beyond arguments MB | compile s |\n|---:|---:|---:|---:|")
     for row in vae_rows(clip):
-      print(f"| {row['context']} | {row['peak MB']:.0f} | {row['compile s']:.0f} |")
+      print(f"| {row['context']} | {row['peak MB']:.0f} | {row['beyond arguments MB']:.0f} | {row['compile s']:.0f} |")
   if not args.skip_train:
     row = train_row(clip)
-    print(f"\nTrain step, stage 1 | {row['mesh']} | peak MB / device {row['peak MB']:.0f} | "
+    print(f"\nTrain step, stage 1 (L_latent, AdamW), mesh {row['mesh']}, {row['clips']} clips (one per device): "
+          f"peak MB / device {row['peak MB']:.0f}, beyond arguments {row['beyond arguments MB']:.0f}, "
           f"compile s {row['compile s']:.0f}")
 
 

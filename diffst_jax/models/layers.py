@@ -1,11 +1,14 @@
 """Layers shared by several models."""
 
 import functools
+import itertools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from diffst_jax.parallel import rules
 
 
 class Conv(nnx.Module):
@@ -54,21 +57,32 @@ def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...], padding: 
 
   `implementation` "xla": XLA's native convolutions. "gemm", for training on CPU, whose XLA backend runs 3D
   convolutions and convolution kernel gradients slowly: a 3D convolution becomes a 2D one over time-stacked frames
-  and each kernel gradient a matrix product per spatial tap; forward + backward of the tiny VAE runs about 2x
+  and each kernel gradient a matrix product per kernel tap; forward + backward of the tiny VAE runs about 2x
   faster and compiles longer (bench/conv.py). Both give the same results to fp32 rounding.
+
+  Under context parallelism (an active mesh with context > 1) "xla" also takes kernel gradients tap by tap: XLA's
+  SPMD partitioner (jax 0.10.2, Shardy and GSPMD alike) multiplies the kernel gradient of a convolution whose input
+  is split along a spatial axis by the number of devices that input is replicated over (tensor, or an fsdp axis a
+  single clip does not fill); tests/models/test_layers.py shows it.
   """
   check_conv_implementation(implementation)
-  conv = _gemm_conv if implementation == "gemm" else _native_conv
-  return conv(x, kernel, tuple(stride), tuple(tuple(p) for p in padding))
+  stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
+  if implementation == "gemm":
+    return _gemm_conv(x, kernel, stride, padding)
+  if _context_parallel():
+    return _conv_with_tap_kernel_grad(x, kernel, stride, padding)
+  return _native_conv(x, kernel, stride, padding)
 
 
-def _conv2d(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, stride, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _context_parallel() -> bool:
+  active = rules.active()
+  return active is not None and dict(active[0].shape).get("context", 1) > 1
 
 
 def _native_conv(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
   if kernel.ndim == 4:
-    y = _conv2d(x.reshape(-1, *x.shape[-3:]), kernel, stride, padding)
+    y = jax.lax.conv_general_dilated(x.reshape(-1, *x.shape[-3:]), kernel, stride, padding,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y.reshape(*x.shape[:-3], *y.shape[1:])
   return jax.lax.conv_general_dilated(x, kernel, stride, ((0, 0), *padding),
                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
@@ -76,40 +90,47 @@ def _native_conv(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
 
 def _gemm_conv(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
   """A 3D convolution as one 2D convolution per output frame over the kt input frames it sees stacked on channels;
-  kernel gradients as matrix products (`_conv2d_gemm_kernel_grad`)."""
+  kernel gradients as matrix products (`_conv_with_tap_kernel_grad`)."""
   if kernel.ndim == 4:
-    y = _conv2d_gemm_kernel_grad(x.reshape(-1, *x.shape[-3:]), kernel, stride, padding)
-    return y.reshape(*x.shape[:-3], *y.shape[1:])
+    return _conv_with_tap_kernel_grad(x, kernel, stride, padding)
   kt, kh, kw, cin, cout = kernel.shape
   st = stride[0]
   batch, frames = x.shape[:2]
   out_frames = (frames - kt) // st + 1
   taps = [x[:, i:i + st * (out_frames - 1) + 1:st] for i in range(kt)]
   stacked = jnp.concatenate(taps, axis=-1).reshape(batch * out_frames, *x.shape[2:4], kt * cin)
-  y = _conv2d_gemm_kernel_grad(stacked, jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, kt * cin, cout), stride[1:],
-                               padding)
+  y = _conv_with_tap_kernel_grad(stacked, jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, kt * cin, cout), stride[1:],
+                                 padding)
   return y.reshape(batch, out_frames, *y.shape[1:])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv2d_gemm_kernel_grad(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
-  return _conv2d(x, kernel, stride, padding)
+def _conv_with_tap_kernel_grad(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
+  """`_native_conv` whose kernel gradient is one matrix product per kernel tap (input window x output cotangent)."""
+  return _native_conv(x, kernel, stride, padding)
 
 
-def _conv2d_gemm_forward(x, kernel, stride, padding):
-  return _conv2d(x, kernel, stride, padding), (x, kernel)
+def _tap_forward(x, kernel, stride, padding):
+  return _native_conv(x, kernel, stride, padding), (x, kernel)
 
 
-def _conv2d_gemm_backward(stride, padding, residuals, dy):
+def _tap_backward(stride, padding, residuals, dy):
   x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _conv2d(x, kernel, stride, padding), x)
+  _, input_vjp = jax.vjp(lambda x: _native_conv(x, kernel, stride, padding), x)
   (dx,) = input_vjp(dy)
-  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  (sh, sw), (ho, wo) = stride, dy.shape[1:3]
-  tap = lambda i, j: padded[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # noqa: E731
-  dkernel = jnp.stack([jnp.stack([jnp.einsum("nhwc,nhwd->cd", tap(i, j), dy) for j in range(kernel.shape[1])])
-                       for i in range(kernel.shape[0])])
-  return dx, dkernel.astype(kernel.dtype)
+  taps = kernel.shape[:-2]
+  windowed = len(taps)  # the trailing axes of x before channels that the kernel slides over
+  padding = ((0, 0),) * (windowed - len(padding)) + padding  # a 3D kernel does not pad time
+  padded = jnp.pad(x, ((0, 0),) * (x.ndim - windowed - 1) + padding + ((0, 0),))
+  leading = (slice(None),) * (x.ndim - windowed - 1)
+  out_sizes = dy.shape[-1 - windowed:-1]
+
+  def tap_gradient(offsets):
+    window = padded[leading + tuple(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offsets, stride, out_sizes))]
+    return jnp.tensordot(window, dy, axes=(tuple(range(x.ndim - 1)), tuple(range(dy.ndim - 1))))
+
+  dkernel = jnp.stack([tap_gradient(offsets) for offsets in itertools.product(*map(range, taps))])
+  return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
-_conv2d_gemm_kernel_grad.defvjp(_conv2d_gemm_forward, _conv2d_gemm_backward)
+_conv_with_tap_kernel_grad.defvjp(_tap_forward, _tap_backward)

@@ -27,6 +27,7 @@ import numpy as np
 
 from diffst_jax.convert import torch_io
 from diffst_jax.models import layers
+from diffst_jax.parallel import rules
 
 Conv = tuple[jax.Array, jax.Array]  # (kernel (kh, kw, in, out), bias (out,))
 
@@ -266,5 +267,8 @@ def perceptual_loss(kind: str, params: LpipsParams | DistsParams, output: jax.Ar
   if output.ndim != 5 or output.shape != target.shape:
     raise ValueError(f"perceptual_loss: expected two clips (B, T, H, W, 3) of one shape, got {output.shape} and "
                      f"{target.shape}")
-  frames = lambda clip: clip.reshape(-1, *clip.shape[2:])  # noqa: E731
+  # Whole frames on each device (clips over the batch axes only): with the rows of the decoded clip split over
+  # context, XLA's partitioner gets the gradient of this loss wrong (3.9x on fsdp=2, context=2, tensor=2;
+  # tests/parallel/test_train_step_sharded.py). Decoded clips have 4k+1 frames, which never split over context.
+  frames = lambda clip: rules.constrain(clip, ("act_batch",)).reshape(-1, *clip.shape[2:])  # noqa: E731
   return jnp.mean(metric(params, frames(output), frames(target)))

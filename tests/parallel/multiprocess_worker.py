@@ -10,6 +10,7 @@ single process.
 
 import argparse
 import contextlib
+import math
 import pathlib
 import sys
 
@@ -25,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel import distributed, rules  # noqa: E402  pylint: disable=wrong-import-position
-from diffst_jax.parallel.mesh import make_mesh  # noqa: E402  pylint: disable=wrong-import-position
-from diffst_jax.train import defaults  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax.parallel.mesh import make_mesh, parse_mesh  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax.train import defaults, perceptual  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.train import step as train_step  # noqa: E402  pylint: disable=wrong-import-position
 
-WEIGHTS = dict(latent=1.0, rec=1.0, consistency=1.0)
+WEIGHTS = dict(latent=1.0, rec=1.0, perceptual=1.0, consistency=1.0)
 
 
 def _inputs():
@@ -50,7 +51,7 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
   with contextlib.ExitStack() as stack:
     state_sharding = None
     if mesh_text:
-      mesh = make_mesh(mesh_text)
+      mesh = make_mesh(mesh_text, jax.devices()[:math.prod(parse_mesh(mesh_text).values())])
       stack.enter_context(rules.activate(mesh))
       nnx.update(model, rules.place_state(nnx.state(model), mesh))
       state_sharding = rules.state_shardings(state, mesh)
@@ -61,13 +62,24 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
     upscaled = diffst.upscale(model, jnp.asarray(frames))
     step = train_step.make_train_step("diffst", graphdef, tx, optax.constant_schedule(0.0), WEIGHTS, "lpips_alex",
                                       state_sharding=state_sharding)
-    state, metrics = step(state, frozen, None, batch)
+    state, metrics = step(state, frozen, perceptual.load("lpips_alex"), batch)
     results = {name: np.asarray(multihost_utils.process_allgather(value, tiled=True))
                for name, value in (("upscaled", upscaled), ("loss", metrics["loss"]),
                                    ("grad_norm", metrics["grad_norm"]))}
     grads = jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(state.opt_state))
     return results | {f"grad{jax.tree_util.keystr(path)}": np.asarray(
         multihost_utils.process_allgather(leaf, tiled=True)) for path, leaf in grads}
+
+
+def relative_errors(results: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
+  """Each result's max difference from `reference`, relative to the reference's largest value; the key biases'
+  gradients are zero in exact arithmetic (softmax ignores a shift common to all keys), so theirs, fp32 rounding
+  noise, relative to the largest gradient."""
+  assert results.keys() == reference.keys()
+  largest = max(float(np.abs(value).max()) for name, value in reference.items() if name.startswith("grad["))
+  return {name: float(np.abs(results[name] - value).max()
+                      / (largest if name.endswith("['to_k']['bias']") else max(np.abs(value).max(), 1e-30)))
+          for name, value in reference.items()}
 
 
 def _gradient_recorder() -> optax.GradientTransformation:

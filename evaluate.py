@@ -1,11 +1,16 @@
-"""Scores DiffST and the trivial baseline on ground-truth clips with the space-time SR protocol (SPEC §9).
+"""Scores DiffST, its ablations and the trivial baseline on ground-truth clips (space-time SR protocol, SPEC §9).
 
   python evaluate.py --gt heldout/ --out results/heldout --checkpoint runs/tiny/model
   python evaluate.py --gt heldout/ --out results/heldout_real --checkpoint runs/tiny/model --protocol realistic
+  python evaluate.py --gt RealVSR/GT --lq RealVSR/LQ --protocol paired --out results/realvsr --checkpoint ...
 
 --gt is a folder of clips (videos PyAV reads, or folders of PNG frames). Each clip's odd frames (1st, 3rd, ...),
-degraded by the protocol, are the input; all frames are scored (PSNR, LPIPS-Alex; RGB, no border crop). Writes
-scores.json and scores.md into --out (a new or empty folder).
+degraded by the protocol (or taken from the same-named clip of --lq with --protocol paired), are the input; all
+frames are scored: PSNR (RGB and Y), SSIM (Y), LPIPS-Alex, DISTS, tOF, tLP (conventions: diffst_jax/eval/metrics.py).
+Methods: the checkpoint, the checkpoint with CFCA switched off (linear frame blending) and with VRG switched off,
+and bicubic + linear blending. Writes into --out (a new or empty folder): scores.json (per clip and mean),
+scores.md (the tables), and strips/CLIP.png (for a few synthesized frames: input upscaled by the baseline, DiffST,
+ground truth, side by side). The no-reference metrics of the paper (CLIP-IQA, MUSIQ, MANIQA, DOVER) are not computed.
 """
 
 import argparse
@@ -20,26 +25,40 @@ def parse_args(argv):
 
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gt", required=True, help="folder of ground-truth clips")
-  parser.add_argument("--out", required=True, help="new or empty folder for scores.json and scores.md")
+  parser.add_argument("--lq", help="folder of captured low-quality clips named like --gt's (--protocol paired)")
+  parser.add_argument("--out", required=True, help="new or empty folder for scores.json, scores.md and strips/")
   parser.add_argument("--checkpoint", required=True, help="our DiffST checkpoint directory (e.g. WORKDIR/model)")
   parser.add_argument("--protocol", choices=run.PROTOCOLS, default="bicubic")
   parser.add_argument("--seed", type=int, default=0, help="seed of the realistic protocol's first clip")
+  parser.add_argument("--crop-border", type=int, default=0, help="pixels left out on each side for PSNR and SSIM")
+  parser.add_argument("--no-dists", action="store_true", help="skip DISTS (it needs the torch extra's weights)")
+  parser.add_argument("--no-ablations", action="store_true", help="skip the CFCA-off and VRG-off runs")
+  parser.add_argument("--strip-frames", type=int, default=3, help="synthesized frames per comparison strip")
   parser.add_argument("--chunk-frames", type=int, default=inference.DEFAULT_PLAN.chunk_frames)
   parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), default=inference.DEFAULT_PLAN.tile)
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if (args.protocol == "paired") != (args.lq is not None):
+    parser.error("--lq goes with --protocol paired, and --protocol paired needs --lq")
+  return args
+
+
+def _read_clips(folder: str) -> dict:
+  from diffst_jax.data import builder  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+
+  return {path.stem if path.is_file() else path.name: video.read_video(path)[0] for path in builder.find_videos(folder)}
 
 
 def evaluate(args) -> dict:
   import dataclasses  # pylint: disable=import-outside-toplevel
 
   import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.convert import loader  # pylint: disable=import-outside-toplevel
-  from diffst_jax.data import builder  # pylint: disable=import-outside-toplevel
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
-  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
   out = loader.check_new_directory(args.out)
@@ -47,19 +66,34 @@ def evaluate(args) -> dict:
   model = diffst.load(checkpoint)
   s_x, s_t = model.config.space_scale, model.config.time_scale
   plan = dataclasses.replace(inference.DEFAULT_PLAN, chunk_frames=args.chunk_frames, tile=tuple(args.tile))
-  clips = {path.stem if path.is_file() else path.name: video.read_video(path)[0]
-           for path in builder.find_videos(args.gt)}
-  methods = {
-      f"DiffST ({checkpoint.name})": lambda lr: np.stack(list(inference.upscale_video(model, lr, len(lr), plan))),
-      f"bicubic x{s_x} + linear blend x{s_t}": lambda lr: run.bicubic_blend(lr, s_x, s_t),
-  }
-  results = run.evaluate(methods, clips, args.protocol, s_x, s_t, args.seed)
+  clips = _read_clips(args.gt)
+  paired = _read_clips(args.lq) if args.lq else None
+  if paired is not None and sorted(paired) != sorted(clips):
+    raise ValueError(f"--lq must hold the clips of --gt by name: {sorted(clips)} vs {sorted(paired)}")
+  upscaler = lambda m: lambda lr: np.stack(list(inference.upscale_video(m, lr, len(lr), plan)))  # noqa: E731
+  methods = {f"DiffST ({checkpoint.name})": upscaler(model)}
+  if not args.no_ablations:
+    methods |= {f"DiffST without {part.upper()}": upscaler(diffst.without(model, part))
+                for part in diffst.ABLATIONS if getattr(model.config, part).enabled}
+  baseline = f"bicubic x{s_x} + linear blend x{s_t}"
+  methods[baseline] = lambda lr: run.bicubic_blend(lr, s_x, s_t)
+  scorer = run.Scorer(dists=not args.no_dists, crop_border=args.crop_border)
+  results = run.evaluate(methods, clips, args.protocol, s_x, s_t, args.seed, scorer, paired, keep_outputs=True)
+  outputs = results.pop("outputs")
   out.mkdir(parents=True, exist_ok=True)
   (out / "scores.json").write_text(json.dumps({"protocol": args.protocol, "checkpoint": str(checkpoint),
-                                               "results": results}, indent=2) + "\n")
+                                               "crop_border": args.crop_border, "results": results}, indent=2) + "\n")
   table = run.markdown_table(results)
-  (out / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time); PSNR and LPIPS-Alex on "
-                                 f"RGB, no border crop, all frames.\n\n{table}")
+  (out / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time); all frames, RGB PSNR / "
+                                 f"Y PSNR / Y SSIM with a {args.crop_border}-pixel border crop (conventions: "
+                                 f"diffst_jax/eval/metrics.py).\n\n{table}")
+  (out / "strips").mkdir()
+  for clip_name, (hr, by_method) in outputs.items():
+    synthesized = list(range(1, len(hr), s_t)) or [0]  # frames no input shows: what the model had to make
+    picks = [synthesized[i] for i in np.linspace(0, len(synthesized) - 1, min(args.strip_frames,
+                                                                               len(synthesized))).round().astype(int)]
+    strip = run.comparison_strip([by_method[baseline], by_method[next(iter(methods))], hr], picks)
+    Image.fromarray(strip).save(out / "strips" / f"{clip_name}.png")
   print(table)
   return results
 

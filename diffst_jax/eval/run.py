@@ -1,14 +1,17 @@
-"""The space-time SR evaluation protocol (SPEC §9) and its built-in baseline.
+"""The space-time SR evaluation protocol (SPEC §9), its built-in baseline, scores and comparison strips.
 
 A ground-truth clip of 2N-1 frames (an odd count; an even clip drops its last frame) becomes the N-frame LR input
-by one of two protocols, both keeping frames 0, s_t, 2 s_t, ...:
+by one of three protocols, all keeping frames 0, s_t, 2 s_t, ...:
 * "bicubic": x s_x bicubic downscaling (PIL, antialiased like MATLAB's imresize), the synthetic benchmark protocol;
 * "realistic": the training degradations of SPEC §8 (second order blur, resize, noise, JPEG, video compression),
-  seeded per clip, so every method sees the same LR input.
-Every one of the 2N-1 output frames is scored against the ground truth (frame means, then clip means).
+  seeded per clip, so every method sees the same LR input;
+* "paired": real low-quality frames captured beside the ground truth (RealVSR / MVSR4x layout: a clip of the same
+  name and frame count, 1/s_x the size).
+Every one of the 2N-1 output frames is scored against the ground truth (frame means, then clip means) with the
+metrics of `diffst_jax.eval.metrics` (METRICS).
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -16,7 +19,7 @@ from PIL import Image
 from diffst_jax.data import degrade
 from diffst_jax.eval import metrics
 
-PROTOCOLS = ("bicubic", "realistic")
+PROTOCOLS = ("bicubic", "realistic", "paired")
 Method = Callable[[np.ndarray], np.ndarray]  # LR uint8 (N, h, w, 3) -> output uint8 (s_t (N-1) + 1, H, W, 3)
 
 
@@ -33,8 +36,15 @@ def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC))
 
 
-def low_quality(hr: np.ndarray, protocol: str, s_x: int, s_t: int, seed: int) -> np.ndarray:
-  """The LR input (N, H/s_x, W/s_x, 3) of a ground-truth clip (2N-1 frames when s_t = 2)."""
+def low_quality(hr: np.ndarray, protocol: str, s_x: int, s_t: int, seed: int,
+                paired: np.ndarray | None = None) -> np.ndarray:
+  """The LR input (N, H/s_x, W/s_x, 3) of a ground-truth clip (2N-1 frames when s_t = 2); "paired" takes it from
+  `paired`, the captured low-quality clip."""
+  if protocol == "paired":
+    if paired is None or len(paired) < len(hr) or paired.shape[1:3] != (hr.shape[1] // s_x, hr.shape[2] // s_x):
+      raise ValueError(f"a paired low-quality clip must have the ground truth's {len(hr)} frames at "
+                       f"{hr.shape[1] // s_x}x{hr.shape[2] // s_x}, got {None if paired is None else paired.shape}")
+    return paired[:len(hr):s_t]
   if protocol == "bicubic":
     return np.stack([_resize(frame, frame.shape[0] // s_x, frame.shape[1] // s_x) for frame in hr[::s_t]])
   if protocol == "realistic":
@@ -51,37 +61,89 @@ def bicubic_blend(lr: np.ndarray, s_x: int, s_t: int) -> np.ndarray:
   return np.clip(np.round(np.stack(out)), 0, 255).astype(np.uint8)
 
 
-def score_clip(output: np.ndarray, hr: np.ndarray, lpips: metrics.Lpips) -> dict[str, float]:
-  if output.shape != hr.shape:
-    raise ValueError(f"the method returned {output.shape}, the ground truth is {hr.shape}")
-  return {"psnr": float(np.mean([metrics.psnr(o, t) for o, t in zip(output, hr)])),
-          "lpips": float(np.mean(np.concatenate([lpips(output[i:i + 8], hr[i:i + 8])
-                                                 for i in range(0, len(hr), 8)]))),
-          "frames": len(hr)}
+METRICS = ("psnr", "psnr_y", "ssim", "lpips", "dists", "tof", "tlp")
+HIGHER_IS_BETTER = {"psnr": True, "psnr_y": True, "ssim": True, "lpips": False, "dists": False, "tof": False,
+                    "tlp": False}
+_BATCH = 8  # frames per LPIPS / DISTS call
+
+
+class Scorer:
+  """All METRICS of an output clip against its ground truth; DISTS only with `dists` (it needs the torch extra)."""
+
+  def __init__(self, dists: bool = True, crop_border: int = 0):
+    self.lpips = metrics.Lpips()
+    self.dists = metrics.Dists() if dists else None
+    self.crop_border = crop_border
+
+  def __call__(self, output: np.ndarray, hr: np.ndarray) -> dict[str, float]:
+    if output.shape != hr.shape:
+      raise ValueError(f"the method returned {output.shape}, the ground truth is {hr.shape}")
+    batched = lambda metric: float(np.mean(np.concatenate(  # noqa: E731
+        [metric(output[i:i + _BATCH], hr[i:i + _BATCH]) for i in range(0, len(hr), _BATCH)])))
+    frame_mean = lambda metric, **kw: float(np.mean(  # noqa: E731
+        [metric(o, t, crop_border=self.crop_border, **kw) for o, t in zip(output, hr)]))
+    scores = {"psnr": frame_mean(metrics.psnr), "psnr_y": frame_mean(metrics.psnr, y_channel=True),
+              "ssim": frame_mean(metrics.ssim), "lpips": batched(self.lpips)}
+    if self.dists is not None:
+      scores["dists"] = batched(self.dists)
+    scores.update(tof=metrics.tof(output, hr), tlp=metrics.tlp(output, hr, self.lpips), frames=len(hr))
+    return scores
 
 
 def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], protocol: str, s_x: int, s_t: int,
-             seed: int = 0) -> dict[str, dict]:
-  """{method: {"clips": {clip: scores}, "mean": scores over clips}} for ground-truth `clips` (uint8 T, H, W, 3)."""
-  lpips = metrics.Lpips()
+             seed: int = 0, scorer: Scorer | None = None, paired: Mapping[str, np.ndarray] | None = None,
+             keep_outputs: bool = False) -> dict[str, dict]:
+  """{method: {"clips": {clip: scores}, "mean": scores over clips}} for ground-truth `clips` (uint8 T, H, W, 3);
+  with `keep_outputs`, also {"outputs": {clip: (hr, {method: output})}} for comparison strips."""
+  scorer = scorer or Scorer()
   results = {name: {"clips": {}} for name in methods}
+  outputs = {}
   for index, (clip_name, frames) in enumerate(clips.items()):
     hr = ground_truth(frames, s_x, s_t)
-    lr = low_quality(hr, protocol, s_x, s_t, seed + index)
+    lr = low_quality(hr, protocol, s_x, s_t, seed + index, paired.get(clip_name) if paired else None)
+    clip_outputs = {}
     for name, method in methods.items():
-      results[name]["clips"][clip_name] = score_clip(method(lr), hr, lpips)
+      clip_outputs[name] = method(lr)
+      results[name]["clips"][clip_name] = scorer(clip_outputs[name], hr)
+    if keep_outputs:
+      outputs[clip_name] = (hr, clip_outputs)
   for result in results.values():
     scores = list(result["clips"].values())
-    result["mean"] = {key: float(np.mean([s[key] for s in scores])) for key in ("psnr", "lpips")}
-  return results
+    result["mean"] = {key: float(np.mean([s[key] for s in scores])) for key in METRICS if key in scores[0]}
+  return results | ({"outputs": outputs} if keep_outputs else {})
 
 
 def markdown_table(results: Mapping[str, dict]) -> str:
-  clips = list(next(iter(results.values()))["clips"])
-  header = ["method"] + [f"{clip} PSNR / LPIPS" for clip in clips] + ["mean PSNR ↑", "mean LPIPS ↓"]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for name, result in results.items():
-    cells = [f"{result['clips'][c]['psnr']:.2f} / {result['clips'][c]['lpips']:.4f}" for c in clips]
-    mean = result["mean"]
-    lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean['psnr']:.2f} | {mean['lpips']:.4f} |")
+  """Mean scores per method, then PSNR / SSIM / LPIPS per clip."""
+  methods = {name: result for name, result in results.items() if name != "outputs"}
+  first = next(iter(methods.values()))
+  keys = [key for key in METRICS if key in first["mean"]]
+  arrow = lambda key: "↑" if HIGHER_IS_BETTER[key] else "↓"  # noqa: E731
+  lines = ["| method | " + " | ".join(f"{key} {arrow(key)}" for key in keys) + " |", "|---" + "|---:" * len(keys) + "|"]
+  for name, result in methods.items():
+    lines.append(f"| {name} | " + " | ".join(_format(key, result["mean"][key]) for key in keys) + " |")
+  clips = list(first["clips"])
+  lines += ["", "| method | " + " | ".join(f"{clip} PSNR / SSIM / LPIPS" for clip in clips) + " |",
+            "|---" + "|---" * len(clips) + "|"]
+  for name, result in methods.items():
+    cells = [" / ".join(_format(key, result["clips"][clip][key]) for key in ("psnr", "ssim", "lpips"))
+             for clip in clips]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _format(key: str, value: float) -> str:
+  return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4f}"
+
+
+def comparison_strip(columns: Sequence[np.ndarray], frame_indices: Sequence[int]) -> np.ndarray:
+  """One image: a row per frame index, a column per clip (T, H, W, 3) given, side by side with 4-pixel gaps."""
+  gap = 4
+  height, width = columns[0].shape[1:3]
+  rows = []
+  for t in frame_indices:
+    row = np.full((height, len(columns) * (width + gap) - gap, 3), 255, np.uint8)
+    for c, clip in enumerate(columns):
+      row[:, c * (width + gap):c * (width + gap) + width] = clip[t]
+    rows += [row, np.full((gap, row.shape[1], 3), 255, np.uint8)]
+  return np.concatenate(rows[:-1])

@@ -98,9 +98,22 @@ def init(config: DiffSTConfig, seed: int = 0) -> DiffST:
 
 
 def with_config(model: DiffST, config: DiffSTConfig) -> DiffST:
-  """The same parameters under another config (scales, dtypes, ablation switches that add no parameters)."""
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0))))
-  return nnx.merge(graphdef, nnx.state(model))
+  """The same parameters under another config (scales, dtypes, ablation switches); the parts the new config leaves
+  out (a disabled VRG) are dropped."""
+  graphdef, shapes = nnx.split(nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0))))
+  return nnx.merge(graphdef, nnx.State({part: value for part, value in nnx.state(model).items() if part in shapes}))
+
+
+ABLATIONS = ("cfca", "vrg")
+
+
+def without(model: DiffST, part: str) -> DiffST:
+  """The trained model with CFCA (then plain linear frame blending) or VRG (no guidance branch) switched off."""
+  if part not in ABLATIONS:
+    raise ValueError(f"cannot switch off {part!r}: choose one of {', '.join(ABLATIONS)}")
+  config = model.config
+  return with_config(model, dataclasses.replace(config, **{part: dataclasses.replace(getattr(config, part),
+                                                                                     enabled=False)}))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -31,7 +31,7 @@ def test_ground_truth_crops_to_what_the_protocol_reproduces():
     run.ground_truth(_clip(2), 4, 2)
 
 
-@pytest.mark.parametrize("protocol", run.PROTOCOLS)
+@pytest.mark.parametrize("protocol", ["bicubic", "realistic"])
 def test_low_quality_keeps_every_second_frame_at_quarter_size(protocol):
   hr = _clip()
   lr = run.low_quality(hr, protocol, 4, 2, seed=3)
@@ -55,8 +55,28 @@ def test_evaluate_scores_the_perfect_method_best():
   clips = {"a": _clip(5, 64, 64, seed=4), "b": _clip(5, 64, 48, seed=5)}
   answers = {run.low_quality(c, "bicubic", 4, 2, seed=0).tobytes(): c for c in clips.values()}
   methods = {"perfect": lambda lr: answers[lr.tobytes()], "baseline": lambda lr: run.bicubic_blend(lr, 4, 2)}
-  results = run.evaluate(methods, clips, "bicubic", 4, 2)
-  assert results["perfect"]["mean"]["psnr"] == float("inf") and results["perfect"]["mean"]["lpips"] < 1e-6
-  assert 0 < results["baseline"]["mean"]["psnr"] < 40 and results["baseline"]["clips"]["b"]["frames"] == 5
+  results = run.evaluate(methods, clips, "bicubic", 4, 2, scorer=run.Scorer(dists=False), keep_outputs=True)
+  perfect, baseline = results["perfect"]["mean"], results["baseline"]["mean"]
+  assert perfect["psnr"] == perfect["psnr_y"] == float("inf") and perfect["ssim"] == pytest.approx(1.0)
+  assert perfect["lpips"] < 1e-6 and perfect["tof"] == 0.0 and perfect["tlp"] < 1e-6
+  assert 0 < baseline["psnr"] < 40 and baseline["ssim"] < 1 and baseline["tof"] > 0
+  assert results["baseline"]["clips"]["b"]["frames"] == 5 and "dists" not in baseline
+  hr, outputs = results.pop("outputs")["b"]
+  np.testing.assert_array_equal(outputs["perfect"], hr)
   table = run.markdown_table(results)
-  assert "| perfect |" in table and "| baseline |" in table
+  assert "| perfect | inf | inf | 1.0000 |" in table and "| baseline |" in table and "b PSNR / SSIM / LPIPS" in table
+
+
+def test_paired_protocol_takes_the_captured_low_quality_frames():
+  hr, lq = _clip(9, 36, 44, seed=6), _clip(9, 9, 11, seed=7)
+  np.testing.assert_array_equal(run.low_quality(hr, "paired", 4, 2, seed=0, paired=lq), lq[::2])
+  with pytest.raises(ValueError, match=r"must have the ground truth's 9 frames at 9x11, got \(9, 36, 44, 3\)"):
+    run.low_quality(hr, "paired", 4, 2, seed=0, paired=hr)
+
+
+def test_comparison_strip_lays_clips_side_by_side():
+  a, b = _clip(3, 8, 10, seed=8), _clip(3, 8, 10, seed=9)
+  strip = run.comparison_strip([a, b], [0, 2])
+  assert strip.shape == (8 + 4 + 8, 10 + 4 + 10, 3)
+  np.testing.assert_array_equal(strip[:8, 14:], b[0])
+  np.testing.assert_array_equal(strip[12:, :10], a[2])

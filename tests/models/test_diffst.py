@@ -38,8 +38,11 @@ def test_ablation_switches_use_the_same_code(model):
   assert bool(jnp.all(jnp.abs(base) <= 1))
   # At initialization CFCA is linear blending and VRG is gated off, so switching them off changes nothing.
   np.testing.assert_array_equal(diffst.upscale(_with(model, cfca={"enabled": False}), x), base)
-  no_vrg = diffst.init(dataclasses.replace(model.config, vrg=dataclasses.replace(model.config.vrg, enabled=False)))
-  assert no_vrg.vrg is None
+  no_vrg = diffst.without(model, "vrg")  # what evaluate.py's ablation runs
+  assert no_vrg.vrg is None and not no_vrg.config.vrg.enabled
+  np.testing.assert_allclose(diffst.upscale(no_vrg, x), base, rtol=0, atol=1e-6)
+  with pytest.raises(ValueError, match="cannot switch off 'vae'"):
+    diffst.without(model, "vae")
   assert diffst.upscale(_with(model, sigma=0.7), x).shape == base.shape
 
 

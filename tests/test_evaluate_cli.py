@@ -1,0 +1,52 @@
+"""evaluate.py as a user runs it: a checkpoint and a folder of real ground-truth clips in, scores and strips out."""
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+import evaluate
+from diffst_jax.models import diffst
+from tests.conftest import ROOT
+
+CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of 64x48
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_config, tmp_path_factory):
+  return diffst.save(diffst.init(diffst.DiffSTConfig.from_dict(tiny_config.to_dict()), seed=0),
+                     tmp_path_factory.mktemp("checkpoint") / "model")
+
+
+def test_scores_a_folder_of_real_clips(checkpoint, tmp_path):
+  (tmp_path / "gt").mkdir()
+  shutil.copy(CLIP, tmp_path / "gt" / "carphone.mp4")
+  out = tmp_path / "scores"
+  assert evaluate.main(["--gt", str(tmp_path / "gt"), "--out", str(out), "--checkpoint", str(checkpoint),
+                        "--no-dists", "--no-ablations", "--crop-border", "4"]) == 0
+  report = json.loads((out / "scores.json").read_text())
+  assert report["protocol"] == "bicubic" and report["crop_border"] == 4
+  methods = report["results"]
+  assert list(methods) == ["DiffST (model)", "bicubic x4 + linear blend x2"]
+  for result in methods.values():
+    assert result["clips"]["carphone"]["frames"] == 9
+    assert set(result["mean"]) == {"psnr", "psnr_y", "ssim", "lpips", "tof", "tlp"}
+  assert "| DiffST (model) |" in (out / "scores.md").read_text()
+  strip = Image.open(out / "strips" / "carphone.png")
+  assert strip.size == (3 * 64 + 2 * 4, 3 * 48 + 2 * 4)  # baseline, DiffST, ground truth; frames 1, 3 or 5, 7
+
+
+def test_bad_arguments_are_one_line(checkpoint, tmp_path, capsys):
+  (tmp_path / "gt").mkdir()
+  with pytest.raises(SystemExit) as exit_info:
+    evaluate.main(["--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "o"), "--checkpoint", str(checkpoint),
+                   "--protocol", "paired"])
+  assert exit_info.value.code == 2 and "--protocol paired needs --lq" in capsys.readouterr().err
+  shutil.copy(CLIP, tmp_path / "gt" / "carphone.mp4")
+  (tmp_path / "lq").mkdir()
+  shutil.copy(CLIP, tmp_path / "lq" / "other.mp4")
+  assert evaluate.main(["--gt", str(tmp_path / "gt"), "--lq", str(tmp_path / "lq"), "--out", str(tmp_path / "o"),
+                        "--checkpoint", str(checkpoint), "--protocol", "paired"]) == 2
+  error = capsys.readouterr().err.strip().splitlines()
+  assert len(error) == 1 and error[0].startswith("evaluate.py: error: --lq must hold the clips of --gt by name")

@@ -14,8 +14,8 @@ latent, 14,040 DiT tokens), for context = 1, 2, 4, 8 (mesh "context=N" over N de
     its coarsest rows divide over context: 60 latent rows split over 2 and 4 devices, not 8);
 "Beyond arguments" is the peak less the arguments (the replicated parameters and the input): the part that
 context parallelism divides.
-  * one train step (stage 1, L_latent, AdamW) of the whole DiffST with fsdp = 8, one clip per device: per-device
-    peak memory.
+  * one train step (stage 1, L_latent, AdamW) of the whole DiffST with fsdp = 8 (and with fsdp = 2 x context = 4),
+    one clip per device of the batch axes: per-device peak memory.
 On CPU the DiT's attention is XLA's (it materializes each device's S/N x S scores); accelerators take cuDNN /
 splash kernels, whose memory does not grow with S^2.
 """
@@ -132,7 +132,7 @@ def vae_rows(clip: tuple[int, int, int]) -> list[dict]:
   return rows
 
 
-def train_row(clip: tuple[int, int, int]) -> dict:
+def train_row(clip: tuple[int, int, int], mesh_text: str) -> dict:
   config = defaults.load_config_file(ROOT / "configs" / "wan21_1_3b.py")
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   graphdef, trainable, frozen = nnx.split(nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))),
@@ -140,12 +140,13 @@ def train_row(clip: tuple[int, int, int]) -> dict:
   stages = [config.stages[name].to_dict() for name in sorted(config.stages)]
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
   state = jax.eval_shape(lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t)), trainable)
-  mesh = make_mesh("fsdp=8")
+  mesh = make_mesh(mesh_text)
   frames, height, width = clip
   s_t, s_x = model_config.cfca.time_scale, model_config.space_scale
-  clips = mesh.shape["fsdp"]  # one clip per device
+  clips = mesh.shape["data"] * mesh.shape["fsdp"]  # one clip per device of the batch axes
   per_clip = {"hr": (frames, height, width, 3), "lr": ((frames - 1) // s_t + 1, height // s_x, width // s_x, 3)}
-  batch = {name: jax.ShapeDtypeStruct((clips, *shape), jnp.uint8, sharding=NamedSharding(mesh, PartitionSpec("fsdp")))
+  batch = {name: jax.ShapeDtypeStruct((clips, *shape), jnp.uint8,
+                                      sharding=NamedSharding(mesh, PartitionSpec(("data", "fsdp"))))
            for name, shape in per_clip.items()}
   with rules.activate(mesh):
     abstract = rules.abstract_state(state, mesh)
@@ -153,9 +154,20 @@ def train_row(clip: tuple[int, int, int]) -> dict:
                                       state_sharding=rules.state_shardings(state, mesh))
     start = time.perf_counter()
     compiled = step.lower(abstract, rules.abstract_state(frozen, mesh), None, batch).compile()
-  row = {"mesh": "fsdp=8", "clips": clips, **memory_mb(compiled), "compile s": time.perf_counter() - start}
+  row = {"mesh": mesh_text, "clips": clips, **memory_mb(compiled), "compile s": time.perf_counter() - start}
   print(row, flush=True)
   return row
+
+
+def print_dit_table(latent: tuple[int, int, int], context_len: int) -> None:
+  print("DiT forward\n\n| mode | context | peak MB / device | beyond arguments MB | collective MB / layer | "
+        "expected MB / layer | compile s |\n|---|---:|---:|---:|---:|---:|---:|")
+  for row in dit_rows(latent, context_len):
+    if "note" in row:
+      print(f"| {row['mode']} | {row['context']} | {row['note']} | | | | |")
+    else:
+      print(f"| {row['mode']} | {row['context']} | {row['peak MB']:.0f} | {row['beyond arguments MB']:.0f} | "
+            f"{row['collective MB / layer']:.1f} | {row['expected MB / layer']:.1f} | {row['compile s']:.0f} |")
 
 
 def main():
@@ -164,29 +176,28 @@ def main():
   parser.add_argument("--height", type=int, default=480)
   parser.add_argument("--width", type=int, default=832)
   parser.add_argument("--context-len", type=int, default=512)
+  parser.add_argument("--skip-dit", action="store_true")
   parser.add_argument("--skip-vae", action="store_true")
   parser.add_argument("--skip-train", action="store_true")
+  parser.add_argument("--train-meshes", nargs="+", default=["fsdp=8", "fsdp=2,context=4"])
   args = parser.parse_args()
   clip = (args.frames, args.height, args.width)
   latent = ((args.frames - 1) // 4 + 1, args.height // 8, args.width // 8)
   print(f"clip {clip}, latent {latent}, jax {jax.__version__}, {jax.device_count()} simulated devices\n")
-  print("DiT forward\n\n| mode | context | peak MB / device | beyond arguments MB | collective MB / layer | "
-        "expected MB / layer | compile s |\n|---|---:|---:|---:|---:|---:|---:|")
-  for row in dit_rows(latent, args.context_len):
-    if "note" in row:
-      print(f"| {row['mode']} | {row['context']} | {row['note']} | | | | |")
-    else:
-      print(f"| {row['mode']} | {row['context']} | {row['peak MB']:.0f} | {row['beyond arguments MB']:.0f} | "
-            f"{row['collective MB / layer']:.1f} | {row['expected MB / layer']:.1f} | {row['compile s']:.0f} |")
+  if not args.skip_dit:
+    print_dit_table(latent, args.context_len)
   if not args.skip_vae:
     print("\nVAE encode + decode\n\n| context | peak MB / device | beyond arguments MB | compile s |\n|---:|---:|---:|---:|")
     for row in vae_rows(clip):
       print(f"| {row['context']} | {row['peak MB']:.0f} | {row['beyond arguments MB']:.0f} | {row['compile s']:.0f} |")
   if not args.skip_train:
-    row = train_row(clip)
-    print(f"\nTrain step, stage 1 (L_latent, AdamW), mesh {row['mesh']}, {row['clips']} clips (one per device): "
-          f"peak MB / device {row['peak MB']:.0f}, beyond arguments {row['beyond arguments MB']:.0f}, "
-          f"compile s {row['compile s']:.0f}")
+    rows = [train_row(clip, mesh_text) for mesh_text in args.train_meshes]
+    print("\nTrain step, stage 1 (L_latent, AdamW), one clip per device of the batch axes\n\n| mesh | clips | "
+          "peak MB / device | arguments MB | beyond arguments MB | compile s |\n|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+      print(f"| {row['mesh']} | {row['clips']} | {row['peak MB']:.0f} | "
+            f"{row['peak MB'] - row['beyond arguments MB']:.0f} | {row['beyond arguments MB']:.0f} | "
+            f"{row['compile s']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       vae={},  # WanVAEConfig defaults are the released Wan2.1 VAE
       dit={},  # WanDiTConfig defaults are Wan2.1 T2V-1.3B
-      cfca=dict(time_scale=2),
-      vrg=dict(num_tokens=16),
+      cfca=dict(enabled=True, time_scale=2),
+      vrg=dict(enabled=True, num_tokens=16),
       space_scale=4,
       sigma=0.4,  # SPEC §4 decision; an ablation axis {0.25, 0.4, 0.55, 0.7}
       context_tokens=512,

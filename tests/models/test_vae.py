@@ -136,7 +136,8 @@ def test_decoder_is_causal(tiny_vae):
 
 def test_gradients_match_finite_differences(tiny_config):
   with jax.enable_x64(True):
-    config = WanVAEConfig(**tiny_config.vae, dtype="float64", param_dtype="float64")
+    # One residual block per stage (every layer kind still present): half the program to compile in float64.
+    config = WanVAEConfig(**dict(tiny_config.vae, num_res_blocks=1), dtype="float64", param_dtype="float64")
     graphdef, params, rest = nnx.split(WanVAE(config, rngs=rbg_rngs(2)), nnx.Param, ...)
     x = 0.5 * jax.random.uniform(jax.random.key(3), (1, 5, 16, 16, 3), jnp.float64, minval=-1, maxval=1)
 

@@ -1,0 +1,181 @@
+"""Ablation sweeps: each trial trains (train.py) then scores (evaluate.py) one set of config overrides.
+
+  python -m diffst_jax.sweep --sweep configs/sweeps/ablation_tiny.py --workdir runs/sweep
+  python -m diffst_jax.sweep --sweep configs/sweeps/ablation_tiny.py --workdir runs/sweep --emit-commands
+  python -m diffst_jax.sweep --sweep configs/sweeps/ablation_tiny.py --workdir runs/sweep --trial NAME
+
+A sweep file defines `get_sweep()` returning a dict:
+  config:   the experiment config file every trial starts from (e.g. "configs/tiny.py");
+  base:     {config field: value} applied to every trial (data, initial weights, steps);
+  grid:     {config field: [values]}, every combination a trial; or
+  trials:   [{config field: value}, ...], an explicit list (grid and trials may be combined: grid x each entry);
+  evaluate: the evaluate.py arguments without --out / --checkpoint, as {"gt": FOLDER, "protocol": ..., ...}.
+Relative paths in the sweep file are relative to the directory `python -m diffst_jax.sweep` runs in.
+
+Each trial runs in WORKDIR/NAME: train/ (train.py's workdir, with its resolved config.json; an interrupted trial
+resumes there), eval/ (evaluate.py's output) and, once both are done, trial.json (its overrides and the DiffST
+scores). A trial with trial.json is finished and skipped when the sweep runs again. The sweep ends with
+WORKDIR/summary.md (a table: trials x mean scores) and WORKDIR/summary.png (PSNR and LPIPS per trial).
+`--emit-commands` prints one self-contained command per unfinished trial, for a cluster scheduler; run the sweep
+once more afterwards (or with --summary-only) to write the summary.
+"""
+
+import argparse
+import importlib.util
+import itertools
+import json
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SUMMARY_METRICS = ("psnr", "ssim", "lpips", "dists", "tof", "tlp")
+
+
+def load_sweep(path: str | pathlib.Path) -> dict:
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"{path}: no such sweep file")
+  spec = importlib.util.spec_from_file_location(f"diffst_sweep_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  sweep = module.get_sweep()
+  unknown = set(sweep) - {"config", "base", "grid", "trials", "evaluate"}
+  if unknown or "config" not in sweep or "evaluate" not in sweep or "gt" not in sweep["evaluate"]:
+    raise ValueError(f"{path}: get_sweep() needs 'config' and 'evaluate' (with 'gt'), may have 'base', 'grid', "
+                     f"'trials'; unknown keys: {sorted(unknown)}")
+  return sweep
+
+
+def expand(sweep: dict) -> dict[str, dict]:
+  """{trial name: overrides}, base first, then the grid combination, then the explicit trial's own overrides."""
+  grid = sweep.get("grid", {})
+  combinations = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+  trials = {}
+  for combination in combinations:
+    for extra in sweep.get("trials", [{}]):
+      varied = combination | extra
+      trials[trial_name(varied)] = dict(sweep.get("base", {})) | varied
+  return trials
+
+
+def trial_name(varied: dict) -> str:
+  """A readable, filesystem-safe name from the fields that vary: "cfca.enabled=False,vrg.enabled=True"."""
+  if not varied:
+    return "base"
+  short = lambda field: ".".join(field.split(".")[-2:])  # noqa: E731
+  return ",".join(f"{short(field)}={value}" for field, value in varied.items()).replace("/", "_").replace(" ", "")
+
+
+def _train_command(sweep: dict, overrides: dict, trial_dir: pathlib.Path) -> list[str]:
+  flags = [f"--config.{field}={value}" for field, value in overrides.items()]
+  return [sys.executable, str(ROOT / "train.py"), "--config", str(sweep["config"]), f"--workdir={trial_dir / 'train'}",
+          *flags]
+
+
+def _evaluate_command(sweep: dict, trial_dir: pathlib.Path) -> list[str]:
+  arguments = []
+  for name, value in sweep["evaluate"].items():
+    flag = "--" + name.replace("_", "-")
+    if value is True:
+      arguments.append(flag)
+    elif value is not False and value is not None:
+      arguments += [flag, *map(str, value if isinstance(value, (list, tuple)) else [value])]
+  return [sys.executable, str(ROOT / "evaluate.py"), *arguments, "--out", str(trial_dir / "eval"),
+          "--checkpoint", str(trial_dir / "train" / "model")]
+
+
+def _run(command: list[str], what: str) -> None:
+  print("+ " + shlex.join(command), flush=True)
+  result = subprocess.run(command, check=False)
+  if result.returncode:
+    raise RuntimeError(f"{what} failed (exit {result.returncode}); fix it and run the sweep again to resume")
+
+
+def run_trial(sweep: dict, name: str, overrides: dict, workdir: pathlib.Path) -> dict:
+  """Trains and scores one trial unless it is finished; returns its trial.json record."""
+  trial_dir = workdir / name
+  record_path = trial_dir / "trial.json"
+  if record_path.is_file():
+    print(f"{name}: finished, skipped", flush=True)
+    return json.loads(record_path.read_text())
+  trial_dir.mkdir(parents=True, exist_ok=True)
+  if not (trial_dir / "train" / "model").is_dir():
+    _run(_train_command(sweep, overrides, trial_dir), f"{name}: training")
+  shutil.rmtree(trial_dir / "eval", ignore_errors=True)  # a scoring run that did not finish: ours to redo
+  _run(_evaluate_command(sweep, trial_dir), f"{name}: evaluation")
+  results = json.loads((trial_dir / "eval" / "scores.json").read_text())["results"]
+  model = next(method for method in results if method.startswith("DiffST ("))
+  record = {"name": name, "overrides": overrides, "scores": results[model]["mean"], "all_methods": results}
+  partial = record_path.with_suffix(".partial")
+  partial.write_text(json.dumps(record, indent=2) + "\n")
+  partial.rename(record_path)  # the marker of a finished trial appears whole or not at all
+  return record
+
+
+def summarize(records: list[dict], workdir: pathlib.Path) -> str:
+  """Writes summary.md and summary.png; returns the table."""
+  keys = [key for key in SUMMARY_METRICS if all(key in record["scores"] for record in records)]
+  lines = ["| trial | " + " | ".join(keys) + " |", "|---" + "|---:" * len(keys) + "|"]
+  for record in records:
+    lines.append(f"| {record['name']} | " + " | ".join(
+        f"{record['scores'][key]:.2f}" if key == "psnr" else f"{record['scores'][key]:.4f}" for key in keys) + " |")
+  table = "\n".join(lines) + "\n"
+  (workdir / "summary.md").write_text(f"Mean scores of each trial's DiffST over the evaluation clips.\n\n{table}")
+
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  figure, axes = pyplot.subplots(1, 2, figsize=(4 + 1.2 * len(records), 4))
+  names = [record["name"] for record in records]
+  for axis, key, label in zip(axes, ("psnr", "lpips"), ("PSNR (dB) ↑", "LPIPS ↓")):
+    axis.bar(range(len(records)), [record["scores"][key] for record in records])
+    axis.set_xticks(range(len(records)), names, rotation=30, ha="right", fontsize=8)
+    axis.set_title(label)
+  figure.tight_layout()
+  figure.savefig(workdir / "summary.png", dpi=100)
+  pyplot.close(figure)
+  return table
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--sweep", required=True, help="sweep file (configs/sweeps/*.py)")
+  parser.add_argument("--workdir", required=True, help="the sweep's directory: one folder per trial")
+  parser.add_argument("--emit-commands", action="store_true", help="print one command per unfinished trial")
+  parser.add_argument("--trial", help="run only this trial (what --emit-commands prints)")
+  parser.add_argument("--summary-only", action="store_true", help="only aggregate the finished trials")
+  args = parser.parse_args(argv)
+  try:
+    sweep = load_sweep(args.sweep)
+    trials = expand(sweep)
+    workdir = pathlib.Path(args.workdir)
+    if args.trial is not None and args.trial not in trials:
+      raise ValueError(f"no trial {args.trial!r} in {args.sweep}; its trials: {', '.join(trials)}")
+    if args.emit_commands:
+      for name in trials:
+        if not (workdir / name / "trial.json").is_file():
+          print(shlex.join([sys.executable, "-m", "diffst_jax.sweep", "--sweep", str(args.sweep), "--workdir",
+                            str(workdir), "--trial", name]))
+      return 0
+    selected = [args.trial] if args.trial else list(trials)
+    if not args.summary_only:
+      for name in selected:
+        run_trial(sweep, name, trials[name], workdir)
+    if args.trial:
+      return 0
+    records = [json.loads((workdir / name / "trial.json").read_text()) for name in trials
+               if (workdir / name / "trial.json").is_file()]
+    if not records:
+      raise ValueError(f"{workdir}: no finished trial to summarize")
+    print(summarize(records, workdir))
+  except (ValueError, RuntimeError, OSError) as error:
+    print(f"diffst_jax.sweep: error: {str(error).splitlines()[0]}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

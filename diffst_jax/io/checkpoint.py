@@ -5,6 +5,7 @@ import json
 import pathlib
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 METADATA_FILE = "model.json"
@@ -40,6 +41,17 @@ def read_metadata(directory: str | pathlib.Path, model: str) -> dict[str, Any]:
 
 
 def restore(directory: str | pathlib.Path, target: dict) -> dict:
-  """Restores the params of a checkpoint onto `target`, a tree of `jax.ShapeDtypeStruct` (with shardings)."""
+  """Restores the params of a checkpoint onto `target`, a tree of `jax.ShapeDtypeStruct` (with shardings). Leaves
+  without a concrete sharding (shapes traced under an active mesh carry an abstract one) go to this process's first
+  device; callers place them."""
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def concrete(leaf):
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, jax.sharding.Sharding) or isinstance(getattr(sharding, "mesh", None),
+                                                                      jax.sharding.AbstractMesh):
+      sharding = local
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
   with ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(pathlib.Path(directory).absolute() / PARAMS_DIR, target)
+    return checkpointer.restore(pathlib.Path(directory).absolute() / PARAMS_DIR, jax.tree.map(concrete, target))

@@ -176,19 +176,23 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   axis_rules = rules.rules_from_config(config.logical_axis_rules)
   # No mesh: one device. A mesh spans every device of every process.
   mesh = make_mesh(config.mesh) if config.mesh else make_mesh("", jax.devices()[:1])
-  with rules.activate(mesh, axis_rules):
-    return _train(config, workdir, mesh, axis_rules)
-
-
-def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mesh: Mesh,
-           axis_rules: rules.Rules) -> dict[str, float]:
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
+  _record_config(workdir, config)
+  with ocp.CheckpointManager(workdir / "checkpoints") as checkpoints:
+    resuming = checkpoints.latest_step() is not None
+  # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
+  model = _abstract_model(config) if resuming else build_model(config)
+  with rules.activate(mesh, axis_rules):
+    return _train(config, workdir, mesh, axis_rules, model)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh, axis_rules: rules.Rules,
+           model: nnx.Module) -> dict[str, float]:
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
   stages = _stages(config)
   filter_ = train_step.trainable_filter(config.task)
-  _record_config(workdir, config)
   dataset = _dataset(config, workdir)
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
   manager = ocp.CheckpointManager(
@@ -196,8 +200,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mesh:
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
 
   latest = manager.latest_step()
-  graphdef, trainable, frozen = nnx.split(_abstract_model(config) if latest is not None else build_model(config),
-                                          filter_, ...)
+  graphdef, trainable, frozen = nnx.split(model, filter_, ...)
   new_state = lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t))  # noqa: E731
   shardings = rules.state_shardings((jax.eval_shape(new_state, trainable), frozen), mesh, axis_rules)
   iterator = iter(dataset)

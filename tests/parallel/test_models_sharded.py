@@ -29,11 +29,11 @@ def model_inputs_reference(tiny_config):
   return model, (frames, video), run_all(*nnx.split(model), frames, video)
 
 
-# The test mesh with the most to get wrong, to keep the suite within its time budget on 2 cores; (1,1,8,1) passed
-# in the suite run of 2026-11-24 (third session), (2,1,4,1) and (1,1,2,1) when last run in full (issue 6); all four
-# with `pytest -m slow`.
-@pytest.mark.parametrize("mesh_name", ["fsdp2_cp2_tp2", *(pytest.param(name, marks=pytest.mark.slow)
-                                                          for name in ("cp8", "dp2_cp4", "cp2"))])
+# 2 min per mesh on 2 cores, so all four run with `pytest -m slow` (with the train step on the same meshes,
+# test_train_step_sharded.py); the default run keeps the DiT on every mesh and mode (test_dit_context_parallel.py)
+# and the sharded convolution gradients (tests/models/test_layers.py).
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh_name", MESHES)
 def test_models_match_single_device(model_inputs_reference, mesh_name):
   model, (frames, video), reference = model_inputs_reference
   mesh = make_mesh(MESHES[mesh_name])

@@ -21,7 +21,6 @@ once more afterwards (or with --summary-only) to write the summary.
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import pathlib
@@ -30,18 +29,14 @@ import shutil
 import subprocess
 import sys
 
+from diffst_jax.train import defaults
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "dists", "tof", "tlp")
 
 
 def load_sweep(path: str | pathlib.Path) -> dict:
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise ValueError(f"{path}: no such sweep file")
-  spec = importlib.util.spec_from_file_location(f"diffst_sweep_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  sweep = module.get_sweep()
+  sweep = defaults.load_python_file(path, "sweep").get_sweep()
   unknown = set(sweep) - {"config", "base", "grid", "trials", "evaluate"}
   if unknown or "config" not in sweep or "evaluate" not in sweep or "gt" not in sweep["evaluate"]:
     raise ValueError(f"{path}: get_sweep() needs 'config' and 'evaluate' (with 'gt'), may have 'base', 'grid', "

@@ -13,13 +13,18 @@ from diffst_jax.parallel import rules
 
 def load_config_file(path: str | pathlib.Path, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of an experiment config file (a Python file, e.g. configs/tiny.py)."""
+  return load_python_file(path, "config").get_config(arg)
+
+
+def load_python_file(path: str | pathlib.Path, kind: str):
+  """The module of a Python file that defines a config or a sweep (`kind`, for the error message)."""
   path = pathlib.Path(path)
   if not path.is_file():
-    raise ValueError(f"{path}: no such config file")
-  spec = importlib.util.spec_from_file_location(f"diffst_config_{path.stem}", path)
+    raise ValueError(f"{path}: no such {kind} file")
+  spec = importlib.util.spec_from_file_location(f"diffst_{kind}_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
 
 
 def stage(steps: int, learning_rate: float, warmup_steps: int, **loss_weights: float) -> ml_collections.ConfigDict:

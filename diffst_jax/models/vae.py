@@ -1,13 +1,14 @@
 """The Wan2.1 3D causal VAE (frozen in DiffST; gradients still flow through it), channels-last.
 
-Compression 4 (time) x 8 x 8. Clips are processed causally in time chunks as one `jax.lax.scan`: the encoder sees
-frame 0 alone, then chunks of 4 frames; the decoder sees one latent frame at a time. Every causal convolution
-carries the last frames of its input from the previous chunk in a cache, a pytree that mirrors the module tree, so
-compile time and peak memory do not grow with the number of frames.
+Compression 4 (time) x 8 x 8; configs with fewer stages compress less in space (`spatial_compression`, c below).
+Clips are processed causally in time chunks as one `jax.lax.scan`: the encoder sees frame 0 alone, then chunks of 4
+frames; the decoder sees one latent frame at a time. Every causal convolution carries the last frames of its input
+from the previous chunk in a cache, a pytree that mirrors the module tree, so compile time and peak memory do not
+grow with the number of frames.
 
 Under a mesh (parallel/rules.py) activations keep their rows spread over the "act_rows" mesh axes (`context`):
 time runs as a causal scan, so rows, not frames, are what the devices split; XLA exchanges the convolution halos.
-Rows are split only when they divide over the devices at every resolution level (H a multiple of 8 x devices):
+Rows are split only when they divide over the devices at every resolution level (H a multiple of c x devices):
 where a level does not, XLA's partitioning of the time scan gave wrong results on CPU, so such clips keep whole rows.
 
 Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
@@ -37,7 +38,6 @@ WAN21_LATENTS_STD = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )
 ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 = the temporal compression
-SPATIAL_COMPRESSION = 8
 VIDEO = ("act_batch", None, "act_rows", None, None)  # logical axes of (B, T, H, W, C) activations
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +45,8 @@ class WanVAEConfig(DiffusersConfig):
   """Wan2.1 VAE hyper-parameters; field names follow diffusers' `AutoencoderKLWan` config."""
 
   DIFFUSERS_CLASS: ClassVar[str] = "AutoencoderKLWan"
-  # Fields of the Wan2.2 VAE, or restating the compression.
-  DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"is_residual": False, "patch_size": None,
-                                               "scale_factor_temporal": 4, "scale_factor_spatial": 8}
+  # Fields of the Wan2.2 VAE, or restating the compression (scale_factor_spatial follows dim_mult, see below).
+  DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"is_residual": False, "patch_size": None, "scale_factor_temporal": 4}
   FIXED_REASON: ClassVar[str] = "only the Wan2.1 VAE is supported"
   OWN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "param_dtype", "remat", "conv_implementation")
 
@@ -77,10 +76,10 @@ class WanVAEConfig(DiffusersConfig):
       raise ValueError(
           f"WanVAEConfig: temperal_downsample needs len(dim_mult) - 1 = {len(self.dim_mult) - 1} entries, "
           f"got {len(self.temperal_downsample)}")
-    if sum(self.temperal_downsample) != 2 or len(self.dim_mult) != 4:
+    if sum(self.temperal_downsample) != 2:
       raise ValueError(
-          "WanVAEConfig: the Wan2.1 VAE compresses 4x in time and 8x in space; it needs 4 dim_mult entries and "
-          f"exactly two True in temperal_downsample, got dim_mult={self.dim_mult}, "
+          "WanVAEConfig: the Wan2.1 VAE compresses 4x in time; it needs exactly two True in temperal_downsample "
+          f"(and so at least 3 dim_mult entries), got dim_mult={self.dim_mult}, "
           f"temperal_downsample={self.temperal_downsample}")
     if self.attn_scales:
       raise ValueError(f"WanVAEConfig: attn_scales must be empty as in Wan2.1, got {self.attn_scales}")
@@ -92,6 +91,24 @@ class WanVAEConfig(DiffusersConfig):
   @property
   def temperal_upsample(self) -> tuple[bool, ...]:
     return self.temperal_downsample[::-1]
+
+  @property
+  def spatial_compression(self) -> int:
+    """Every stage but the last halves H and W: 8 for Wan2.1's four stages."""
+    return 2 ** (len(self.dim_mult) - 1)
+
+  @classmethod
+  def from_diffusers(cls, config: dict[str, Any], **overrides) -> "WanVAEConfig":
+    config = dict(config)
+    spatial = config.pop("scale_factor_spatial", None)
+    result = super().from_diffusers(config, **overrides)
+    if spatial is not None and spatial != result.spatial_compression:
+      raise ValueError(f"diffusers AutoencoderKLWan config: scale_factor_spatial={spatial}, but its "
+                       f"{len(result.dim_mult)} dim_mult entries compress {result.spatial_compression}x")
+    return result
+
+  def to_diffusers(self) -> dict[str, Any]:
+    return {**super().to_diffusers(), "scale_factor_spatial": self.spatial_compression}
 
 
 def wan21_vae_config(**overrides) -> WanVAEConfig:
@@ -229,7 +246,7 @@ class MidBlock(nnx.Module):
 
 
 class Encoder(nnx.Module):
-  """(B, t, H, W, 3) -> (B, t', H/8, W/8, 2 z_dim) moments for one time chunk."""
+  """(B, t, H, W, 3) -> (B, t', H/c, W/c, 2 z_dim) moments for one time chunk (c = spatial_compression)."""
 
   def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
     kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
@@ -285,7 +302,7 @@ class UpBlock(nnx.Module):
 
 
 class Decoder(nnx.Module):
-  """(B, t', h, w, z_dim) -> (B, t, 8h, 8w, 3) for one time chunk (one latent frame -> 1 frame first, 4 after)."""
+  """(B, t', h, w, z_dim) -> (B, t, c h, c w, 3) for one time chunk (one latent frame -> 1 frame first, 4 after)."""
 
   def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
     kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
@@ -374,7 +391,7 @@ def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array
   vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
-  with _row_sharding(x.shape[2] // SPATIAL_COMPRESSION):
+  with _row_sharding(x.shape[2] // config.spatial_compression):
     moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
   mean = moments[..., :config.z_dim].astype(dtype)
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
@@ -427,12 +444,13 @@ class WanVAE(nnx.Module):
     self.decoder = Decoder(config, rngs=rngs)
 
   def encode(self, x: jax.Array) -> jax.Array:
-    """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of 8 -> normalized latent mean
-    (B, 1 + (T-1)/4, H/8, W/8, z_dim), float32 (float64 for a float64 model)."""
-    _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", SPATIAL_COMPRESSION)
+    """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of c = spatial_compression (8 for Wan2.1) ->
+    normalized latent mean (B, 1 + (T-1)/4, H/c, W/c, z_dim), float32 (float64 for a float64 model)."""
+    _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", self.config.spatial_compression)
     return _encode(*nnx.split(self), x)
 
   def decode(self, z: jax.Array) -> jax.Array:
-    """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), 8h, 8w, 3) clamped to [-1, 1], float32 (float64 for a float64 model)."""
+    """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), c h, c w, 3) clamped to [-1, 1], float32
+    (float64 for a float64 model)."""
     _check_video(z, "WanVAE.decode", self.config.z_dim, "any", 1)
     return _decode(*nnx.split(self), z)

@@ -23,6 +23,9 @@ TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
 TINY_B = dict(base_dim=12, decoder_base_dim=16, z_dim=4, dim_mult=[1, 2, 2, 3], num_res_blocks=1,
               temperal_downsample=[True, False, True], latents_mean=[0.3, -0.2, 0.1, 0.5],
               latents_std=[1.5, 0.7, 2.0, 1.1])
+# Three stages: 4x in space instead of Wan2.1's 8x (diffusers' scale_factor_spatial says so too).
+THREE_STAGES = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[True, True],
+                    scale_factor_spatial=4)
 
 
 def _reference(kwargs: dict, seed: int):
@@ -48,12 +51,14 @@ def _via_state_dict(reference, tmp_path):
   return convert_vae.from_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
 
 
-@pytest.fixture(scope="module", params=["tiny_original_layout", "tiny_b_diffusers_dir", "wan21_state_dict"])
+@pytest.fixture(scope="module", params=["tiny_original_layout", "tiny_b_diffusers_dir", "three_stages_diffusers_dir",
+                                        "wan21_state_dict"])
 def vae_pair(request, tmp_path_factory, tiny_config):
   """(diffusers reference, our converted VAE, name)."""
   cases = {
       "tiny_original_layout": (dict(tiny_config.vae), _via_original_layout),
       "tiny_b_diffusers_dir": (TINY_B, _via_diffusers_dir),
+      "three_stages_diffusers_dir": (THREE_STAGES, _via_diffusers_dir),
       "wan21_state_dict": ({}, _via_state_dict),
   }
   kwargs, route = cases[request.param]
@@ -80,7 +85,8 @@ def test_encode_matches_diffusers(vae_pair, frames):
   latents_mean, latents_std = _stats(reference)
   expected = (mean.transpose(0, 2, 3, 4, 1) - latents_mean) / latents_std
   got = ours.encode(jnp.asarray(x))
-  assert got.shape == (1, 1 + (frames - 1) // 4, 2, 3, ours.config.z_dim)
+  c = ours.config.spatial_compression
+  assert got.shape == (1, 1 + (frames - 1) // 4, 16 // c, 24 // c, ours.config.z_dim)
   error = _relative_error(got, expected)
   print(f"[parity] {name} encode T={frames}: max|ours-ref|/max|ref| = {error:.2e}")
   assert error <= TOLERANCE
@@ -90,7 +96,8 @@ def test_encode_matches_diffusers(vae_pair, frames):
 def test_decode_matches_diffusers(vae_pair, frames):
   reference, ours, name = vae_pair
   latent_frames = 1 + (frames - 1) // 4
-  z = np.random.default_rng(100 + frames).standard_normal((1, latent_frames, 2, 3, ours.config.z_dim))
+  c = ours.config.spatial_compression
+  z = np.random.default_rng(100 + frames).standard_normal((1, latent_frames, 16 // c, 24 // c, ours.config.z_dim))
   z = z.astype(np.float32)
   latents_mean, latents_std = _stats(reference)
   with torch.no_grad():

@@ -45,6 +45,15 @@ class Plan:
 DEFAULT_PLAN = Plan(chunk_frames=17, overlap_frames=4, tile=(128, 128), tile_overlap=8)
 
 
+def chunking(chunk_frames: int | None, overlap_frames: int | None, trained_chunk_frames: int | None
+             ) -> tuple[int, int]:
+  """(chunk, overlap) input frames: as given, else the chunk length the checkpoint was trained on (a model sees no
+  longer clips in training; its causal VAE drifts beyond them), else DEFAULT_PLAN's; overlap a quarter of the
+  chunk (at least 1) unless given."""
+  chunk = chunk_frames or trained_chunk_frames or DEFAULT_PLAN.chunk_frames
+  return chunk, max(1, chunk // 4) if overlap_frames is None else overlap_frames
+
+
 def spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
   """[start, end) windows of `window` covering `length`, consecutive ones sharing `overlap`; the last one ends at
   `length` (a single window when `window >= length`)."""

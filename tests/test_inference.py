@@ -31,6 +31,13 @@ def test_spans_and_ramps():
   np.testing.assert_array_equal(second[3:], 1.0)
 
 
+def test_chunks_default_to_the_trained_clip_length():
+  assert inference.chunking(None, None, None) == (17, 4)  # DEFAULT_PLAN's
+  assert inference.chunking(None, None, 5) == (5, 1)
+  assert inference.chunking(9, None, 5) == (9, 2)
+  assert inference.chunking(None, 0, 5) == (5, 0)
+
+
 def test_one_chunk_one_tile_equals_whole_clip(model, clip):
   got = _run(model, clip, inference.Plan(9, 0, (64, 64), 0))
   whole = np.asarray(diffst.upscale(model, jnp.asarray(clip[None].astype(np.float32) / 127.5 - 1)))[0]

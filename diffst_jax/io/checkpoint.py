@@ -18,15 +18,16 @@ def is_checkpoint(path: str | pathlib.Path) -> bool:
 
 
 def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], params: dict,
-         source: dict[str, Any] | None = None) -> pathlib.Path:
-  """Writes params (a nested dict of arrays) and metadata to a new directory; never overwrites one that has files."""
+         source: dict[str, Any] | None = None, inference: dict[str, Any] | None = None) -> pathlib.Path:
+  """Writes params (a nested dict of arrays) and metadata to a new directory; never overwrites one that has files.
+  `inference` holds how the model is best run (e.g. the chunk length it was trained on)."""
   directory = pathlib.Path(directory).absolute()
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"{directory}: the output directory is not empty; choose a new one (nothing was written)")
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory / PARAMS_DIR, params)
-  metadata = {"format": FORMAT, "model": model, "config": config, "source": source or {}}
+  metadata = {"format": FORMAT, "model": model, "config": config, "source": source or {}, "inference": inference or {}}
   (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
   return directory
 

@@ -148,10 +148,18 @@ def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
   return out[:, : s_t * (n - 1) + 1, : s_x * h, : s_x * w]
 
 
-def save(model: DiffST, directory: str | pathlib.Path, source: dict[str, Any] | None = None) -> pathlib.Path:
-  """Writes the model as our Orbax checkpoint (model.json + params); the directory must be new or empty."""
+def save(model: DiffST, directory: str | pathlib.Path, source: dict[str, Any] | None = None,
+         trained_chunk_frames: int | None = None) -> pathlib.Path:
+  """Writes the model as our Orbax checkpoint (model.json + params); the directory must be new or empty.
+  `trained_chunk_frames`: the input frames of its training clips, the chunk length infer.py then defaults to."""
+  inference = {"chunk_frames": trained_chunk_frames} if trained_chunk_frames else None
   return checkpoint.save(directory, MODEL_NAME, dataclasses.asdict(model.config),
-                         nnx.to_pure_dict(nnx.state(model)), source)
+                         nnx.to_pure_dict(nnx.state(model)), source, inference)
+
+
+def trained_chunk_frames(directory: str | pathlib.Path) -> int | None:
+  """The input frames per clip the checkpoint was trained on, if it records them (trained by train.py)."""
+  return checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {}).get("chunk_frames")
 
 
 def load(directory: str | pathlib.Path) -> DiffST:

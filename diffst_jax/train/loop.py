@@ -123,13 +123,14 @@ def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
   return nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
 
 
-def _export(model: nnx.Module, task: str, directory: pathlib.Path) -> None:
+def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pathlib.Path) -> None:
   if directory.exists():
     return
-  if task == "autoencoder":
+  if config.task == "autoencoder":
     vae_convert.save(model, directory)
-  else:
-    diffst.save(model, directory)
+  else:  # the model's input is every time_scale-th frame of the HR training clip
+    input_frames = (config.data.clip_frames - 1) // model.config.time_scale + 1
+    diffst.save(model, directory, trained_chunk_frames=input_frames)
   print(f"trained model written to {directory}", flush=True)
 
 
@@ -253,7 +254,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
     progress.close()
     manager.wait_until_finished()
     if step == total_steps:
-      _export(nnx.merge(graphdef, state.trainable, frozen), config.task, workdir / "model")
+      _export(nnx.merge(graphdef, state.trainable, frozen), config, workdir / "model")
     elif stop.requested:
       print(f"stopped at step {step}; run the same command again to resume", flush=True)
   finally:

@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from diffst_jax.models import diffst
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ASSET = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"
 STEPS = 6
@@ -150,3 +152,13 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   config.model.dit.num_layers, config.init.vae = 2, ""
   with pytest.raises(ValueError, match="needs trained VAE weights"):
     loop.build_model(config)
+
+
+def test_the_exported_model_records_its_training_clip_length(tmp_path):
+  from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
+
+  config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
+  model = diffst.init(diffst.DiffSTConfig.from_dict(config.model.to_dict()))
+  loop._export(model, config, tmp_path / "model")  # pylint: disable=protected-access
+  assert config.data.clip_frames == 9
+  assert diffst.trained_chunk_frames(tmp_path / "model") == 5  # infer.py's default chunk: the 5 odd frames of 9

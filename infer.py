@@ -5,8 +5,9 @@
 
 IN: a video PyAV reads (mp4, mkv, avi, mov, ...) or a folder of PNG frames. OUT: an .mp4 (H.264; --crf 0 is
 lossless) or a folder (PNG frames). N input frames give s_t (N - 1) + 1 output frames at s_t times the fps.
-Without --checkpoint the default weights are used: until a trained DiffST is published, that is the tiny
-configuration at initialization (CFCA = linear blending; VRG off by its zero gate), which says so when it runs.
+Without --checkpoint (or --config) the default weights are used: weights/tiny, the tiny DiffST trained on CPU on
+two real clips (how, and its held-out scores: weights/README.md, docs/RESULTS.md). It is a small demonstration
+model; for real footage pass --checkpoint with a converted or trained full-size DiffST.
 """
 
 import argparse
@@ -17,7 +18,7 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent
-DEFAULT_CONFIG = ROOT / "configs" / "tiny.py"
+DEFAULT_CHECKPOINT = ROOT / "weights" / "tiny"
 
 
 def parse_args(argv):
@@ -27,13 +28,14 @@ def parse_args(argv):
   parser.add_argument("--input", required=True, help="video file or folder of PNG frames")
   parser.add_argument("--output", required=True, help=".mp4 file or folder for PNG frames")
   parser.add_argument("--checkpoint", help="our DiffST checkpoint directory (default: see above)")
-  parser.add_argument("--config", help="config file with get_config() for a model at initialization")
+  parser.add_argument("--config", help="FILE[:PRESET], a config file with get_config(PRESET): its model at "
+                      "initialization (untrained)")
   parser.add_argument("--time-scale", type=int, choices=(2, 4), help="s_t (default: the model's)")
   parser.add_argument("--space-scale", type=int, choices=(1, 2, 4), help="s_x (default: the model's)")
-  parser.add_argument("--chunk-frames", type=int, default=DEFAULT_PLAN.chunk_frames,
-                      help="input frames per temporal chunk")
-  parser.add_argument("--overlap-frames", type=int, default=DEFAULT_PLAN.overlap_frames,
-                      help="input frames shared by neighbouring chunks")
+  parser.add_argument("--chunk-frames", type=int, help="input frames per temporal chunk (default: the checkpoint's "
+                      f"training clip length, else {DEFAULT_PLAN.chunk_frames})")
+  parser.add_argument("--overlap-frames", type=int, help="input frames shared by neighbouring chunks (default: a "
+                      "quarter of the chunk)")
   parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), default=DEFAULT_PLAN.tile,
                       help="LR tile size in pixels")
   parser.add_argument("--tile-overlap", type=int, default=DEFAULT_PLAN.tile_overlap,
@@ -51,20 +53,29 @@ def parse_args(argv):
   return parser.parse_args(argv)
 
 
+def checkpoint_path(args) -> pathlib.Path | None:
+  """The checkpoint to run (None for --config's model at initialization)."""
+  if args.config:
+    return None
+  path = pathlib.Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+  if not (path / "model.json").is_file():
+    raise ValueError(f"{path}: not a DiffST checkpoint directory (no model.json); convert or train one first")
+  return path
+
+
 def build_model(args):
   """The model to run and a sentence saying which weights it has."""
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
-  if args.checkpoint:
-    path = pathlib.Path(args.checkpoint)
-    if not (path / "model.json").is_file():
-      raise ValueError(f"{path}: not a DiffST checkpoint directory (no model.json); convert or train one first")
-    model, which = diffst.load(path), f"checkpoint {path}"
+  path = checkpoint_path(args)
+  if path is None:
+    config_file, _, preset = args.config.partition(":")
+    model = diffst.init(diffst.config_from_file(config_file, preset or None))
+    which = (f"{args.config} at initialization (untrained: CFCA = linear blending, VRG gated off); pass --checkpoint "
+             "for trained weights")
   else:
-    config_path = pathlib.Path(args.config) if args.config else DEFAULT_CONFIG
-    model = diffst.init(diffst.config_from_file(config_path))
-    which = (f"default weights: {config_path.name} at initialization (untrained; CFCA = linear blending, VRG gated "
-             "off); pass --checkpoint for trained weights")
+    model = diffst.load(path)
+    which = f"checkpoint {path}" if args.checkpoint else f"default weights: {path} (the tiny DiffST, weights/README.md)"
   changes = {}
   if args.time_scale:
     changes["cfca"] = dataclasses.replace(model.config.cfca, time_scale=args.time_scale)
@@ -85,6 +96,7 @@ def run(args) -> pathlib.Path:
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import distributed, rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
 
@@ -96,7 +108,10 @@ def run(args) -> pathlib.Path:
   if output.exists() and not args.overwrite:
     raise ValueError(f"{output}: already exists; pass --overwrite to replace it")
   video.check_output_path(output)
-  plan = inference.Plan(args.chunk_frames, args.overlap_frames, tuple(args.tile), args.tile_overlap)
+  path = checkpoint_path(args)
+  chunk, overlap = inference.chunking(args.chunk_frames, args.overlap_frames,
+                                      path and diffst.trained_chunk_frames(path))
+  plan = inference.Plan(chunk, overlap, tuple(args.tile), args.tile_overlap)
   plan.check()
   info = video.probe(source)
   if info.frames < 2:

@@ -32,6 +32,11 @@ def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], para
   return directory
 
 
+def model_name(directory: str | pathlib.Path) -> str | None:
+  """The model a checkpoint directory holds, as its metadata names it."""
+  return json.loads((pathlib.Path(directory) / METADATA_FILE).read_text()).get("model")
+
+
 def read_metadata(directory: str | pathlib.Path, model: str) -> dict[str, Any]:
   path = pathlib.Path(directory) / METADATA_FILE
   metadata = json.loads(path.read_text())

@@ -157,6 +157,11 @@ def save(model: DiffST, directory: str | pathlib.Path, source: dict[str, Any] | 
                          nnx.to_pure_dict(nnx.state(model)), source, inference)
 
 
+def is_diffst(directory: str | pathlib.Path) -> bool:
+  """Whether `directory` is our checkpoint of a whole DiffST."""
+  return checkpoint.is_checkpoint(directory) and checkpoint.model_name(directory) == MODEL_NAME
+
+
 def trained_chunk_frames(directory: str | pathlib.Path) -> int | None:
   """The input frames per clip the checkpoint was trained on, if it records them (trained by train.py)."""
   return checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {}).get("chunk_frames")

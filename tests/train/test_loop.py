@@ -141,10 +141,19 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
   config.init.vae, config.init.dit = str(tmp_path / "vae"), str(tmp_path / "dit")
   model = loop.build_model(config)
-  for part, expected in (("vae", vae), ("dit", dit)):
-    got = jax.tree.leaves(nnx.state(getattr(model, part), nnx.Param))
-    want = jax.tree.leaves(nnx.state(expected, nnx.Param))
-    assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want)), part
+
+  def assert_parts_equal(model, parts):
+    for part, expected in parts:
+      got = jax.tree.leaves(nnx.state(getattr(model, part), nnx.Param))
+      want = jax.tree.leaves(nnx.state(expected, nnx.Param))
+      assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want)), part
+
+  assert_parts_equal(model, (("vae", vae), ("dit", dit)))
+  # A trained DiffST (train.py's model/, weights/tiny) gives its parts too.
+  trained = diffst.init(diffst.DiffSTConfig.from_dict(config.model.to_dict()), seed=3)
+  diffst.save(trained, tmp_path / "diffst")
+  config.init.vae = config.init.dit = str(tmp_path / "diffst")
+  assert_parts_equal(loop.build_model(config), (("vae", trained.vae), ("dit", trained.dit)))
 
   config.model.dit.num_layers = 3
   with pytest.raises(ValueError, match=r"init.dit = .* \(differs in num_layers\)"):

@@ -7,8 +7,9 @@ configs/tiny_vae.py (stage 0) and set here through `init.vae`. The DiT keeps Wan
 channels (all three RoPE bands non-empty), 2 layers; CFCA and VRG at small widths, an 8-token null context.
 
 `configs/tiny.py:three_stage_vae` is the shipped default model (weights/tiny): the same, but its VAE has three
-stages (base width 8, 4x in space instead of 8x, still 4x in time). A VAE this narrow cannot reconstruct through
-Wan2.1's 8x spatial bottleneck well enough to beat bicubic upscaling (docs/TRAINING.md); at 4x it can.
+stages (base width 8, 4x in space instead of 8x, still 4x in time) and its DiT is 64 wide (2 heads of 32, FFN 128).
+A VAE this narrow cannot reconstruct through Wan2.1's 8x spatial bottleneck well enough to come near bicubic
+upscaling (docs/TRAINING.md); at 4x it can.
 """
 
 import ml_collections
@@ -35,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   if arg == "three_stage_vae":
     config.model.vae.update(dim_mult=(1, 2, 4), temperal_downsample=(True, True))
+    config.model.dit.update(attention_head_dim=32, ffn_dim=128)
   config.data.update(clip_frames=9, crop_size=64, batch_size=1)
   # Short stages: the tiny model learns from a few clips on CPU in minutes.
   config.stages.stage1.update(steps=300, learning_rate=1e-3, warmup_steps=20)

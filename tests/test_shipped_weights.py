@@ -24,6 +24,7 @@ def test_shipped_weights_are_the_documented_model():
   config = model.config
   assert (config.space_scale, config.time_scale) == (4, 2)
   assert config.vae.spatial_compression == 4
+  assert (config.dit.num_attention_heads, config.dit.attention_head_dim, config.dit.num_layers) == (2, 32, 2)
   assert config.cfca.enabled and config.vrg.enabled
 
 
@@ -41,6 +42,6 @@ def test_shipped_weights_against_bicubic_and_blending_on_held_out_frames():
                                                                                        ("baseline", baseline))}
   perceptual = {name: float(np.mean(lpips(out, hr))) for name, out in (("ours", ours), ("baseline", baseline))}
   print(f"[shipped] PSNR {psnr}, LPIPS {perceptual}")
-  assert perceptual["ours"] < perceptual["baseline"] - 0.05  # measured: 0.609 against 0.693
-  # Not yet better in PSNR (issue 5; measured: 20.56 against 21.07 dB); this bound catches a regression.
+  assert perceptual["ours"] < perceptual["baseline"] - 0.08  # measured: 0.578 against 0.693
+  # Not yet better in PSNR (issue 5; measured: 20.48 against 21.07 dB); this bound catches a regression.
   assert psnr["ours"] > psnr["baseline"] - 1.0

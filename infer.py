@@ -63,11 +63,10 @@ def checkpoint_path(args) -> pathlib.Path | None:
   return path
 
 
-def build_model(args):
-  """The model to run and a sentence saying which weights it has."""
+def build_model(args, path: pathlib.Path | None):
+  """The model to run (from the checkpoint at `path`, else --config's) and a sentence saying which weights it has."""
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
-  path = checkpoint_path(args)
   if path is None:
     config_file, _, preset = args.config.partition(":")
     model = diffst.init(diffst.config_from_file(config_file, preset or None))
@@ -116,7 +115,7 @@ def run(args) -> pathlib.Path:
   info = video.probe(source)
   if info.frames < 2:
     raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")
-  model, which = build_model(args)
+  model, which = build_model(args, path)
   print(f"diffst: {which}", file=sys.stderr)
   s_t, s_x = model.config.time_scale, model.config.space_scale
   with contextlib.ExitStack() as stack:

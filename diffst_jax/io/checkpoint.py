@@ -46,10 +46,10 @@ def read_metadata(directory: str | pathlib.Path, model: str) -> dict[str, Any]:
   return metadata
 
 
-def restore(directory: str | pathlib.Path, target: dict) -> dict:
+def restore(directory: str | pathlib.Path, target: dict, partial: bool = False) -> dict:
   """Restores the params of a checkpoint onto `target`, a tree of `jax.ShapeDtypeStruct` (with shardings). Leaves
   without a concrete sharding (shapes traced under an active mesh carry an abstract one) go to this process's first
-  device; callers place them."""
+  device; callers place them. `partial`: `target` may be a subtree of the params (only it is read)."""
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
   def concrete(leaf):
@@ -59,5 +59,10 @@ def restore(directory: str | pathlib.Path, target: dict) -> dict:
       sharding = local
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
+  path, target = pathlib.Path(directory).absolute() / PARAMS_DIR, jax.tree.map(concrete, target)
+  if partial:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
   with ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(pathlib.Path(directory).absolute() / PARAMS_DIR, jax.tree.map(concrete, target))
+    return checkpointer.restore(path, target)

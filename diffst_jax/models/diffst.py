@@ -167,9 +167,16 @@ def trained_chunk_frames(directory: str | pathlib.Path) -> int | None:
   return checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {}).get("chunk_frames")
 
 
-def load(directory: str | pathlib.Path) -> DiffST:
-  """A ready DiffST from our checkpoint directory."""
+def load(directory: str | pathlib.Path, part: str | None = None) -> nnx.Module:
+  """A ready DiffST from our checkpoint directory; with `part` ("vae", "dit", ...) only that part, reading only its
+  parameters (e.g. a trained DiffST's VAE to initialize another run)."""
   config = DiffSTConfig.from_dict(checkpoint.read_metadata(directory, MODEL_NAME)["config"])
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0))))
-  nnx.replace_by_pure_dict(state, checkpoint.restore(directory, nnx.to_pure_dict(state)))
+  model = nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(getattr(model, part) if part else model)
+  target = nnx.to_pure_dict(state)
+  if part:
+    restored = checkpoint.restore(directory, {part: target}, partial=True)[part]
+  else:
+    restored = checkpoint.restore(directory, target)
+  nnx.replace_by_pure_dict(state, restored)
   return nnx.merge(graphdef, state)

@@ -82,7 +82,7 @@ def _load_part(load, path: str, expected, what: str):
   """The part at `path` under the `expected` config, whose architecture it must have (dtypes and other settings of
   ours, `OWN_FIELDS`, come from the training config). `path` may also be a trained DiffST (train.py's `model/`, or
   weights/tiny): its `what` part is taken."""
-  part = getattr(diffst.load(path), what) if diffst.is_diffst(path) else load(path)
+  part = diffst.load(path, part=what) if diffst.is_diffst(path) else load(path)
   differ = [f.name for f in dataclasses.fields(expected)
             if f.name not in expected.OWN_FIELDS and getattr(part.config, f.name) != getattr(expected, f.name)]
   if differ:

@@ -1,0 +1,89 @@
+"""How much a trained DiffST's DiT restores, against what a linear filter on the latent restores.
+
+For a held-out clip (a folder of HR frames, 2N-1 of them) degraded by evaluate.py's realistic protocol, prints the
+mean squared error to the HR latent and the PSNR of the decoded frames for: the LR latent left as it is (the DiT's
+output zeroed), a least-squares 3x3 linear filter from the LR latent to the residual fitted on realistically degraded
+9-frame windows of the training clips, the checkpoint's DiT, and the HR latent itself (the VAE's ceiling). All four
+go through the checkpoint's own frozen VAE.
+
+  python tools/latent_probe.py --checkpoint weights/tiny --train tiny_data/train \
+      --clip tests/assets/carphone_heldout_9
+"""
+
+import argparse
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from diffst_jax.eval import metrics, run
+from diffst_jax.models import diffst
+from diffst_jax.models.cfca import linear_blend
+from diffst_jax.ops.resize import resize_bilinear
+
+WINDOW = 9
+
+
+def read_frames(folder: pathlib.Path) -> np.ndarray:
+  paths = sorted(folder.glob("*.png"))
+  if not paths:
+    raise SystemExit(f"latent_probe: no PNG frames in {folder}")
+  return np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths])
+
+
+def latent_pair(model: diffst.DiffST, hr: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(LR latent as DiffST's DiT sees it, HR latent) of an HR clip under the realistic degradation."""
+  lr = run.low_quality(hr, "realistic", 4, 2, seed=seed)
+  to_unit = lambda frames: jnp.asarray(frames[None].astype(np.float32) / 127.5 - 1)  # noqa: E731
+  upsampled = resize_bilinear(linear_blend(to_unit(lr), 2), hr.shape[1], hr.shape[2])
+  encode = jax.jit(model.vae.encode)
+  return np.asarray(encode(upsampled)[0]), np.asarray(encode(to_unit(hr))[0])
+
+
+def neighbourhoods(z: np.ndarray) -> np.ndarray:
+  """(T, H, W, C) -> (T H W, 9 C + 1): each latent pixel's 3x3 neighbourhood (edge-padded) and a constant."""
+  t, h, w, _ = z.shape
+  padded = np.pad(z, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  shifted = [padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
+  return np.concatenate(shifted + [np.ones((t, h, w, 1), z.dtype)], axis=-1).reshape(t * h * w, -1)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--checkpoint", required=True)
+  parser.add_argument("--train", required=True, type=pathlib.Path, help="folder of training clips (frame folders)")
+  parser.add_argument("--clip", required=True, type=pathlib.Path, help="held-out HR frames, an odd count")
+  parser.add_argument("--windows", type=int, default=10, help="9-frame windows per training clip for the fit")
+  args = parser.parse_args()
+  model = diffst.load(args.checkpoint)
+
+  features, residuals = [], []
+  for index, clip_dir in enumerate(sorted(p for p in args.train.iterdir() if p.is_dir())):
+    frames = read_frames(clip_dir)
+    for window, start in enumerate(range(0, len(frames) - WINDOW + 1, WINDOW)[:args.windows]):
+      z_lr, z_hr = latent_pair(model, frames[start:start + WINDOW], seed=1000 * index + window)
+      features.append(neighbourhoods(z_lr))
+      residuals.append((z_hr - z_lr).reshape(-1, z_lr.shape[-1]))
+  x, y = np.concatenate(features).astype(np.float64), np.concatenate(residuals).astype(np.float64)
+  weights = np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1]), x.T @ y)
+
+  hr = run.ground_truth(read_frames(args.clip), 4, 2)
+  z_lr, z_hr = latent_pair(model, hr, seed=0)
+  lr = run.low_quality(hr, "realistic", 4, 2, seed=0)
+  z_dit = np.asarray(model.denoised_latent(jnp.asarray(lr[None].astype(np.float32) / 127.5 - 1))[0])
+  z_linear = z_lr + (neighbourhoods(z_lr) @ weights).reshape(z_lr.shape).astype(np.float32)
+  decode = jax.jit(model.vae.decode)
+  print("| latent | MSE to the HR latent | decoded PSNR dB |\n|---|---:|---:|")
+  for name, z in (("LR latent (DiT output zeroed)", z_lr), ("3x3 linear filter, least squares", z_linear),
+                  (f"the DiT of {args.checkpoint}", z_dit), ("HR latent (the VAE's ceiling)", z_hr)):
+    frames = np.clip(np.round((np.asarray(decode(jnp.asarray(z)[None])[0]) + 1) * 127.5), 0, 255).astype(np.uint8)
+    psnr = np.mean([metrics.psnr(out, gt) for out, gt in zip(frames, hr)])
+    print(f"| {name} | {np.mean((z - z_hr) ** 2):.5f} | {psnr:.2f} |")
+  print(f"| bicubic x4 + linear blending (pixels) | | "
+        f"{np.mean([metrics.psnr(o, g) for o, g in zip(run.bicubic_blend(lr, 4, 2), hr)]):.2f} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -20,8 +20,6 @@ from PIL import Image
 
 from diffst_jax.eval import metrics, run
 from diffst_jax.models import diffst
-from diffst_jax.models.cfca import linear_blend
-from diffst_jax.ops.resize import resize_bilinear
 
 WINDOW = 9
 
@@ -33,13 +31,18 @@ def read_frames(folder: pathlib.Path) -> np.ndarray:
   return np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths])
 
 
-def latent_pair(model: diffst.DiffST, hr: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """(LR latent as DiffST's DiT sees it, HR latent) of an HR clip under the realistic degradation."""
-  lr = run.low_quality(hr, "realistic", 4, 2, seed=seed)
-  to_unit = lambda frames: jnp.asarray(frames[None].astype(np.float32) / 127.5 - 1)  # noqa: E731
-  upsampled = resize_bilinear(linear_blend(to_unit(lr), 2), hr.shape[1], hr.shape[2])
-  encode = jax.jit(model.vae.encode)
-  return np.asarray(encode(upsampled)[0]), np.asarray(encode(to_unit(hr))[0])
+def to_unit(frames: np.ndarray) -> jax.Array:
+  """uint8 (N, H, W, 3) -> a batch of one in [-1, 1]."""
+  return jnp.asarray(frames[None].astype(np.float32) / 127.5 - 1)
+
+
+def degrade(hr: np.ndarray, seed: int) -> np.ndarray:
+  return run.low_quality(hr, "realistic", 4, 2, seed=seed)
+
+
+def latent_pair(lr_latent, encode, hr: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(the latent the DiT denoises, of the LR clip; the HR latent)."""
+  return np.asarray(lr_latent(to_unit(lr))[0]), np.asarray(encode(to_unit(hr))[0])
 
 
 def neighbourhoods(z: np.ndarray) -> np.ndarray:
@@ -58,23 +61,24 @@ def main():
   parser.add_argument("--windows", type=int, default=10, help="9-frame windows per training clip for the fit")
   args = parser.parse_args()
   model = diffst.load(args.checkpoint)
+  lr_latent, encode, decode = jax.jit(model.lr_latent), jax.jit(model.vae.encode), jax.jit(model.vae.decode)
 
   features, residuals = [], []
   for index, clip_dir in enumerate(sorted(p for p in args.train.iterdir() if p.is_dir())):
     frames = read_frames(clip_dir)
     for window, start in enumerate(range(0, len(frames) - WINDOW + 1, WINDOW)[:args.windows]):
-      z_lr, z_hr = latent_pair(model, frames[start:start + WINDOW], seed=1000 * index + window)
+      hr = frames[start:start + WINDOW]
+      z_lr, z_hr = latent_pair(lr_latent, encode, hr, degrade(hr, seed=1000 * index + window))
       features.append(neighbourhoods(z_lr))
       residuals.append((z_hr - z_lr).reshape(-1, z_lr.shape[-1]))
   x, y = np.concatenate(features).astype(np.float64), np.concatenate(residuals).astype(np.float64)
   weights = np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1]), x.T @ y)
 
   hr = run.ground_truth(read_frames(args.clip), 4, 2)
-  z_lr, z_hr = latent_pair(model, hr, seed=0)
-  lr = run.low_quality(hr, "realistic", 4, 2, seed=0)
-  z_dit = np.asarray(model.denoised_latent(jnp.asarray(lr[None].astype(np.float32) / 127.5 - 1))[0])
+  lr = degrade(hr, seed=0)
+  z_lr, z_hr = latent_pair(lr_latent, encode, hr, lr)
+  z_dit = np.asarray(model.denoised_latent(to_unit(lr))[0])
   z_linear = z_lr + (neighbourhoods(z_lr) @ weights).reshape(z_lr.shape).astype(np.float32)
-  decode = jax.jit(model.vae.decode)
   print("| latent | MSE to the HR latent | decoded PSNR dB |\n|---|---:|---:|")
   for name, z in (("LR latent (DiT output zeroed)", z_lr), ("3x3 linear filter, least squares", z_linear),
                   (f"the DiT of {args.checkpoint}", z_dit), ("HR latent (the VAE's ceiling)", z_hr)):

@@ -79,16 +79,18 @@ class DiffST(nnx.Module):
     """(B, N, h, w, 3) with N, h, w already valid (see `upscale`) -> (B, s_t (N-1) + 1, s_x h, s_x w, 3)."""
     return self.vae.decode(self.denoised_latent(frames))
 
+  def lr_latent(self, frames: jax.Array) -> jax.Array:
+    """(B, N, h, w, 3) -> the latent the DiT denoises: the CFCA-interpolated clip, upscaled bilinearly, encoded."""
+    x = self.cfca(frames)
+    if self.config.space_scale > 1:
+      x = resize_bilinear(x, x.shape[2] * self.config.space_scale, x.shape[3] * self.config.space_scale)
+    return self.vae.encode(x)
+
   def denoised_latent(self, frames: jax.Array) -> jax.Array:
     """(B, N, h, w, 3) -> the one-step denoised latent ẑ (B, 1 + s_t (N-1) / 4, s_x h / 8, s_x w / 8, z_dim)."""
-    config = self.config
-    x = self.cfca(frames)
-    if config.space_scale > 1:
-      x = resize_bilinear(x, x.shape[2] * config.space_scale, x.shape[3] * config.space_scale)
-    z = self.vae.encode(x)
     context = jnp.broadcast_to(self.null_context[...], (frames.shape[0], *self.null_context.shape[1:]))
     guidance = self.vrg(frames) if self.vrg is not None else None
-    return one_step_denoise(self.dit, z, context, config.sigma, guidance)
+    return one_step_denoise(self.dit, self.lr_latent(frames), context, self.config.sigma, guidance)
 
 
 def init(config: DiffSTConfig, seed: int = 0) -> DiffST:

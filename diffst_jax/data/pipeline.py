@@ -1,6 +1,10 @@
 """Training batches (SPEC §8): stored HR clips -> shuffle(seed) -> repeat -> random crop, space then time
 degradation -> batch -> prefetch (threads, or worker processes).
 
+The space degradation sees a window of `degradation_window` pixels around the crop (0: the crop alone). Its video
+compression draws an absolute bitrate (SPEC §8), so how hard it compresses per pixel depends on the size of what it
+sees; a window the size of the evaluation's frames trains on the compression the model is scored on.
+
 Example `position` of the endless shuffled stream draws its crop and degradation from
 `np.random.default_rng((seed, position))` and a batch is a fixed range of positions, so the batches depend only
 on the arguments, never on the number of workers. The iterator's state is `{"global_next_index": examples read}`
@@ -24,34 +28,47 @@ CROP_MULTIPLE = 16  # the DiT needs H and W multiples of 16 (SPEC §1)
 @dataclasses.dataclass(frozen=True)
 class TrainingPair(grain.transforms.MapWithIndex):
   """A stored clip at stream position `index` -> {"hr": (T, crop, crop, 3), "lr": (T_lr, crop/s_x, crop/s_x, 3)}
-  ("hr" alone without `with_lr`)."""
+  ("hr" alone without `with_lr`); a `degradation_window` larger than the crop is degraded whole (clipped to the
+  frame) and the pair cut from it."""
 
   crop_size: int
   space_scale: int
   time_scale: int
   seed: int
   with_lr: bool = True
+  degradation_window: int = 0
 
   def map_with_index(self, index: int, element: dict) -> dict[str, np.ndarray]:
     rng = np.random.default_rng((self.seed, index))
-    hr = random_crop(element["clip"], self.crop_size, rng)
+    clip, s = element["clip"], self.space_scale
     if not self.with_lr:
-      return {"hr": hr}
-    lr = degrade.degrade_time(degrade.degrade_space(hr, rng, self.space_scale), self.time_scale)
-    return {"hr": hr, "lr": lr}
+      return {"hr": random_crop(clip, self.crop_size, self.crop_size, rng)}
+    if self.degradation_window <= self.crop_size:
+      hr = random_crop(clip, self.crop_size, self.crop_size, rng)
+      lr = degrade.degrade_space(hr, rng, s)
+    else:
+      window_height, window_width = (min(self.degradation_window, size) // s * s for size in clip.shape[1:3])
+      window = random_crop(clip, window_height, window_width, rng)
+      lr_window = degrade.degrade_space(window, rng, s)
+      top, left = (s * rng.integers((size - self.crop_size) // s + 1) for size in (window_height, window_width))
+      hr = window[:, top:top + self.crop_size, left:left + self.crop_size]
+      lr = lr_window[:, top // s:(top + self.crop_size) // s, left // s:(left + self.crop_size) // s]
+    return {"hr": hr, "lr": degrade.degrade_time(lr, self.time_scale)}
 
 
-def random_crop(clip: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-  """The same size x size window of every frame of a clip (T, H, W, C), at a random position."""
-  _, height, width, _ = clip.shape
-  assert height >= size and width >= size, f"clip {height}x{width} is smaller than the {size}x{size} crop"
-  top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
-  return clip[:, top:top + size, left:left + size]
+def random_crop(clip: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+  """The same height x width window of every frame of a clip (T, H, W, C), at a random position."""
+  _, clip_height, clip_width, _ = clip.shape
+  assert clip_height >= height and clip_width >= width, \
+      f"clip {clip_height}x{clip_width} is smaller than the {height}x{width} crop"
+  top, left = rng.integers(clip_height - height + 1), rng.integers(clip_width - width + 1)
+  return clip[:, top:top + height, left:left + width]
 
 
 def _check_arguments(clip_frames: int, crop_size: int, space_scale: int, time_scale: int, batch_size: int, seed: int,
-                     num_workers: int) -> None:
+                     num_workers: int, degradation_window: int) -> None:
   for name, value, minimum in (("clip_frames", clip_frames, 1), ("crop_size", crop_size, 1),
+                               ("degradation_window", degradation_window, 0),
                                ("space_scale", space_scale, 1), ("time_scale", time_scale, 1),
                                ("batch_size", batch_size, 1), ("seed", seed, 0), ("num_workers", num_workers, 0)):
     if not isinstance(value, int) or value < minimum:
@@ -90,10 +107,11 @@ def _mark_flags_parsed() -> None:
 
 def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: int, space_scale: int,
                  time_scale: int, batch_size: int, seed: int, num_workers: int = 0, split: str = "train",
-                 clip_stride: int | None = None, with_lr: bool = True, process_index: int = 0,
-                 process_count: int = 1) -> grain.IterDataset:
+                 clip_stride: int | None = None, with_lr: bool = True, degradation_window: int = 0,
+                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """Endless batches {"hr": uint8 (B, T, crop, crop, 3), "lr": uint8 (B, (T-1)//s_t+1, crop/s_x, crop/s_x, 3)};
-  `with_lr=False` skips the degradations and gives "hr" alone (training a VAE needs no LR input).
+  `with_lr=False` skips the degradations and gives "hr" alone (training a VAE needs no LR input);
+  `degradation_window` > `crop_size` degrades a window that large around each crop (see the module docstring).
 
   Reads the clips `builder.prepare` stored in `data_dir` (`split` may be a TFDS slice, e.g. "train[:90%]");
   `num_workers` > 0 prepares batches in that many worker processes (their arrays live in shared memory, freed when
@@ -105,13 +123,13 @@ def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: i
   if batch_size % process_count:
     raise ValueError(f"data.batch_size = {batch_size} does not split over {process_count} processes; make it a "
                      "multiple of the process count")
-  _check_arguments(clip_frames, crop_size, space_scale, time_scale, batch_size, seed, num_workers)
+  _check_arguments(clip_frames, crop_size, space_scale, time_scale, batch_size, seed, num_workers, degradation_window)
   clips = builder.load(data_dir, clip_frames, clip_stride=clip_stride)
   _check_crop_fits(clips, crop_size)
   examples = (grain.MapDataset.source(_open_split(clips, split))
               .shuffle(seed=seed)
               .repeat()
-              .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed, with_lr)))
+              .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed, with_lr, degradation_window)))
   if num_workers:
     _mark_flags_parsed()
   return grain.experimental.ElasticIterator(

@@ -74,10 +74,9 @@ def test_without_lr_the_same_crops_come_alone(data_dir):
 
 
 def _is_window_of(crop: np.ndarray, clip: np.ndarray) -> bool:
-  _, height, width, _ = clip.shape
-  size = crop.shape[1]
-  return any(np.array_equal(crop, clip[:, top:top + size, left:left + size])
-             for top in range(height - size + 1) for left in range(width - size + 1))
+  (_, height, width, _), (_, crop_height, crop_width, _) = clip.shape, crop.shape
+  return any(np.array_equal(crop, clip[:, top:top + crop_height, left:left + crop_width])
+             for top in range(height - crop_height + 1) for left in range(width - crop_width + 1))
 
 
 def test_every_epoch_reads_every_clip_once(data_dir):
@@ -88,13 +87,36 @@ def test_every_epoch_reads_every_clip_once(data_dir):
     assert sorted(sources) == list(range(len(stored)))
 
 
-@pytest.mark.parametrize("time_scale", [2, 4])
-def test_lr_frame_t_is_hr_frame_t_times_s_t(data_dir, monkeypatch, time_scale):
-  """With the space degradation replaced by plain subsampling, LR frames are exactly HR frames 0, s_t, 2 s_t, ..."""
+@pytest.mark.parametrize("time_scale, degradation_window", [(2, 0), (4, 0), (2, 40)])
+def test_lr_frame_t_is_hr_frame_t_times_s_t(data_dir, monkeypatch, time_scale, degradation_window):
+  """With the space degradation replaced by plain subsampling, LR frames are exactly HR frames 0, s_t, 2 s_t, ...,
+  also when the LR crop is cut from a degraded larger window."""
   monkeypatch.setattr(degrade, "degrade_space", lambda clip, rng, scale: clip[:, ::scale, ::scale])
-  batches, _ = _take(_dataset(data_dir, time_scale=time_scale, batch_size=3), 2)
+  batches, _ = _take(_dataset(data_dir, time_scale=time_scale, batch_size=3,
+                              degradation_window=degradation_window), 2)
   for batch in batches:
     np.testing.assert_array_equal(batch["lr"], batch["hr"][:, ::time_scale, ::4, ::4])
+
+
+@pytest.mark.parametrize("degradation_window, degraded_size", [(0, (32, 32)), (32, (32, 32)), (42, (40, 40)),
+                                                                (500, (48, 64))])
+def test_the_degradation_sees_the_window_clipped_to_the_frame(monkeypatch, degradation_window, degraded_size):
+  degraded = []
+  monkeypatch.setattr(degrade, "degrade_space", lambda clip, rng, scale: degraded.append(clip) or clip[:, ::4, ::4])
+  clip = np.random.default_rng(0).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
+  pair = pipeline.TrainingPair(32, 4, 2, seed=0, degradation_window=degradation_window).map_with_index(0, {"clip": clip})
+  assert [window.shape[1:3] for window in degraded] == [degraded_size]
+  assert _is_window_of(degraded[0], clip) and _is_window_of(pair["hr"], degraded[0])
+
+
+def test_a_degradation_window_keeps_the_crops_and_draws_other_degradations(data_dir):
+  plain, _ = _take(_dataset(data_dir), 2)
+  windowed, _ = _take(_dataset(data_dir, degradation_window=48), 2)
+  stored = [example["clip"] for example in builder.load(data_dir, 5).as_data_source("train")]
+  for a, b in zip(plain, windowed):
+    assert b["hr"].shape == a["hr"].shape and b["lr"].shape == a["lr"].shape
+    assert all(any(_is_window_of(hr, clip) for clip in stored) for hr in b["hr"])
+  assert any(not np.array_equal(a["lr"], b["lr"]) for a, b in zip(plain, windowed))
 
 
 def test_same_seed_same_batches_other_seed_other_batches(data_dir):
@@ -137,6 +159,7 @@ def test_iterator_state_round_trips_through_orbax(data_dir, tmp_path):
     ({"seed": -1}, "seed=-1"),
     ({"seed": 2**32}, "seed=4294967296"),
     ({"num_workers": -1}, "num_workers=-1"),
+    ({"degradation_window": -1}, "degradation_window=-1"),
     ({"split": "validation"}, "split='validation': Unknown split"),
     ({"split": "train[:1%]"}, "split='train[:1%]'"),
     ({"clip_frames": 9}, "no frames9_stride9 clips"),
@@ -160,7 +183,7 @@ def test_a_missing_build_names_the_fix(tmp_path):
 
 def test_random_crop_takes_one_window_for_all_frames():
   clip = np.arange(3 * 6 * 7 * 1, dtype=np.int64).reshape(3, 6, 7, 1)
-  crop = pipeline.random_crop(clip, 4, np.random.default_rng(0))
+  crop = pipeline.random_crop(clip, 4, 4, np.random.default_rng(0))
   top, left = np.argwhere(clip[0, :, :, 0] == crop[0, 0, 0, 0])[0]
   np.testing.assert_array_equal(crop, clip[:, top:top + 4, left:left + 4])
 

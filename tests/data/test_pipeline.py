@@ -104,7 +104,8 @@ def test_the_degradation_sees_the_window_clipped_to_the_frame(monkeypatch, degra
   degraded = []
   monkeypatch.setattr(degrade, "degrade_space", lambda clip, rng, scale: degraded.append(clip) or clip[:, ::4, ::4])
   clip = np.random.default_rng(0).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
-  pair = pipeline.TrainingPair(32, 4, 2, seed=0, degradation_window=degradation_window).map_with_index(0, {"clip": clip})
+  training_pair = pipeline.TrainingPair(32, 4, 2, seed=0, degradation_window=degradation_window)
+  pair = training_pair.map_with_index(0, {"clip": clip})
   assert [window.shape[1:3] for window in degraded] == [degraded_size]
   assert _is_window_of(degraded[0], clip) and _is_window_of(pair["hr"], degraded[0])
 

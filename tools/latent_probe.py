@@ -36,10 +36,6 @@ def to_unit(frames: np.ndarray) -> jax.Array:
   return jnp.asarray(frames[None].astype(np.float32) / 127.5 - 1)
 
 
-def degrade(hr: np.ndarray, seed: int) -> np.ndarray:
-  return run.low_quality(hr, "realistic", 4, 2, seed=seed)
-
-
 def latent_pair(lr_latent, encode, hr: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(the latent the DiT denoises, of the LR clip; the HR latent)."""
   return np.asarray(lr_latent(to_unit(lr))[0]), np.asarray(encode(to_unit(hr))[0])
@@ -62,6 +58,10 @@ def main():
   args = parser.parse_args()
   model = diffst.load(args.checkpoint)
   lr_latent, encode, decode = jax.jit(model.lr_latent), jax.jit(model.vae.encode), jax.jit(model.vae.decode)
+  s_x, s_t = model.config.space_scale, model.config.time_scale
+
+  def degrade(hr: np.ndarray, seed: int) -> np.ndarray:
+    return run.low_quality(hr, "realistic", s_x, s_t, seed=seed)
 
   features, residuals = [], []
   for index, clip_dir in enumerate(sorted(p for p in args.train.iterdir() if p.is_dir())):
@@ -74,7 +74,7 @@ def main():
   x, y = np.concatenate(features).astype(np.float64), np.concatenate(residuals).astype(np.float64)
   weights = np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1]), x.T @ y)
 
-  hr = run.ground_truth(read_frames(args.clip), 4, 2)
+  hr = run.ground_truth(read_frames(args.clip), s_x, s_t)
   lr = degrade(hr, seed=0)
   z_lr, z_hr = latent_pair(lr_latent, encode, hr, lr)
   z_dit = np.asarray(model.denoised_latent(to_unit(lr))[0])
@@ -86,7 +86,7 @@ def main():
     psnr = np.mean([metrics.psnr(out, gt) for out, gt in zip(frames, hr)])
     print(f"| {name} | {np.mean((z - z_hr) ** 2):.5f} | {psnr:.2f} |")
   print(f"| bicubic x4 + linear blending (pixels) | | "
-        f"{np.mean([metrics.psnr(o, g) for o, g in zip(run.bicubic_blend(lr, 4, 2), hr)]):.2f} |")
+        f"{np.mean([metrics.psnr(o, g) for o, g in zip(run.bicubic_blend(lr, s_x, s_t), hr)]):.2f} |")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import math
 
 import av
 import numpy as np
-import scipy.ndimage
+import scipy.signal
 import scipy.special
 from PIL import Image
 
@@ -81,8 +81,14 @@ def random_kernel(rng: np.random.Generator, sigma: tuple[float, float]) -> np.nd
 
 
 def blur(clip: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-  """Filters every frame and channel of a float clip (T, H, W, 3) with one 2D kernel (reflected borders)."""
-  return scipy.ndimage.correlate(clip, kernel[None, :, :, None], mode="reflect")
+  """Filters every frame and channel of a float clip (T, H, W, 3) with one 2D kernel (reflected borders, as
+  scipy.ndimage.correlate's "reflect"). Through the FFT: 10x faster than direct correlation with the 21x21 kernels
+  on a 256x256 window, where it was two thirds of a training example's preparation; it differs by float rounding
+  (1e-4 on the 0-255 scale), so an exact 0 under a non-negative kernel can come out as -1e-4."""
+  radius = kernel.shape[0] // 2
+  padded = np.pad(clip, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
+  flipped = kernel[::-1, ::-1].astype(clip.dtype)
+  return scipy.signal.fftconvolve(padded, flipped[None, :, :, None], mode="valid", axes=(1, 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,7 +113,8 @@ def add_noise(clip: np.ndarray, rng: np.random.Generator, order: Order) -> np.nd
   scale = rng.uniform(*order.poisson_scale)
   values = np.clip(clip, 0, 255) / 255
   base = values.mean(-1, keepdims=True) if gray else values
-  levels = 2 ** np.ceil(np.log2(max(len(np.unique((base * 255).astype(np.uint8))), 2)))
+  distinct = np.count_nonzero(np.bincount((base * 255).astype(np.uint8).ravel(), minlength=256))
+  levels = 2 ** np.ceil(np.log2(max(distinct, 2)))
   noisy = rng.poisson(base * levels) / levels
   return clip + (noisy - base) * scale * 255
 

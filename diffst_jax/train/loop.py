@@ -182,26 +182,22 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   _record_config(workdir, config)
-  with ocp.CheckpointManager(workdir / "checkpoints") as checkpoints:
-    resuming = checkpoints.latest_step() is not None
-  # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
-  model = _abstract_model(config) if resuming else build_model(config)
-  with rules.activate(mesh, axis_rules):
-    return _train(config, workdir, mesh, axis_rules, model)
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True)
+  with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options) as manager:
+    # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
+    model = build_model(config) if manager.latest_step() is None else _abstract_model(config)
+    with rules.activate(mesh, axis_rules):
+      return _train(config, workdir, mesh, axis_rules, model, manager)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh, axis_rules: rules.Rules,
-           model: nnx.Module) -> dict[str, float]:
+           model: nnx.Module, manager: ocp.CheckpointManager) -> dict[str, float]:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   stages = _stages(config)
   filter_ = train_step.trainable_filter(config.task)
   dataset = _dataset(config, workdir)
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
-  manager = ocp.CheckpointManager(
-      workdir / "checkpoints", item_names=("state", "data"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
-
   latest = manager.latest_step()
   graphdef, trainable, frozen = nnx.split(model, filter_, ...)
   new_state = lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t))  # noqa: E731
@@ -261,7 +257,6 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
       print(f"stopped at step {step}; run the same command again to resume", flush=True)
   finally:
     logger.close()
-    manager.close()
     for sig, handler in previous_handlers.items():
       signal.signal(sig, handler)
   return metrics

@@ -106,16 +106,21 @@ def resize(clip: np.ndarray, height: int, width: int, mode: int) -> np.ndarray:
 
 
 def add_noise(clip: np.ndarray, rng: np.random.Generator, order: Order) -> np.ndarray:
+  """The noise itself comes from a generator of its own, seeded from `rng`: NumPy's Poisson sampler takes a number
+  of draws that depends on the values, so sampling it from `rng` let a float rounding anywhere earlier (another
+  blur implementation, another SciPy) change every later draw of the degradation (its resizes, JPEG quality, codec
+  and bitrate)."""
   gray = rng.random() < order.gray_noise_prob
   shape = (*clip.shape[:-1], 1) if gray else clip.shape
+  noise_rng = np.random.default_rng(rng.integers(2**63))
   if rng.random() < order.gaussian_noise_prob:
-    return clip + rng.normal(0.0, rng.uniform(*order.noise_sigma), shape)
+    return clip + noise_rng.normal(0.0, rng.uniform(*order.noise_sigma), shape)
   scale = rng.uniform(*order.poisson_scale)
   values = np.clip(clip, 0, 255) / 255
   base = values.mean(-1, keepdims=True) if gray else values
   distinct = np.count_nonzero(np.bincount((base * 255).astype(np.uint8).ravel(), minlength=256))
   levels = 2 ** np.ceil(np.log2(max(distinct, 2)))
-  noisy = rng.poisson(base * levels) / levels
+  noisy = noise_rng.poisson(base * levels) / levels
   return clip + (noisy - base) * scale * 255
 
 

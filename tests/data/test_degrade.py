@@ -74,6 +74,34 @@ def test_full_degradation(clip, space_scale, time_scale):
   assert not np.array_equal(lr, degrade.degrade(clip, seed=4, space_scale=space_scale, time_scale=time_scale))
 
 
+def test_float_rounding_does_not_change_the_drawn_degradation(clip, monkeypatch):
+  """Evaluation's realistic protocol depends on it: a rounding in a blur (another implementation, another SciPy)
+  may change the noise, never which resizes, JPEG qualities, codec and bitrate the seed draws."""
+  drawn = []
+
+  def recorded(name, step):
+    def run(x, *args):
+      drawn.append((name, *args))
+      return step(x, *args)
+    return run
+
+  for name in ("resize", "jpeg", "compress_video"):
+    monkeypatch.setattr(degrade, name, recorded(name, getattr(degrade, name)))
+
+  def draws(blur_error):
+    drawn.clear()
+    with monkeypatch.context() as patch:
+      blur = degrade.blur
+      patch.setattr(degrade, "blur", lambda x, kernel: blur(x, kernel) + blur_error)
+      for seed in range(8):
+        degrade.degrade(clip, seed)
+    return list(drawn)
+
+  exact = draws(0.0)
+  assert sum(name == "compress_video" for name, *_ in exact) == 8
+  assert draws(1e-3) == exact
+
+
 def test_time_degradation_keeps_every_s_t_th_frame():
   clip = np.arange(9)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
   np.testing.assert_array_equal(degrade.degrade_time(clip, 2)[:, 0, 0, 0], [0, 2, 4, 6, 8])

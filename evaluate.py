@@ -30,6 +30,8 @@ def parse_args(argv):
   parser.add_argument("--checkpoint", required=True, help="our DiffST checkpoint directory (e.g. WORKDIR/model)")
   parser.add_argument("--protocol", choices=run.PROTOCOLS, default="bicubic")
   parser.add_argument("--seed", type=int, default=0, help="seed of the realistic protocol's first clip")
+  parser.add_argument("--draws", type=int, default=1, help="realistic protocol: degradations drawn per clip, scores "
+                      "averaged over them (one draw's scores move by a dB or more with its codec and bitrate)")
   parser.add_argument("--crop-border", type=int, default=0, help="pixels left out on each side for PSNR and SSIM")
   parser.add_argument("--no-dists", action="store_true", help="skip DISTS (it needs the torch extra's weights)")
   parser.add_argument("--no-ablations", action="store_true", help="skip the CFCA-off and VRG-off runs")
@@ -83,14 +85,17 @@ def evaluate(args) -> dict:
   baseline = f"bicubic x{s_x} + linear blend x{s_t}"
   methods[baseline] = lambda lr: run.bicubic_blend(lr, s_x, s_t)
   scorer = run.Scorer(dists=not args.no_dists, crop_border=args.crop_border)
-  results = run.evaluate(methods, clips, args.protocol, s_x, s_t, args.seed, scorer, paired, keep_outputs=True)
+  results = run.evaluate(methods, clips, args.protocol, s_x, s_t, args.seed, scorer, paired, keep_outputs=True,
+                         draws=args.draws)
   outputs = results.pop("outputs")
   out.mkdir(parents=True, exist_ok=True)
-  (out / "scores.json").write_text(json.dumps({"protocol": args.protocol, "checkpoint": str(checkpoint),
-                                               "crop_border": args.crop_border, "results": results}, indent=2) + "\n")
+  (out / "scores.json").write_text(json.dumps({"protocol": args.protocol, "draws": args.draws,
+                                               "checkpoint": str(checkpoint), "crop_border": args.crop_border,
+                                               "results": results}, indent=2) + "\n")
   table = run.markdown_table(results)
-  (out / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time); all frames, RGB PSNR / "
-                                 f"Y PSNR / Y SSIM with a {args.crop_border}-pixel border crop (conventions: "
+  draws = f", {args.draws} degradation draws per clip (scores: their means)" if args.draws > 1 else ""
+  (out / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time{draws}); all frames, RGB "
+                                 f"PSNR / Y PSNR / Y SSIM with a {args.crop_border}-pixel border crop (conventions: "
                                  f"diffst_jax/eval/metrics.py).\n\n{table}")
   (out / "strips").mkdir()
   for clip_name, (hr, by_method) in outputs.items():

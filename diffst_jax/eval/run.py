@@ -4,7 +4,7 @@ A ground-truth clip of 2N-1 frames (an odd count; an even clip drops its last fr
 by one of three protocols, all keeping frames 0, s_t, 2 s_t, ...:
 * "bicubic": x s_x bicubic downscaling (PIL, antialiased like MATLAB's imresize), the synthetic benchmark protocol;
 * "realistic": the training degradations of SPEC §8 (second order blur, resize, noise, JPEG, video compression),
-  seeded per clip, so every method sees the same LR input;
+  seeded per clip, so every method sees the same LR input (optionally several draws per clip, scores averaged);
 * "paired": real low-quality frames captured beside the ground truth (RealVSR / MVSR4x layout: a clip of the same
   name and frame count, 1/s_x the size).
 Every one of the 2N-1 output frames is scored against the ground truth (frame means, then clip means) with the
@@ -92,25 +92,43 @@ class Scorer:
 
 def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], protocol: str, s_x: int, s_t: int,
              seed: int = 0, scorer: Scorer | None = None, paired: Mapping[str, np.ndarray] | None = None,
-             keep_outputs: bool = False) -> dict[str, dict]:
+             keep_outputs: bool = False, draws: int = 1) -> dict[str, dict]:
   """{method: {"clips": {clip: scores}, "mean": scores over clips}} for ground-truth `clips` (uint8 T, H, W, 3);
-  with `keep_outputs`, also {"outputs": {clip: (hr, {method: output})}} for comparison strips."""
+  with `keep_outputs`, also {"outputs": {clip: (hr, {method: output of the first draw})}} for comparison strips.
+
+  `draws` > 1 (realistic protocol): each clip is degraded that many times, draw d of clip i with seed
+  seed + i + d * len(clips) (so draw 0 is the single-draw protocol), a clip's scores are the means over its draws,
+  and {method: {"draws": {clip: [scores of each draw]}}} keeps them. One draw of SPEC §8's degradations is a
+  single blur, resize, noise, JPEG and codec setting per clip, and scores move by more than a dB from one to the
+  next."""
+  if draws < 1 or (draws > 1 and protocol != "realistic"):
+    raise ValueError(f"draws must be 1, or more with the realistic protocol (random degradations), got {draws} "
+                     f"with {protocol!r}")
   scorer = scorer or Scorer()
-  results = {name: {"clips": {}} for name in methods}
+  results = {name: {"clips": {}} | ({"draws": {}} if draws > 1 else {}) for name in methods}
   outputs = {}
   for index, (clip_name, frames) in enumerate(clips.items()):
     hr = ground_truth(frames, s_x, s_t)
-    lr = low_quality(hr, protocol, s_x, s_t, seed + index, paired.get(clip_name) if paired else None)
-    clip_outputs = {}
-    for name, method in methods.items():
-      clip_outputs[name] = method(lr)
-      results[name]["clips"][clip_name] = scorer(clip_outputs[name], hr)
-    if keep_outputs:
-      outputs[clip_name] = (hr, clip_outputs)
+    per_draw = {name: [] for name in methods}
+    for draw in range(draws):
+      lr = low_quality(hr, protocol, s_x, s_t, seed + index + draw * len(clips),
+                       paired.get(clip_name) if paired else None)
+      for name, method in methods.items():
+        output = method(lr)
+        per_draw[name].append(scorer(output, hr))
+        if keep_outputs and draw == 0:
+          outputs.setdefault(clip_name, (hr, {}))[1][name] = output
+    for name, scores in per_draw.items():
+      results[name]["clips"][clip_name] = _means(scores, scores[0]) | {"frames": len(hr)}
+      if draws > 1:
+        results[name]["draws"][clip_name] = scores
   for result in results.values():
-    scores = list(result["clips"].values())
-    result["mean"] = {key: float(np.mean([s[key] for s in scores])) for key in METRICS if key in scores[0]}
+    result["mean"] = _means(list(result["clips"].values()), METRICS)
   return results | ({"outputs": outputs} if keep_outputs else {})
+
+
+def _means(scores: Sequence[Mapping[str, float]], keys) -> dict[str, float]:
+  return {key: float(np.mean([s[key] for s in scores])) for key in keys if key in scores[0]}
 
 
 def markdown_table(results: Mapping[str, dict]) -> str:
@@ -129,6 +147,12 @@ def markdown_table(results: Mapping[str, dict]) -> str:
     cells = [" / ".join(_format(key, result["clips"][clip][key]) for key in ("psnr", "ssim", "lpips"))
              for clip in clips]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if "draws" in first:
+    lines += ["", "| method | " + " | ".join(f"{clip} PSNR of each draw" for clip in clips) + " |",
+              "|---" + "|---" * len(clips) + "|"]
+    for name, result in methods.items():
+      cells = [", ".join(_format("psnr", scores["psnr"]) for scores in result["draws"][clip]) for clip in clips]
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 

@@ -67,6 +67,24 @@ def test_evaluate_scores_the_perfect_method_best():
   assert "| perfect | inf | inf | 1.0000 |" in table and "| baseline |" in table and "b PSNR / SSIM / LPIPS" in table
 
 
+def test_several_draws_average_the_scores_of_single_draw_evaluations():
+  clips = {"a": _clip(5, 64, 64, seed=4), "b": _clip(5, 64, 48, seed=5)}
+  methods = {"baseline": lambda lr: run.bicubic_blend(lr, 4, 2)}
+  scorer = run.Scorer(dists=False)
+  results = run.evaluate(methods, clips, "realistic", 4, 2, seed=10, scorer=scorer, draws=2)["baseline"]
+  # Draw d of clip i has seed 10 + i + 2 d: draw 0 is the single-draw protocol, draw 1 that protocol at seed 12.
+  single = [run.evaluate(methods, clips, "realistic", 4, 2, seed=seed, scorer=scorer)["baseline"] for seed in (10, 12)]
+  for clip in clips:
+    assert [draw["psnr"] for draw in results["draws"][clip]] == [s["clips"][clip]["psnr"] for s in single]
+    assert results["clips"][clip]["lpips"] == pytest.approx(np.mean([s["clips"][clip]["lpips"] for s in single]))
+    assert results["clips"][clip]["frames"] == 5
+  assert results["mean"]["psnr"] == pytest.approx(np.mean([s["mean"]["psnr"] for s in single]))
+  assert single[0]["mean"]["psnr"] != single[1]["mean"]["psnr"]
+  assert "b PSNR of each draw" in run.markdown_table({"baseline": results})
+  with pytest.raises(ValueError, match="draws must be 1, or more with the realistic protocol"):
+    run.evaluate(methods, clips, "bicubic", 4, 2, scorer=scorer, draws=2)
+
+
 def test_paired_protocol_takes_the_captured_low_quality_frames():
   hr, lq = _clip(9, 36, 44, seed=6), _clip(9, 9, 11, seed=7)
   np.testing.assert_array_equal(run.low_quality(hr, "paired", 4, 2, seed=0, paired=lq), lq[::2])

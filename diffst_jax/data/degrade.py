@@ -82,9 +82,9 @@ def random_kernel(rng: np.random.Generator, sigma: tuple[float, float]) -> np.nd
 
 def blur(clip: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   """Filters every frame and channel of a float clip (T, H, W, 3) with one 2D kernel (reflected borders, as
-  scipy.ndimage.correlate's "reflect"). Through the FFT: 10x faster than direct correlation with the 21x21 kernels
-  on a 256x256 window, where it was two thirds of a training example's preparation; it differs by float rounding
-  (1e-4 on the 0-255 scale), so an exact 0 under a non-negative kernel can come out as -1e-4."""
+  scipy.ndimage.correlate's "reflect"). Through the FFT: direct correlation was three quarters of a training
+  window's preparation, which the FFT makes 2.5x faster (bench/data.py). It differs by float rounding (1e-4 on the
+  0-255 scale), so an exact 0 under a non-negative kernel can come out as -1e-4."""
   radius = kernel.shape[0] // 2
   padded = np.pad(clip, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
   flipped = kernel[::-1, ::-1].astype(clip.dtype)

@@ -12,6 +12,7 @@ Under a mesh its input and output keep their rows spread like the VAE's (warps g
 """
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,8 @@ from diffst_jax.parallel.rules import constrain
 
 @dataclasses.dataclass(frozen=True)
 class CFCAConfig:
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "conv_implementation")  # run settings, not architecture
+
   time_scale: int = 2  # s_t: output frames per input interval
   enabled: bool = True  # False: plain linear blending (the ablation)
   fusion_channels: int = 32

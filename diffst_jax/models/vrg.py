@@ -7,6 +7,7 @@ to zero: an untrained VRG leaves the pretrained denoiser's output exactly unchan
 """
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,8 @@ from diffst_jax.ops.attention import dot_product_attention
 
 @dataclasses.dataclass(frozen=True)
 class VRGConfig:
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "conv_implementation")  # run settings, not architecture
+
   enabled: bool = True  # False: no guidance tokens (the ablation)
   num_tokens: int = 16  # K
   channels: int = 128
@@ -33,6 +36,7 @@ class VRG(nnx.Module):
   """(B, N, h, w, 3) in [-1, 1] -> tokens (B, K, text_dim) and their gate (K,)."""
 
   def __init__(self, config: VRGConfig, text_dim: int, *, rngs: nnx.Rngs):
+    self.config = config
     kw = dict(dtype="float32", param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
               rngs=rngs)
     c = config.channels

@@ -30,8 +30,9 @@ def load_python_file(path: str | pathlib.Path, kind: str):
 def stage(steps: int, learning_rate: float, warmup_steps: int, **loss_weights: float) -> ml_collections.ConfigDict:
   weights = dict(latent=0.0, rec=0.0, perceptual=0.0, consistency=0.0)
   weights.update(loss_weights)
+  # decay: "constant" holds the learning rate after warm-up, "cosine" decays it to 0 at the stage's end.
   return ml_collections.ConfigDict(dict(steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
-                                        loss=weights))
+                                        decay="constant", loss=weights))
 
 
 def training_defaults() -> ml_collections.ConfigDict:
@@ -41,6 +42,8 @@ def training_defaults() -> ml_collections.ConfigDict:
   config.init = ml_collections.ConfigDict(dict(
       vae="",  # our VAE checkpoint, a diffusers directory or a Wan2.1 .pth; empty: random (autoencoder task only)
       dit="",  # our DiT checkpoint, a diffusers directory or Wan2.1 safetensors; empty: random
+      cfca="",  # a trained DiffST (a run's model/, weights/tiny) to fine-tune from; empty: random
+      vrg="",  # likewise
   ))
   config.data = ml_collections.ConfigDict(dict(
       videos="",  # folder of HR training videos

@@ -30,7 +30,7 @@ from diffst_jax.models import diffst
 from diffst_jax.models.vae import WanVAE
 from diffst_jax.parallel import rules
 from diffst_jax.parallel.mesh import make_mesh
-from diffst_jax.train import perceptual, step as train_step
+from diffst_jax.train import defaults, perceptual, step as train_step
 
 # Settings a resumed run may change; anything else must match the run in the work directory.
 RUN_CONTROL = ("log_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "mesh", "data.workers",
@@ -57,14 +57,20 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def _resolved(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(json.dumps(config.to_dict(), default=list))
+
+
 def _record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
   """Writes config.json, or checks a resumed run's config against it."""
   path = workdir / "config.json"
-  resolved = json.loads(json.dumps(config.to_dict(), default=list))
+  resolved = _resolved(config)
   if path.exists():
     before, now = _flatten(json.loads(path.read_text())), _flatten(resolved)
+    # A setting added to the defaults after the run started counts as unchanged while it keeps its default.
+    added = {k: v for k, v in _flatten(_resolved(defaults.training_defaults())).items() if k not in before}
     changed = sorted(k for k in before.keys() | now.keys()
-                     if before.get(k) != now.get(k) and not any(k.startswith(c) for c in RUN_CONTROL))
+                     if before.get(k, added.get(k)) != now.get(k) and not any(k.startswith(c) for c in RUN_CONTROL))
     if changed:
       raise ValueError(f"{workdir} holds a run with another config (differs in {', '.join(changed)}); "
                        "use a new --workdir, or the same config to resume")
@@ -78,18 +84,34 @@ def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   return stages
 
 
-def _load_part(load, path: str, expected, what: str):
-  """The part at `path` under the `expected` config, whose architecture it must have (dtypes and other settings of
+def _only_from_diffst(what: str):
+  def load(path: str):
+    raise ValueError(f"init.{what} = {path} is not a trained DiffST; {what} weights come only from one (train.py's "
+                     "model/ directory, or weights/tiny)")
+  return load
+
+
+# Per part: how a checkpoint that is not a whole trained DiffST is read (converted Wan2.1 / diffusers weights).
+_PART_LOADERS = {"vae": vae_convert.load_vae, "dit": dit_convert.load_dit,
+                 "cfca": _only_from_diffst("cfca"), "vrg": _only_from_diffst("vrg")}
+
+
+def _load_part(path: str, fresh: nnx.Module, what: str) -> nnx.Module:
+  """The part at `path` in place of the `fresh` one, whose architecture it must have (dtypes and other settings of
   ours, `OWN_FIELDS`, come from the training config). `path` may also be a trained DiffST (train.py's `model/`, or
   weights/tiny): its `what` part is taken."""
-  part = diffst.load(path, part=what) if diffst.is_diffst(path) else load(path)
+  part = diffst.load(path, part=what) if diffst.is_diffst(path) else _PART_LOADERS[what](path)
+  expected = fresh.config
   differ = [f.name for f in dataclasses.fields(expected)
             if f.name not in expected.OWN_FIELDS and getattr(part.config, f.name) != getattr(expected, f.name)]
   if differ:
     raise ValueError(f"init.{what} = {path} has another {what} config (differs in {', '.join(differ)}) than "
                      f"model.{what} of the training config; make them match")
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: type(part)(expected, rngs=nnx.Rngs(0))))
-  return nnx.merge(graphdef, nnx.state(part))
+  shapes = lambda module: jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(module)))  # noqa: E731
+  if shapes(part) != shapes(fresh):  # e.g. VRG's tokens sized for another DiT's text_dim
+    raise ValueError(f"init.{what} = {path} has parameters shaped unlike model.{what} of the training config; "
+                     "make the configs match")
+  return nnx.merge(nnx.graphdef(fresh), nnx.state(part))
 
 
 def _model_config(config: ml_collections.ConfigDict) -> diffst.DiffSTConfig:
@@ -101,18 +123,18 @@ def _model_config(config: ml_collections.ConfigDict) -> diffst.DiffSTConfig:
 
 
 def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
-  """The model at the start of training: random init, then the VAE / DiT from `init.vae` / `init.dit` if given."""
+  """The model at the start of training: random init, then each part given in `init` (vae, dit, cfca, vrg)."""
   model_config = _model_config(config)
   if config.task == "autoencoder":
     vae = WanVAE(model_config.vae, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
-    return _load_part(vae_convert.load_vae, config.init.vae, model_config.vae, "vae") if config.init.vae else vae
+    return _load_part(config.init.vae, vae, "vae") if config.init.vae else vae
   if not config.init.vae:
     raise ValueError("the diffst task freezes the VAE, so it needs trained VAE weights: set --config.init.vae "
                      "(a Wan2.1 VAE, or for a new VAE size the model/ of a configs/*_vae.py run)")
   model = diffst.init(model_config, config.seed)
-  model.vae = _load_part(vae_convert.load_vae, config.init.vae, model_config.vae, "vae")
-  if config.init.dit:
-    model.dit = _load_part(dit_convert.load_dit, config.init.dit, model_config.dit, "dit")
+  for part in _PART_LOADERS:
+    if config.init.get(part):
+      setattr(model, part, _load_part(config.init[part], getattr(model, part), part))
   return model
 
 

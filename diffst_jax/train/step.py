@@ -50,14 +50,22 @@ def check_loss_weights(task: str, weights: Mapping[str, float]) -> None:
     raise ValueError("the autoencoder task has no latent loss (no target latent); set its weight to 0")
 
 
+DECAYS = ("constant", "cosine")
+
+
 def learning_rate_schedule(stages: list[Mapping[str, Any]]) -> optax.Schedule:
-  """Per stage: linear warm-up from 0 over `warmup_steps`, then constant `learning_rate`; stages back to back."""
+  """Per stage: linear warm-up from 0 over `warmup_steps`, then `learning_rate`, held ("constant") or decayed to 0 at
+  the stage's end ("cosine"); stages back to back."""
   schedules, boundaries, start = [], [], 0
   for stage in stages:
-    warmup = optax.linear_schedule(0.0, stage["learning_rate"], stage["warmup_steps"])
-    schedules.append(optax.join_schedules([warmup, optax.constant_schedule(stage["learning_rate"])],
-                                          [stage["warmup_steps"]]) if stage["warmup_steps"] else
-                     optax.constant_schedule(stage["learning_rate"]))
+    decay = stage.get("decay", "constant")
+    if decay not in DECAYS:
+      raise ValueError(f"a stage's decay is {decay!r}; expected one of {DECAYS}")
+    rate, warmup_steps = stage["learning_rate"], stage["warmup_steps"]
+    after_warmup = (optax.constant_schedule(rate) if decay == "constant" else
+                    optax.cosine_decay_schedule(rate, max(stage["steps"] - warmup_steps, 1)))
+    schedules.append(optax.join_schedules([optax.linear_schedule(0.0, rate, warmup_steps), after_warmup],
+                                          [warmup_steps]) if warmup_steps else after_warmup)
     start += stage["steps"]
     boundaries.append(start)
   return optax.join_schedules(schedules, boundaries[:-1])

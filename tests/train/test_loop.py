@@ -109,6 +109,20 @@ def test_changed_config_on_resume_is_refused(videos, tmp_path):
   assert output.strip().splitlines()[-1].startswith("train.py: error: ") and "use a new --workdir" in output
 
 
+def test_a_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
+  from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
+
+  config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
+  recorded = json.loads(json.dumps(config.to_dict(), default=list))
+  del recorded["init"]["cfca"], recorded["stages"]["stage1"]["decay"]  # as a run recorded before they existed
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  loop._record_config(tmp_path, config)  # pylint: disable=protected-access
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  config.stages.stage1.decay = "cosine"
+  with pytest.raises(ValueError, match=r"differs in stages.stage1.decay\)"):
+    loop._record_config(tmp_path, config)  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize("make_folder, message", [
     (lambda tmp: tmp / "missing", "does not exist"),
     (lambda tmp: tmp, "no readable video"),
@@ -154,6 +168,18 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   diffst.save(trained, tmp_path / "diffst")
   config.init.vae = config.init.dit = str(tmp_path / "diffst")
   assert_parts_equal(loop.build_model(config), (("vae", trained.vae), ("dit", trained.dit)))
+  fresh_cfca = jax.tree.leaves(nnx.state(loop.build_model(config).cfca, nnx.Param))
+  assert not all(np.array_equal(f, t) for f, t in zip(fresh_cfca, jax.tree.leaves(nnx.state(trained.cfca, nnx.Param))))
+  config.init.cfca = config.init.vrg = str(tmp_path / "diffst")  # fine-tuning a trained DiffST: all of it
+  assert_parts_equal(loop.build_model(config), [(part, getattr(trained, part)) for part in ("vae", "dit", "cfca", "vrg")])
+  config.init.vrg = str(tmp_path / "dit")
+  with pytest.raises(ValueError, match="init.vrg = .* is not a trained DiffST"):
+    loop.build_model(config)
+  config.init.vrg = str(tmp_path / "diffst")
+  config.model.dit.text_dim, config.init.dit = 16, ""  # VRG's tokens are sized by the DiT's text_dim
+  with pytest.raises(ValueError, match="init.vrg = .* has parameters shaped unlike model.vrg"):
+    loop.build_model(config)
+  config.model.dit.text_dim, config.init.dit, config.init.cfca, config.init.vrg = 24, config.init.vae, "", ""
 
   config.model.dit.num_layers = 3
   with pytest.raises(ValueError, match=r"init.dit = .* \(differs in num_layers\)"):

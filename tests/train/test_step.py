@@ -74,6 +74,17 @@ def test_learning_rate_schedule_warms_up_per_stage():
   np.testing.assert_allclose(got, [1e-3, 1e-3, 1e-3, 0.0, 5e-5], rtol=1e-6)
 
 
+def test_cosine_decay_reaches_zero_at_the_stage_end():
+  stages = [dict(steps=5, learning_rate=1e-3, warmup_steps=1, decay="cosine"), dict(steps=2, learning_rate=1e-4,
+                                                                                     warmup_steps=0)]
+  got = [float(train_step.learning_rate_schedule(stages)(step)) for step in range(7)]
+  # warm-up step 0, then 1e-3 * (1 + cos(pi k / 4)) / 2 for k = 0..3, then the next stage's constant rate.
+  want = [0.0] + [1e-3 * (1 + np.cos(np.pi * k / 4)) / 2 for k in range(4)] + [1e-4, 1e-4]
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+  with pytest.raises(ValueError, match="decay is 'linear'"):
+    train_step.learning_rate_schedule([dict(steps=5, learning_rate=1e-3, warmup_steps=0, decay="linear")])
+
+
 @pytest.mark.parametrize("task, weights, message", [
     ("diffst", dict(latent=0.0), "all loss weights 0"),
     ("diffst", dict(latnet=1.0), "unknown loss terms"),

@@ -61,9 +61,10 @@ def bicubic_blend(lr: np.ndarray, s_x: int, s_t: int) -> np.ndarray:
   return np.clip(np.round(np.stack(out)), 0, 255).astype(np.uint8)
 
 
-METRICS = ("psnr", "psnr_y", "ssim", "lpips", "dists", "tof", "tlp")
+# psnr_key / psnr_between: PSNR of the kept frames (0, s_t, ...) and of the frames made in between them alone.
+METRICS = ("psnr", "psnr_y", "ssim", "lpips", "dists", "tof", "tlp", "psnr_key", "psnr_between")
 HIGHER_IS_BETTER = {"psnr": True, "psnr_y": True, "ssim": True, "lpips": False, "dists": False, "tof": False,
-                    "tlp": False}
+                    "tlp": False, "psnr_key": True, "psnr_between": True}
 _BATCH = 8  # frames per LPIPS / DISTS call
 
 
@@ -75,15 +76,19 @@ class Scorer:
     self.dists = metrics.Dists() if dists else None
     self.crop_border = crop_border
 
-  def __call__(self, output: np.ndarray, hr: np.ndarray) -> dict[str, float]:
+  def __call__(self, output: np.ndarray, hr: np.ndarray, time_scale: int = 1) -> dict[str, float]:
     if output.shape != hr.shape:
       raise ValueError(f"the method returned {output.shape}, the ground truth is {hr.shape}")
     batched = lambda metric: float(np.mean(np.concatenate(  # noqa: E731
         [metric(output[i:i + _BATCH], hr[i:i + _BATCH]) for i in range(0, len(hr), _BATCH)])))
     frame_mean = lambda metric, **kw: float(np.mean(  # noqa: E731
         [metric(o, t, crop_border=self.crop_border, **kw) for o, t in zip(output, hr)]))
-    scores = {"psnr": frame_mean(metrics.psnr), "psnr_y": frame_mean(metrics.psnr, y_channel=True),
+    psnr = np.array([metrics.psnr(o, t, crop_border=self.crop_border) for o, t in zip(output, hr)])
+    scores = {"psnr": float(np.mean(psnr)), "psnr_y": frame_mean(metrics.psnr, y_channel=True),
               "ssim": frame_mean(metrics.ssim), "lpips": batched(self.lpips)}
+    if time_scale > 1:
+      kept = np.arange(len(hr)) % time_scale == 0
+      scores.update(psnr_key=float(np.mean(psnr[kept])), psnr_between=float(np.mean(psnr[~kept])))
     if self.dists is not None:
       scores["dists"] = batched(self.dists)
     scores.update(tof=metrics.tof(output, hr), tlp=metrics.tlp(output, hr, self.lpips), frames=len(hr))
@@ -115,7 +120,7 @@ def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], pro
                        paired.get(clip_name) if paired else None)
       for name, method in methods.items():
         output = method(lr)
-        per_draw[name].append(scorer(output, hr))
+        per_draw[name].append(scorer(output, hr, s_t))
         if keep_outputs and draw == 0:
           outputs.setdefault(clip_name, (hr, {}))[1][name] = output
     for name, scores in per_draw.items():

@@ -61,6 +61,9 @@ def test_evaluate_scores_the_perfect_method_best():
   assert perfect["lpips"] < 1e-6 and perfect["tof"] == 0.0 and perfect["tlp"] < 1e-6
   assert 0 < baseline["psnr"] < 40 and baseline["ssim"] < 1 and baseline["tof"] > 0
   assert results["baseline"]["clips"]["b"]["frames"] == 5 and "dists" not in baseline
+  for clip in results["baseline"]["clips"].values():  # 3 kept frames and 2 made in between
+    assert clip["psnr"] == pytest.approx((3 * clip["psnr_key"] + 2 * clip["psnr_between"]) / 5)
+    assert clip["psnr_key"] != clip["psnr_between"]
   hr, outputs = results.pop("outputs")["b"]
   np.testing.assert_array_equal(outputs["perfect"], hr)
   table = run.markdown_table(results)

@@ -133,7 +133,7 @@ def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
                      "(a Wan2.1 VAE, or for a new VAE size the model/ of a configs/*_vae.py run)")
   model = diffst.init(model_config, config.seed)
   for part in _PART_LOADERS:
-    if config.init.get(part):
+    if config.init[part]:
       setattr(model, part, _load_part(config.init[part], getattr(model, part), part))
   return model
 

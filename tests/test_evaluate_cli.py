@@ -31,7 +31,7 @@ def test_scores_a_folder_of_real_clips(checkpoint, tmp_path):
   assert list(methods) == ["DiffST (model)", "bicubic x4 + linear blend x2"]
   for result in methods.values():
     assert result["clips"]["carphone"]["frames"] == 9
-    assert set(result["mean"]) == {"psnr", "psnr_y", "ssim", "lpips", "tof", "tlp"}
+    assert set(result["mean"]) == {"psnr", "psnr_y", "ssim", "lpips", "tof", "tlp", "psnr_key", "psnr_between"}
   assert "| DiffST (model) |" in (out / "scores.md").read_text()
   strip = Image.open(out / "strips" / "carphone.png")
   assert strip.size == (3 * 64 + 2 * 4, 3 * 48 + 2 * 4)  # baseline, DiffST, ground truth; frames 1, 3 or 5, 7

@@ -3,8 +3,9 @@
   python bench/data.py --video bikes.mp4 [--repeats 5]
 
 Prints, for each window size (a 64x64 crop degraded alone, a 256x256 window, a whole frame as the tiny preset's
-`data.degradation_window` = 640 degrades), the median wall time of `degrade.degrade` over `repeats` seeds, with `degrade.blur` as shipped (FFT) and
-as direct correlation (scipy.ndimage.correlate), side by side, and the share of the time spent in the blur.
+`data.degradation_window` = 640 degrades), the median wall time of `degrade.degrade` over `repeats` seeds, with
+`degrade.blur` as shipped (FFT) and as direct correlation (scipy.ndimage.correlate), side by side, and the share of
+the time spent in the blur.
 """
 
 import argparse

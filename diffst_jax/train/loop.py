@@ -84,23 +84,23 @@ def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   return stages
 
 
-def _only_from_diffst(what: str):
-  def load(path: str):
-    raise ValueError(f"init.{what} = {path} is not a trained DiffST; {what} weights come only from one (train.py's "
-                     "model/ directory, or weights/tiny)")
-  return load
-
-
-# Per part: how a checkpoint that is not a whole trained DiffST is read (converted Wan2.1 / diffusers weights).
-_PART_LOADERS = {"vae": vae_convert.load_vae, "dit": dit_convert.load_dit,
-                 "cfca": _only_from_diffst("cfca"), "vrg": _only_from_diffst("vrg")}
+# The parts `init` may set, and how a checkpoint of one that is not a whole trained DiffST is read (converted Wan2.1 /
+# diffusers weights); CFCA and VRG come only from a trained DiffST.
+PARTS = ("vae", "dit", "cfca", "vrg")
+_CONVERTED = {"vae": vae_convert.load_vae, "dit": dit_convert.load_dit}
 
 
 def _load_part(path: str, fresh: nnx.Module, what: str) -> nnx.Module:
   """The part at `path` in place of the `fresh` one, whose architecture it must have (dtypes and other settings of
   ours, `OWN_FIELDS`, come from the training config). `path` may also be a trained DiffST (train.py's `model/`, or
   weights/tiny): its `what` part is taken."""
-  part = diffst.load(path, part=what) if diffst.is_diffst(path) else _PART_LOADERS[what](path)
+  if diffst.is_diffst(path):
+    part = diffst.load(path, part=what)
+  elif what in _CONVERTED:
+    part = _CONVERTED[what](path)
+  else:
+    raise ValueError(f"init.{what} = {path} is not a trained DiffST; {what} weights come only from one (train.py's "
+                     "model/ directory, or weights/tiny)")
   expected = fresh.config
   differ = [f.name for f in dataclasses.fields(expected)
             if f.name not in expected.OWN_FIELDS and getattr(part.config, f.name) != getattr(expected, f.name)]
@@ -132,7 +132,7 @@ def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
     raise ValueError("the diffst task freezes the VAE, so it needs trained VAE weights: set --config.init.vae "
                      "(a Wan2.1 VAE, or for a new VAE size the model/ of a configs/*_vae.py run)")
   model = diffst.init(model_config, config.seed)
-  for part in _PART_LOADERS:
+  for part in PARTS:
     if config.init[part]:
       setattr(model, part, _load_part(config.init[part], getattr(model, part), part))
   return model

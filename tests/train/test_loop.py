@@ -171,7 +171,7 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   fresh_cfca = jax.tree.leaves(nnx.state(loop.build_model(config).cfca, nnx.Param))
   assert not all(np.array_equal(f, t) for f, t in zip(fresh_cfca, jax.tree.leaves(nnx.state(trained.cfca, nnx.Param))))
   config.init.cfca = config.init.vrg = str(tmp_path / "diffst")  # fine-tuning a trained DiffST: all of it
-  assert_parts_equal(loop.build_model(config), [(part, getattr(trained, part)) for part in ("vae", "dit", "cfca", "vrg")])
+  assert_parts_equal(loop.build_model(config), [(part, getattr(trained, part)) for part in loop.PARTS])
   config.init.vrg = str(tmp_path / "dit")
   with pytest.raises(ValueError, match="init.vrg = .* is not a trained DiffST"):
     loop.build_model(config)

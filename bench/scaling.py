@@ -187,7 +187,8 @@ def main():
   if not args.skip_dit:
     print_dit_table(latent, args.context_len)
   if not args.skip_vae:
-    print("\nVAE encode + decode\n\n| context | peak MB / device | beyond arguments MB | compile s |\n|---:|---:|---:|---:|")
+    print("\nVAE encode + decode\n\n| context | peak MB / device | beyond arguments MB | compile s |\n"
+          "|---:|---:|---:|---:|")
     for row in vae_rows(clip):
       print(f"| {row['context']} | {row['peak MB']:.0f} | {row['beyond arguments MB']:.0f} | {row['compile s']:.0f} |")
   if not args.skip_train:

@@ -52,7 +52,8 @@ def infer_config(state_dict: Mapping[str, np.ndarray], layout: Layout) -> WanDiT
       patch_size=tuple(patch), num_attention_heads=dim // WAN21_HEAD_DIM, attention_head_dim=WAN21_HEAD_DIM,
       in_channels=in_channels, out_channels=state_dict[keys["head"]].shape[0] // math.prod(patch),
       text_dim=state_dict[keys["text"]].shape[1], freq_dim=state_dict[keys["time"]].shape[1],
-      ffn_dim=state_dict[keys["ffn"]].shape[0], num_layers=len(layers), cross_attn_norm=keys["cross_norm"] in state_dict)
+      ffn_dim=state_dict[keys["ffn"]].shape[0], num_layers=len(layers),
+      cross_attn_norm=keys["cross_norm"] in state_dict)
 
 
 def key_table(config: WanDiTConfig, layout: Layout) -> dict[str, mapping.Entry]:

@@ -94,9 +94,11 @@ def vae_diffusers_to_original(num_res_blocks: int, num_stages: int) -> Rules:
   decoder_blocks = []
   for stage in range(num_stages):
     for j in range(num_res_blocks + 1):
-      decoder_blocks.append((rf"^decoder\.up_blocks\.{stage}\.resnets\.{j}\.", f"decoder.upsamples.{stage * per_stage + j}."))
+      decoder_blocks.append(
+          (rf"^decoder\.up_blocks\.{stage}\.resnets\.{j}\.", f"decoder.upsamples.{stage * per_stage + j}."))
     decoder_blocks.append(
-        (rf"^decoder\.up_blocks\.{stage}\.upsamplers\.0\.", f"decoder.upsamples.{stage * per_stage + num_res_blocks + 1}."))
+        (rf"^decoder\.up_blocks\.{stage}\.upsamplers\.0\.",
+         f"decoder.upsamples.{stage * per_stage + num_res_blocks + 1}."))
   return (
       # inside residual blocks, which always sit at a numbered position
       (r"(\.\d+)\.norm1\.", r"\1.residual.0."),

@@ -50,7 +50,8 @@ def test_original_layout_is_the_public_one(dit):
 
 def test_original_file_with_prefix_infers_config_and_is_bit_exact(dit, tmp_path):
   original = convert_dit.state_dict(dit, "original")
-  save_file({f"model.diffusion_model.{k}": torch.from_numpy(v) for k, v in original.items()}, tmp_path / "dit.safetensors")
+  prefixed = {f"model.diffusion_model.{k}": torch.from_numpy(v) for k, v in original.items()}
+  save_file(prefixed, tmp_path / "dit.safetensors")
   _assert_bit_exact(dit, load_dit(tmp_path / "dit.safetensors"))
 
 

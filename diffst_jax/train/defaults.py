@@ -60,7 +60,9 @@ def training_defaults() -> ml_collections.ConfigDict:
       stage2=stage(500, 5e-6, 0, rec=1.0, perceptual=1.0, consistency=1.0),
   ))
   config.perceptual = "dists"  # or "lpips" (VGG), "lpips_alex" (cheap on CPU)
-  config.optimizer = ml_collections.ConfigDict(dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=0.1))
+  # ema_decay, e.g. 0.999: keep an exponential moving average of the trained parameters, exported as model/; 0: none
+  config.optimizer = ml_collections.ConfigDict(dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=0.1,
+                                                    ema_decay=0.0))
   config.mesh = ""  # e.g. "data=2,fsdp=1,context=4,tensor=1" over all devices (one size may be -1); empty: one device
   config.logical_axis_rules = rules.DEFAULT_RULES  # logical axis -> mesh axes (diffst_jax/parallel/rules.py)
   config.conv_implementation = "xla"  # or "gemm": convolutions as matrix products, ~2x faster training on CPU

@@ -3,8 +3,8 @@
 A work directory holds everything of one run: `config.json` (the resolved config), `checkpoints/` (Orbax, every
 `checkpoint_every` steps, the last `keep_checkpoints` kept; each holds the train state and the data iterator's
 position), `metrics.jsonl`, `tensorboard/`, and at the end `model/` (the trained model as our checkpoint, what
-`infer.py --checkpoint` and `init.vae` take). Running the same command on the directory again resumes exactly;
-SIGTERM (or Ctrl-C) saves a checkpoint and stops.
+`infer.py --checkpoint` and `init.vae` take; with `optimizer.ema_decay`, the moving average of its parameters).
+Running the same command on the directory again resumes exactly; SIGTERM (or Ctrl-C) saves a checkpoint and stops.
 """
 
 import dataclasses
@@ -274,7 +274,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
     progress.close()
     manager.wait_until_finished()
     if step == total_steps:
-      _export(nnx.merge(graphdef, state.trainable, frozen), config, workdir / "model")
+      average = train_step.averaged_parameters(state.opt_state)
+      _export(nnx.merge(graphdef, state.trainable if average is None else average, frozen), config, workdir / "model")
     elif stop.requested:
       print(f"stopped at step {step}; run the same command again to resume", flush=True)
   finally:

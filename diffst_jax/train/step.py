@@ -71,13 +71,47 @@ def learning_rate_schedule(stages: list[Mapping[str, Any]]) -> optax.Schedule:
   return optax.join_schedules(schedules, boundaries[:-1])
 
 
+class AverageState(NamedTuple):
+  count: jax.Array
+  average: optax.Params
+
+
+def ema_decay_at(count: jax.Array, ema_decay: float) -> jax.Array:
+  """The average's decay at its `count`-th update (0-based): `ema_decay`, lowered early on to (1 + count) /
+  (10 + count) so the average does not hold on to the starting parameters for ~1 / (1 - ema_decay) steps."""
+  return jnp.minimum(ema_decay, (1.0 + count) / (10.0 + count))
+
+
+def parameter_average(ema_decay: float) -> optax.GradientTransformation:
+  """Last in a chain: passes the updates through and keeps, in its state, an exponential moving average of the
+  parameters they lead to. Kept in the optimizer state, it is checkpointed and sharded like the Adam moments."""
+
+  def init(params):
+    return AverageState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params))
+
+  def update(updates, state, params):
+    step_size = 1.0 - ema_decay_at(state.count, ema_decay)
+    average = optax.incremental_update(optax.apply_updates(params, updates), state.average, step_size)
+    return updates, AverageState(state.count + 1, average)
+
+  return optax.GradientTransformation(init, update)
+
+
+def averaged_parameters(opt_state: optax.OptState) -> optax.Params | None:
+  """The moving average `parameter_average` keeps in `opt_state`, or None without one."""
+  return next((inner.average for inner in opt_state if isinstance(inner, AverageState)), None)
+
+
 def make_optimizer(stages: list[Mapping[str, Any]], b1: float, b2: float, eps: float, weight_decay: float,
-                   clip_norm: float) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with warm-up and global-norm clipping (SPEC §7)."""
+                   clip_norm: float, ema_decay: float = 0.0) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with warm-up and global-norm clipping (SPEC §7); with `ema_decay` (e.g. 0.999) it also keeps a moving
+  average of the parameters (`averaged_parameters`)."""
   schedule = learning_rate_schedule(stages)
-  tx = optax.chain(optax.clip_by_global_norm(clip_norm),
-                   optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
-  return tx, schedule
+  transforms = [optax.clip_by_global_norm(clip_norm),
+                optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)]
+  if ema_decay:
+    transforms.append(parameter_average(ema_decay))
+  return optax.chain(*transforms), schedule
 
 
 def to_unit_range(frames: jax.Array) -> jax.Array:

@@ -1,5 +1,6 @@
-"""train.py end to end on a real clip: losses logged, SIGTERM saves and stops, resuming reproduces the losses of an
-uninterrupted run exactly (on another mesh: to fp32 rounding), and bad data folders fail with one line."""
+"""train.py end to end on a real clip: losses logged, SIGTERM saves and stops, resuming reproduces the losses (and
+the parameters' moving average) of an uninterrupted run exactly (on another mesh: to fp32 rounding), and bad data
+folders fail with one line."""
 
 import json
 import os
@@ -10,9 +11,13 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
+from diffst_jax.convert.vae import load_vae
 from diffst_jax.models import diffst
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -50,22 +55,30 @@ def _losses(workdir: pathlib.Path) -> dict[int, float]:
   return {record["step"]: record["loss"] for record in map(json.loads, lines)}
 
 
-def _uninterrupted_run(videos, tmp_path, env) -> dict[int, float]:
-  full = _train(tmp_path / "full", videos, env)
+def _parameters(tree) -> dict[str, np.ndarray]:
+  """"a/0/b" -> array, without nnx's "value" level, of a model's or a raw checkpoint's parameter tree (whose list
+  indices are strings)."""
+  keys = lambda path: [str(getattr(key, "key", getattr(key, "idx", key))) for key in path]  # noqa: E731
+  return {"/".join(k for k in keys(path) if k != "value"): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _uninterrupted_run(videos, tmp_path, env, extra=()) -> dict[int, float]:
+  full = _train(tmp_path / "full", videos, env, extra)
   output, _ = full.communicate(timeout=600)
   assert full.returncode == 0, output
   return _losses(tmp_path / "full")
 
 
 def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
-  env = _env(tmp_path)
-  expected = _uninterrupted_run(videos, tmp_path, env)
+  env, average = _env(tmp_path), ["--config.optimizer.ema_decay=0.5"]
+  expected = _uninterrupted_run(videos, tmp_path, env, average)
   assert sorted(expected) == list(range(1, STEPS + 1))
   assert all(loss == loss and loss > 0 for loss in expected.values())  # finite (NaN != NaN)
   assert (tmp_path / "full" / "model" / "model.json").is_file()
 
   workdir = tmp_path / "interrupted"
-  interrupted = _train(workdir, videos, env)
+  interrupted = _train(workdir, videos, env, average)
   while not (workdir / "metrics.jsonl").exists() or not _losses(workdir):
     assert interrupted.poll() is None, interrupted.stdout.read()
     time.sleep(0.05)
@@ -76,11 +89,21 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   assert stopped_at < STEPS and "run the same command again to resume" in output
   assert not (workdir / "model").exists()
 
-  resumed = _train(workdir, videos, env)
+  resumed = _train(workdir, videos, env, average)
   output, _ = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, output
   assert f"at step {stopped_at}" in output
   assert _losses(workdir) == expected  # bit-identical losses: parameters, optimizer and data position restored
+
+  # The exported model is the parameters' moving average (kept in the optimizer state after Adam's), not the last
+  # parameters, and the resumed run's is bit-identical to the uninterrupted run's.
+  last, _ = ocp.StandardCheckpointer().restore(tmp_path / "full" / "checkpoints" / str(STEPS) / "state")
+  exported = _parameters(nnx.to_pure_dict(nnx.state(load_vae(tmp_path / "full" / "model"))))
+  assert exported.keys() == _parameters(last["trainable"]).keys()
+  assert all(np.array_equal(exported[k], v) for k, v in _parameters(last["opt_state"][2]["average"]).items())
+  assert not all(np.array_equal(exported[k], v) for k, v in _parameters(last["trainable"]).items())
+  resumed_export = _parameters(nnx.to_pure_dict(nnx.state(load_vae(workdir / "model"))))
+  assert all(np.array_equal(exported[k], v) for k, v in resumed_export.items())
 
 
 @pytest.mark.slow  # two more train.py runs (2 min on 2 cores): `pytest -m slow`
@@ -114,7 +137,8 @@ def test_a_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
 
   config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
   recorded = json.loads(json.dumps(config.to_dict(), default=list))
-  del recorded["init"]["cfca"], recorded["stages"]["stage1"]["decay"]  # as a run recorded before they existed
+  # as a run recorded before they existed
+  del recorded["init"]["cfca"], recorded["stages"]["stage1"]["decay"], recorded["optimizer"]["ema_decay"]
   (tmp_path / "config.json").write_text(json.dumps(recorded))
   loop._record_config(tmp_path, config)  # pylint: disable=protected-access
   (tmp_path / "config.json").write_text(json.dumps(recorded))

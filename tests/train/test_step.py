@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -83,6 +84,34 @@ def test_cosine_decay_reaches_zero_at_the_stage_end():
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
   with pytest.raises(ValueError, match="decay is 'linear'"):
     train_step.learning_rate_schedule([dict(steps=5, learning_rate=1e-3, warmup_steps=0, decay="linear")])
+
+
+def test_parameter_average_follows_the_updates_it_passes_through():
+  params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array(0.5)}
+  grad = jax.grad(lambda p: jnp.sum((p["w"] - 4.0) ** 2) + p["b"] ** 2)
+  optimizers = [train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=1.0,
+                                          ema_decay=ema_decay)[0] for ema_decay in (0.0, 0.8)]
+  trajectories, states = [], []
+  for tx in optimizers:
+    p, opt_state, trajectory = params, tx.init(params), []
+    for _ in range(5):
+      updates, opt_state = tx.update(grad(p), opt_state, p)
+      p = optax.apply_updates(p, updates)
+      trajectory.append(jax.tree.map(np.asarray, p))
+    trajectories.append(trajectory)
+    states.append(opt_state)
+  assert train_step.averaged_parameters(states[0]) is None
+  for plain, averaged in zip(*trajectories):  # the average does not change the updates
+    np.testing.assert_array_equal(plain["w"], averaged["w"])
+  # a_0 = p_0; a_{k+1} = d_k a_k + (1 - d_k) p_{k+1} with d_k = min(0.8, (1 + k) / (10 + k)).
+  want = {name: np.asarray(value) for name, value in params.items()}
+  for k, p in enumerate(trajectories[0]):
+    d = min(0.8, (1 + k) / (10 + k))
+    want = {name: d * want[name] + (1 - d) * p[name] for name in want}
+  got = train_step.averaged_parameters(states[1])
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
+  assert not np.allclose(got["w"], trajectories[1][-1]["w"])
 
 
 @pytest.mark.parametrize("task, weights, message", [

@@ -1,5 +1,5 @@
-"""Training batches (SPEC §8): stored HR clips -> shuffle(seed) -> repeat -> random crop, space then time
-degradation -> batch -> prefetch (threads, or worker processes).
+"""Training batches (SPEC §8): stored HR clips -> shuffle(seed) -> repeat -> random crop (and, with `augment`, a
+random flip / transpose) -> space then time degradation -> batch -> prefetch (threads, or worker processes).
 
 The space degradation sees a window of `degradation_window` pixels around the crop (0: the crop alone). Its video
 compression draws an absolute bitrate (SPEC §8), so how hard it compresses per pixel depends on the size of what it
@@ -29,7 +29,8 @@ CROP_MULTIPLE = 16  # the DiT needs H and W multiples of 16 (SPEC §1)
 class TrainingPair(grain.transforms.MapWithIndex):
   """A stored clip at stream position `index` -> {"hr": (T, crop, crop, 3), "lr": (T_lr, crop/s_x, crop/s_x, 3)}
   ("hr" alone without `with_lr`); a `degradation_window` larger than the crop is degraded whole (clipped to the
-  frame) and the pair cut from it."""
+  frame) and the pair cut from it. With `augment`, what is degraded is first flipped and transposed at random
+  (`random_flip`)."""
 
   crop_size: int
   space_scale: int
@@ -37,23 +38,35 @@ class TrainingPair(grain.transforms.MapWithIndex):
   seed: int
   with_lr: bool = True
   degradation_window: int = 0
+  augment: bool = False
 
   def map_with_index(self, index: int, element: dict) -> dict[str, np.ndarray]:
     rng = np.random.default_rng((self.seed, index))
     clip, s = element["clip"], self.space_scale
+    crop = lambda height, width: self._augmented(random_crop(clip, height, width, rng), rng)  # noqa: E731
     if not self.with_lr:
-      return {"hr": random_crop(clip, self.crop_size, self.crop_size, rng)}
+      return {"hr": crop(self.crop_size, self.crop_size)}
     if self.degradation_window <= self.crop_size:
-      hr = random_crop(clip, self.crop_size, self.crop_size, rng)
+      hr = crop(self.crop_size, self.crop_size)
       lr = degrade.degrade_space(hr, rng, s)
     else:
-      window_height, window_width = (min(self.degradation_window, size) // s * s for size in clip.shape[1:3])
-      window = random_crop(clip, window_height, window_width, rng)
+      window = crop(*(min(self.degradation_window, size) // s * s for size in clip.shape[1:3]))
       lr_window = degrade.degrade_space(window, rng, s)
-      top, left = (s * rng.integers((size - self.crop_size) // s + 1) for size in (window_height, window_width))
+      top, left = (s * rng.integers((size - self.crop_size) // s + 1) for size in window.shape[1:3])
       hr = window[:, top:top + self.crop_size, left:left + self.crop_size]
       lr = lr_window[:, top // s:(top + self.crop_size) // s, left // s:(left + self.crop_size) // s]
     return {"hr": hr, "lr": degrade.degrade_time(lr, self.time_scale)}
+
+  def _augmented(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return random_flip(clip, rng) if self.augment else clip
+
+
+def random_flip(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """The clip (T, H, W, C) flipped left-right, top-bottom and in time, and transposed (H <-> W), each with
+  probability 1/2: the 16 symmetries of a square crop's frames and their order, all plausible video."""
+  left_right, top_bottom, in_time, transpose = rng.integers(2, size=4)
+  clip = clip[::-1 if in_time else 1, ::-1 if top_bottom else 1, ::-1 if left_right else 1]
+  return np.ascontiguousarray(clip.transpose(0, 2, 1, 3) if transpose else clip)
 
 
 def random_crop(clip: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,10 +121,11 @@ def _mark_flags_parsed() -> None:
 def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: int, space_scale: int,
                  time_scale: int, batch_size: int, seed: int, num_workers: int = 0, split: str = "train",
                  clip_stride: int | None = None, with_lr: bool = True, degradation_window: int = 0,
-                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+                 augment: bool = False, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """Endless batches {"hr": uint8 (B, T, crop, crop, 3), "lr": uint8 (B, (T-1)//s_t+1, crop/s_x, crop/s_x, 3)};
   `with_lr=False` skips the degradations and gives "hr" alone (training a VAE needs no LR input);
-  `degradation_window` > `crop_size` degrades a window that large around each crop (see the module docstring).
+  `degradation_window` > `crop_size` degrades a window that large around each crop (see the module docstring);
+  `augment` flips and transposes each example at random before it is degraded (`random_flip`).
 
   Reads the clips `builder.prepare` stored in `data_dir` (`split` may be a TFDS slice, e.g. "train[:90%]");
   `num_workers` > 0 prepares batches in that many worker processes (their arrays live in shared memory, freed when
@@ -129,7 +143,8 @@ def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: i
   examples = (grain.MapDataset.source(_open_split(clips, split))
               .shuffle(seed=seed)
               .repeat()
-              .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed, with_lr, degradation_window)))
+              .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed, with_lr, degradation_window,
+                                           augment)))
   if num_workers:
     _mark_flags_parsed()
   return grain.experimental.ElasticIterator(

@@ -51,6 +51,7 @@ def training_defaults() -> ml_collections.ConfigDict:
       clip_frames=17,  # HR frames per training clip, 4k+1
       crop_size=256,
       degradation_window=0,  # HR pixels the space degradation sees around each crop; 0: the crop (data/pipeline.py)
+      augment=False,  # random flips (left-right, top-bottom, in time) and transposes of what is degraded
       batch_size=1,
       workers=0,
   ))

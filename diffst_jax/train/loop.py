@@ -166,7 +166,7 @@ def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
       prepared, clip_frames=config.data.clip_frames, crop_size=config.data.crop_size,
       space_scale=model.space_scale, time_scale=model.cfca.time_scale, batch_size=config.data.batch_size,
       seed=config.seed, num_workers=config.data.workers, with_lr=config.task == "diffst",
-      degradation_window=config.data.degradation_window,
+      degradation_window=config.data.degradation_window, augment=config.data.augment,
       process_index=jax.process_index(), process_count=jax.process_count())
 
 

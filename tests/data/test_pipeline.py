@@ -1,9 +1,11 @@
 """The Grain training pipeline: batch shapes, crops of stored clips, LR keyframes, exact reproducibility across
 seeds, worker counts and a saved/restored iterator state."""
 
+import itertools
 import json
 import re
 import shutil
+import threading
 
 import grain
 import numpy as np
@@ -87,13 +89,14 @@ def test_every_epoch_reads_every_clip_once(data_dir):
     assert sorted(sources) == list(range(len(stored)))
 
 
-@pytest.mark.parametrize("time_scale, degradation_window", [(2, 0), (4, 0), (2, 40)])
-def test_lr_frame_t_is_hr_frame_t_times_s_t(data_dir, monkeypatch, time_scale, degradation_window):
+@pytest.mark.parametrize("time_scale, degradation_window, augment", [(2, 0, False), (4, 0, False), (2, 40, False),
+                                                                     (2, 0, True), (2, 40, True)])
+def test_lr_frame_t_is_hr_frame_t_times_s_t(data_dir, monkeypatch, time_scale, degradation_window, augment):
   """With the space degradation replaced by plain subsampling, LR frames are exactly HR frames 0, s_t, 2 s_t, ...,
-  also when the LR crop is cut from a degraded larger window."""
+  also when the LR crop is cut from a degraded larger window, and when the clips are flipped."""
   monkeypatch.setattr(degrade, "degrade_space", lambda clip, rng, scale: clip[:, ::scale, ::scale])
   batches, _ = _take(_dataset(data_dir, time_scale=time_scale, batch_size=3,
-                              degradation_window=degradation_window), 2)
+                              degradation_window=degradation_window, augment=augment), 2)
   for batch in batches:
     np.testing.assert_array_equal(batch["lr"], batch["hr"][:, ::time_scale, ::4, ::4])
 
@@ -101,13 +104,30 @@ def test_lr_frame_t_is_hr_frame_t_times_s_t(data_dir, monkeypatch, time_scale, d
 @pytest.mark.parametrize("degradation_window, degraded_size", [(0, (32, 32)), (32, (32, 32)), (42, (40, 40)),
                                                                 (500, (48, 64))])
 def test_the_degradation_sees_the_window_clipped_to_the_frame(monkeypatch, degradation_window, degraded_size):
-  degraded = []
-  monkeypatch.setattr(degrade, "degrade_space", lambda clip, rng, scale: degraded.append(clip) or clip[:, ::4, ::4])
+  calls = []  # (thread, clip): an earlier test's prefetch thread may still be degrading after its iterator closed
+  monkeypatch.setattr(degrade, "degrade_space",
+                      lambda clip, rng, scale: calls.append((threading.get_ident(), clip)) or clip[:, ::4, ::4])
   clip = np.random.default_rng(0).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
   training_pair = pipeline.TrainingPair(32, 4, 2, seed=0, degradation_window=degradation_window)
   pair = training_pair.map_with_index(0, {"clip": clip})
+  degraded = [window for thread, window in calls if thread == threading.get_ident()]
   assert [window.shape[1:3] for window in degraded] == [degraded_size]
   assert _is_window_of(degraded[0], clip) and _is_window_of(pair["hr"], degraded[0])
+
+
+@pytest.mark.parametrize("degradation_window", [0, 48])
+def test_augmented_crops_are_flipped_windows_of_stored_clips(data_dir, degradation_window):
+  stored = [example["clip"] for example in builder.load(data_dir, 5).as_data_source("train")]
+  flipped_axes = [axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)]
+  symmetries = [lambda c, a=axes, t=transpose: np.flip(c, a).transpose(0, 2, 1, 3) if t else np.flip(c, a)
+                for axes in flipped_axes for transpose in (False, True)]
+  batches, _ = _take(_dataset(data_dir, batch_size=4, crop_size=16, augment=True,
+                              degradation_window=degradation_window), 4)
+  hr = [crop for batch in batches for crop in batch["hr"]]
+  assert all(any(_is_window_of(crop, symmetry(clip)) for symmetry in symmetries for clip in stored) for crop in hr)
+  assert any(not any(_is_window_of(crop, clip) for clip in stored) for crop in hr)  # some are flipped
+  plain, _ = _take(_dataset(data_dir, batch_size=4, crop_size=16, degradation_window=degradation_window), 4)
+  assert all(any(_is_window_of(crop, clip) for clip in stored) for batch in plain for crop in batch["hr"])
 
 
 def test_a_degradation_window_keeps_the_crops_and_draws_other_degradations(data_dir):

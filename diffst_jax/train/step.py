@@ -106,6 +106,8 @@ def make_optimizer(stages: list[Mapping[str, Any]], b1: float, b2: float, eps: f
                    clip_norm: float, ema_decay: float = 0.0) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW with warm-up and global-norm clipping (SPEC §7); with `ema_decay` (e.g. 0.999) it also keeps a moving
   average of the parameters (`averaged_parameters`)."""
+  if not 0 <= ema_decay < 1:
+    raise ValueError(f"optimizer.ema_decay is {ema_decay}; expected a decay in [0, 1) (0: no moving average)")
   schedule = learning_rate_schedule(stages)
   transforms = [optax.clip_by_global_norm(clip_norm),
                 optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)]

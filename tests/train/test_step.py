@@ -112,6 +112,8 @@ def test_parameter_average_follows_the_updates_it_passes_through():
   for name in want:
     np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
   assert not np.allclose(got["w"], trajectories[1][-1]["w"])
+  with pytest.raises(ValueError, match=r"ema_decay is 1.5; expected a decay in \[0, 1\)"):
+    train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0, ema_decay=1.5)
 
 
 @pytest.mark.parametrize("task, weights, message", [

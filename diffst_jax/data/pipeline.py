@@ -43,7 +43,11 @@ class TrainingPair(grain.transforms.MapWithIndex):
   def map_with_index(self, index: int, element: dict) -> dict[str, np.ndarray]:
     rng = np.random.default_rng((self.seed, index))
     clip, s = element["clip"], self.space_scale
-    crop = lambda height, width: self._augmented(random_crop(clip, height, width, rng), rng)  # noqa: E731
+
+    def crop(height: int, width: int) -> np.ndarray:
+      window = random_crop(clip, height, width, rng)
+      return random_flip(window, rng) if self.augment else window
+
     if not self.with_lr:
       return {"hr": crop(self.crop_size, self.crop_size)}
     if self.degradation_window <= self.crop_size:
@@ -56,9 +60,6 @@ class TrainingPair(grain.transforms.MapWithIndex):
       hr = window[:, top:top + self.crop_size, left:left + self.crop_size]
       lr = lr_window[:, top // s:(top + self.crop_size) // s, left // s:(left + self.crop_size) // s]
     return {"hr": hr, "lr": degrade.degrade_time(lr, self.time_scale)}
-
-  def _augmented(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return random_flip(clip, rng) if self.augment else clip
 
 
 def random_flip(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -36,11 +36,7 @@ def parse_args(argv):
   parser.add_argument("--no-dists", action="store_true", help="skip DISTS (it needs the torch extra's weights)")
   parser.add_argument("--no-ablations", action="store_true", help="skip the CFCA-off and VRG-off runs")
   parser.add_argument("--strip-frames", type=int, default=3, help="synthesized frames per comparison strip")
-  parser.add_argument("--chunk-frames", type=int, help="input frames per temporal chunk (default: the checkpoint's "
-                      f"training clip length, else {inference.DEFAULT_PLAN.chunk_frames})")
-  parser.add_argument("--overlap-frames", type=int, help="input frames shared by neighbouring chunks (default: a "
-                      "quarter of the chunk)")
-  parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), default=inference.DEFAULT_PLAN.tile)
+  inference.add_plan_flags(parser)
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
   if (args.protocol == "paired") != (args.lq is not None):
@@ -56,8 +52,6 @@ def _read_clips(folder: str) -> dict:
 
 
 def evaluate(args) -> dict:
-  import dataclasses  # pylint: disable=import-outside-toplevel
-
   import numpy as np  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
 
@@ -70,9 +64,7 @@ def evaluate(args) -> dict:
   checkpoint = pathlib.Path(args.checkpoint)
   model = diffst.load(checkpoint)
   s_x, s_t = model.config.space_scale, model.config.time_scale
-  chunk, overlap = inference.chunking(args.chunk_frames, args.overlap_frames, diffst.trained_chunk_frames(checkpoint))
-  plan = dataclasses.replace(inference.DEFAULT_PLAN, chunk_frames=chunk, overlap_frames=overlap, tile=tuple(args.tile))
-  plan.check()
+  plan = inference.plan_from_flags(args, diffst.trained_sizes(checkpoint))
   clips = _read_clips(args.gt)
   paired = _read_clips(args.lq) if args.lq else None
   if paired is not None and sorted(paired) != sorted(clips):

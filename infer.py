@@ -22,7 +22,7 @@ DEFAULT_CHECKPOINT = ROOT / "weights" / "tiny"
 
 
 def parse_args(argv):
-  from diffst_jax.inference import DEFAULT_PLAN  # pylint: disable=import-outside-toplevel
+  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
 
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--input", required=True, help="video file or folder of PNG frames")
@@ -32,14 +32,7 @@ def parse_args(argv):
                       "initialization (untrained)")
   parser.add_argument("--time-scale", type=int, choices=(2, 4), help="s_t (default: the model's)")
   parser.add_argument("--space-scale", type=int, choices=(1, 2, 4), help="s_x (default: the model's)")
-  parser.add_argument("--chunk-frames", type=int, help="input frames per temporal chunk (default: the checkpoint's "
-                      f"training clip length, else {DEFAULT_PLAN.chunk_frames})")
-  parser.add_argument("--overlap-frames", type=int, help="input frames shared by neighbouring chunks (default: a "
-                      "quarter of the chunk)")
-  parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), default=DEFAULT_PLAN.tile,
-                      help="LR tile size in pixels")
-  parser.add_argument("--tile-overlap", type=int, default=DEFAULT_PLAN.tile_overlap,
-                      help="LR pixels shared by neighbouring tiles")
+  inference.add_plan_flags(parser)
   parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                       help="compute dtype of the VAE and DiT (parameters keep theirs)")
   parser.add_argument("--mesh", help="spread the model and each clip over devices, e.g. context=8 or "
@@ -108,10 +101,7 @@ def run(args) -> pathlib.Path:
     raise ValueError(f"{output}: already exists; pass --overwrite to replace it")
   video.check_output_path(output)
   path = checkpoint_path(args)
-  chunk, overlap = inference.chunking(args.chunk_frames, args.overlap_frames,
-                                      path and diffst.trained_chunk_frames(path))
-  plan = inference.Plan(chunk, overlap, tuple(args.tile), args.tile_overlap)
-  plan.check()
+  plan = inference.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
   info = video.probe(source)
   if info.frames < 2:
     raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")

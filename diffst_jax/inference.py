@@ -7,8 +7,9 @@ to the other. Tiles do the same in space (separable ramps). A chunk that covers 
 covers the whole frame reproduce whole-clip inference exactly (all weights are 1).
 """
 
+import argparse
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
@@ -42,16 +43,39 @@ class Plan:
                        f"{self.tile[0]}x{self.tile[1]}")
 
 
-DEFAULT_PLAN = Plan(chunk_frames=17, overlap_frames=4, tile=(128, 128), tile_overlap=8)
+DEFAULT_PLAN = Plan(chunk_frames=17, overlap_frames=4, tile=(128, 128), tile_overlap=32)
 
 
-def chunking(chunk_frames: int | None, overlap_frames: int | None, trained_chunk_frames: int | None
-             ) -> tuple[int, int]:
-  """(chunk, overlap) input frames: as given, else the chunk length the checkpoint was trained on (a model sees no
-  longer clips in training; its causal VAE drifts beyond them), else DEFAULT_PLAN's; overlap a quarter of the
-  chunk (at least 1) unless given."""
-  chunk = chunk_frames or trained_chunk_frames or DEFAULT_PLAN.chunk_frames
-  return chunk, max(1, chunk // 4) if overlap_frames is None else overlap_frames
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+  """The command-line flags of a Plan (infer.py, evaluate.py); `plan_from_flags` reads them."""
+  parser.add_argument("--chunk-frames", type=int, help="input frames per temporal chunk (default: the checkpoint's "
+                      f"training clip length, else {DEFAULT_PLAN.chunk_frames})")
+  parser.add_argument("--overlap-frames", type=int, help="input frames shared by neighbouring chunks (default: a "
+                      "quarter of the chunk)")
+  parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), help="LR tile size in pixels (default: the "
+                      f"checkpoint's training crop, else {DEFAULT_PLAN.tile[0]}x{DEFAULT_PLAN.tile[1]})")
+  parser.add_argument("--tile-overlap", type=int, help="LR pixels shared by neighbouring tiles (default: a quarter "
+                      "of the tile)")
+
+
+def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overlap_frames: int | None = None,
+             tile: Sequence[int] | None = None, tile_overlap: int | None = None) -> Plan:
+  """A checked Plan: each size as given, else the one the checkpoint was trained on (`trained`: its "chunk_frames"
+  and "tile", diffst.trained_sizes), else DEFAULT_PLAN's; each overlap a quarter of its chunk or tile (at least 1)
+  unless given. A model sees no longer clips and no larger crops in training: its causal VAE drifts beyond the
+  clip, and its attention spreads over more tokens than it learnt on beyond the crop."""
+  chunk = chunk_frames or trained.get("chunk_frames") or DEFAULT_PLAN.chunk_frames
+  tile = tuple(tile) if tile else (trained["tile"],) * 2 if trained.get("tile") else DEFAULT_PLAN.tile
+  quarter = lambda size: max(1, size // 4)  # noqa: E731
+  plan = Plan(chunk, quarter(chunk) if overlap_frames is None else overlap_frames, tile,
+              quarter(min(tile)) if tile_overlap is None else tile_overlap)
+  plan.check()
+  return plan
+
+
+def plan_from_flags(args: argparse.Namespace, trained: Mapping[str, int]) -> Plan:
+  """`plan_for` with the sizes of `add_plan_flags`' flags."""
+  return plan_for(trained, args.chunk_frames, args.overlap_frames, args.tile, args.tile_overlap)
 
 
 def spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:

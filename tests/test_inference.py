@@ -1,5 +1,7 @@
 """Chunked and tiled inference: exact when one chunk/tile covers the clip, seamless blending otherwise."""
 
+import argparse
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,11 +33,20 @@ def test_spans_and_ramps():
   np.testing.assert_array_equal(second[3:], 1.0)
 
 
-def test_chunks_default_to_the_trained_clip_length():
-  assert inference.chunking(None, None, None) == (17, 4)  # DEFAULT_PLAN's
-  assert inference.chunking(None, None, 5) == (5, 1)
-  assert inference.chunking(9, None, 5) == (9, 2)
-  assert inference.chunking(None, 0, 5) == (5, 0)
+def _plan(flags: list[str], trained: dict[str, int]) -> inference.Plan:
+  parser = argparse.ArgumentParser()
+  inference.add_plan_flags(parser)
+  return inference.plan_from_flags(parser.parse_args(flags), trained)
+
+
+def test_plans_default_to_the_trained_clip_and_crop():
+  trained = {"chunk_frames": 5, "tile": 16}
+  assert _plan([], {}) == inference.DEFAULT_PLAN == inference.Plan(17, 4, (128, 128), 32)
+  assert _plan([], trained) == inference.Plan(5, 1, (16, 16), 4)  # overlaps: a quarter
+  assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == inference.Plan(9, 2, (32, 48), 8)
+  assert _plan(["--overlap-frames", "0", "--tile-overlap", "0"], trained) == inference.Plan(5, 0, (16, 16), 0)
+  with pytest.raises(ValueError, match="tile-overlap"):
+    _plan(["--tile-overlap", "8"], trained)
 
 
 def test_one_chunk_one_tile_equals_whole_clip(model, clip):

@@ -20,7 +20,7 @@ def is_checkpoint(path: str | pathlib.Path) -> bool:
 def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], params: dict,
          source: dict[str, Any] | None = None, inference: dict[str, Any] | None = None) -> pathlib.Path:
   """Writes params (a nested dict of arrays) and metadata to a new directory; never overwrites one that has files.
-  `inference` holds how the model is best run (e.g. the chunk length it was trained on)."""
+  `inference` holds how the model is best run (e.g. the clip length and crop size it was trained on)."""
   directory = pathlib.Path(directory).absolute()
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"{directory}: the output directory is not empty; choose a new one (nothing was written)")

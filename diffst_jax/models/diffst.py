@@ -151,12 +151,12 @@ def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
 
 
 def save(model: DiffST, directory: str | pathlib.Path, source: dict[str, Any] | None = None,
-         trained_chunk_frames: int | None = None) -> pathlib.Path:
+         trained_sizes: dict[str, int] | None = None) -> pathlib.Path:
   """Writes the model as our Orbax checkpoint (model.json + params); the directory must be new or empty.
-  `trained_chunk_frames`: the input frames of its training clips, the chunk length infer.py then defaults to."""
-  inference = {"chunk_frames": trained_chunk_frames} if trained_chunk_frames else None
+  `trained_sizes`: the input frames ("chunk_frames") and LR crop size ("tile") of its training clips, the chunk and
+  tile infer.py then defaults to (inference.plan_for)."""
   return checkpoint.save(directory, MODEL_NAME, dataclasses.asdict(model.config),
-                         nnx.to_pure_dict(nnx.state(model)), source, inference)
+                         nnx.to_pure_dict(nnx.state(model)), source, trained_sizes)
 
 
 def is_diffst(directory: str | pathlib.Path) -> bool:
@@ -164,9 +164,9 @@ def is_diffst(directory: str | pathlib.Path) -> bool:
   return checkpoint.is_checkpoint(directory) and checkpoint.model_name(directory) == MODEL_NAME
 
 
-def trained_chunk_frames(directory: str | pathlib.Path) -> int | None:
-  """The input frames per clip the checkpoint was trained on, if it records them (trained by train.py)."""
-  return checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {}).get("chunk_frames")
+def trained_sizes(directory: str | pathlib.Path) -> dict[str, int]:
+  """The clip length and crop size the checkpoint was trained on, as far as it records them (trained by train.py)."""
+  return checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {})
 
 
 def load(directory: str | pathlib.Path, part: str | None = None) -> nnx.Module:

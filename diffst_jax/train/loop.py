@@ -151,9 +151,10 @@ def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pat
     return
   if config.task == "autoencoder":
     vae_convert.save(model, directory)
-  else:  # the model's input is every time_scale-th frame of the HR training clip
-    input_frames = (config.data.clip_frames - 1) // model.config.time_scale + 1
-    diffst.save(model, directory, trained_chunk_frames=input_frames)
+  else:  # the model's input is every time_scale-th frame of the HR training crop
+    diffst.save(model, directory, trained_sizes={
+        "chunk_frames": (config.data.clip_frames - 1) // model.config.time_scale + 1,
+        "tile": config.data.crop_size // model.config.space_scale})
   print(f"trained model written to {directory}", flush=True)
 
 

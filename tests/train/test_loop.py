@@ -213,11 +213,12 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
     loop.build_model(config)
 
 
-def test_the_exported_model_records_its_training_clip_length(tmp_path):
+def test_the_exported_model_records_its_training_clip_and_crop(tmp_path):
   from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
 
   config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
   model = diffst.init(diffst.DiffSTConfig.from_dict(config.model.to_dict()))
   loop._export(model, config, tmp_path / "model")  # pylint: disable=protected-access
-  assert config.data.clip_frames == 9
-  assert diffst.trained_chunk_frames(tmp_path / "model") == 5  # infer.py's default chunk: the 5 odd frames of 9
+  assert (config.data.clip_frames, config.data.crop_size) == (9, 64)
+  # infer.py's default chunk and tile: the 5 odd frames of 9, the 16x16 LR pixels of a 64x64 HR crop
+  assert diffst.trained_sizes(tmp_path / "model") == {"chunk_frames": 5, "tile": 16}

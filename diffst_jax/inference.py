@@ -61,11 +61,12 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
 def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overlap_frames: int | None = None,
              tile: Sequence[int] | None = None, tile_overlap: int | None = None) -> Plan:
   """A checked Plan: each size as given, else the one the checkpoint was trained on (`trained`: its "chunk_frames"
-  and "tile", diffst.trained_sizes), else DEFAULT_PLAN's; each overlap a quarter of its chunk or tile (at least 1)
-  unless given. A model sees no longer clips and no larger crops in training: its causal VAE drifts beyond the
-  clip, and its attention spreads over more tokens than it learnt on beyond the crop."""
+  and "tile", diffst.trained_sizes; a tile at least MIN_TILE), else DEFAULT_PLAN's; each overlap a quarter of its
+  chunk or tile (at least 1) unless given. A model sees no longer clips and no larger crops in training: its causal
+  VAE drifts beyond the clip, and its attention spreads over more tokens than it learnt on beyond the crop."""
   chunk = chunk_frames or trained.get("chunk_frames") or DEFAULT_PLAN.chunk_frames
-  tile = tuple(tile) if tile else (trained["tile"],) * 2 if trained.get("tile") else DEFAULT_PLAN.tile
+  trained_tile = max(trained["tile"], MIN_TILE) if trained.get("tile") else None
+  tile = tuple(tile) if tile else (trained_tile,) * 2 if trained_tile else DEFAULT_PLAN.tile
   quarter = lambda size: max(1, size // 4)  # noqa: E731
   plan = Plan(chunk, quarter(chunk) if overlap_frames is None else overlap_frames, tile,
               quarter(min(tile)) if tile_overlap is None else tile_overlap)

@@ -45,6 +45,7 @@ def test_plans_default_to_the_trained_clip_and_crop():
   assert _plan([], trained) == inference.Plan(5, 1, (16, 16), 4)  # overlaps: a quarter
   assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == inference.Plan(9, 2, (32, 48), 8)
   assert _plan(["--overlap-frames", "0", "--tile-overlap", "0"], trained) == inference.Plan(5, 0, (16, 16), 0)
+  assert _plan([], {"tile": 8}).tile == (inference.MIN_TILE,) * 2  # a crop under the smallest tile the model takes
   with pytest.raises(ValueError, match="tile-overlap"):
     _plan(["--tile-overlap", "8"], trained)
 

@@ -7,7 +7,8 @@
 
 Sources: original Wan2.1 files (.pth, .safetensors, sharded with an index; `model.diffusion_model.` prefixes are
 stripped), diffusers model directories (config.json + safetensors), or (with --to diffusers) our checkpoints.
-The output directory must not exist or be empty: nothing is ever overwritten.
+The output directory must not exist or be empty (or hold a conversion that was cut short, which is redone): nothing
+is ever overwritten.
 """
 
 import argparse
@@ -16,7 +17,7 @@ import sys
 from diffst_jax.convert import dit as convert_dit
 from diffst_jax.convert import loader
 from diffst_jax.convert import vae as convert_vae
-from diffst_jax.convert.torch_io import CheckpointError
+from diffst_jax.io import outputs
 
 
 def main(argv=None) -> int:
@@ -29,17 +30,21 @@ def main(argv=None) -> int:
                       help="orbax: our checkpoint (default); diffusers: a diffusers model directory")
   parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), default=None,
                       help="parameter dtype of the output (default: float32); bfloat16 halves the memory needed")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
   overrides = {"param_dtype": args.param_dtype} if args.param_dtype else {}
   spec, path = (convert_vae.SPEC, args.vae) if args.vae else (convert_dit.SPEC, args.dit)
   try:
+    outputs.check_destination(args.out, [path], folder=True)
     if args.to == "orbax":
       out = loader.convert(spec, path, args.out, **overrides)
     else:
-      loader.check_new_directory(args.out)
+      outputs.check_new_folder(args.out, "--out")
       out = loader.export_diffusers(spec, loader.load(spec, path, **overrides), args.out)
-  except (CheckpointError, FileExistsError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:
+    if args.debug:
+      raise
+    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     return 2
   print(f"wrote {out}")
   return 0

@@ -8,7 +8,7 @@
 degraded by the protocol (or taken from the same-named clip of --lq with --protocol paired), are the input; all
 frames are scored: PSNR (RGB and Y), SSIM (Y), LPIPS-Alex, DISTS, tOF, tLP (conventions: diffst_jax/eval/metrics.py).
 Methods: the checkpoint, the checkpoint with CFCA switched off (linear frame blending) and with VRG switched off,
-and bicubic + linear blending. Writes into --out (a new or empty folder): scores.json (per clip and mean),
+and bicubic + linear blending. Writes --out (a new or empty folder, filled only once all is scored): scores.json (per clip and mean),
 scores.md (the tables), and strips/CLIP.png (for a few synthesized frames: input upscaled by the baseline, DiffST,
 ground truth, side by side). The no-reference metrics of the paper (CLIP-IQA, MUSIQ, MANIQA, DOVER) are not computed.
 """
@@ -44,11 +44,16 @@ def parse_args(argv):
   return args
 
 
-def _read_clips(folder: str) -> dict:
+def _read_clips(folder: str, s_x: int, s_t: int) -> dict:
+  """{clip name: frames} of every clip in `folder`, each checked against the protocol's minimum size."""
   from diffst_jax.data import builder  # pylint: disable=import-outside-toplevel
+  from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
 
-  return {path.stem if path.is_file() else path.name: video.read_video(path)[0] for path in builder.find_videos(folder)}
+  clips = {}
+  for path in builder.find_videos(folder):
+    clips[path.stem if path.is_file() else path.name] = run.ground_truth(video.read_video(path)[0], s_x, s_t, path)
+  return clips
 
 
 def evaluate(args) -> dict:
@@ -56,17 +61,18 @@ def evaluate(args) -> dict:
   from PIL import Image  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
-  from diffst_jax.convert import loader  # pylint: disable=import-outside-toplevel
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import outputs  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
-  out = loader.check_new_directory(args.out)
+  out = outputs.check_destination(args.out, [args.gt, args.checkpoint, *([args.lq] if args.lq else [])], folder=True)
+  outputs.check_new_folder(out, "--out")
   checkpoint = pathlib.Path(args.checkpoint)
   model = diffst.load(checkpoint)
   s_x, s_t = model.config.space_scale, model.config.time_scale
   plan = inference.plan_from_flags(args, diffst.trained_sizes(checkpoint))
-  clips = _read_clips(args.gt)
-  paired = _read_clips(args.lq) if args.lq else None
+  clips = _read_clips(args.gt, s_x, s_t)
+  paired = _read_clips(args.lq, 1, s_t) if args.lq else None
   if paired is not None and sorted(paired) != sorted(clips):
     raise ValueError(f"--lq must hold the clips of --gt by name: {sorted(clips)} vs {sorted(paired)}")
   upscaler = lambda m: lambda lr: np.stack(list(inference.upscale_video(m, lr, len(lr), plan)))  # noqa: E731
@@ -79,23 +85,23 @@ def evaluate(args) -> dict:
   scorer = run.Scorer(dists=not args.no_dists, crop_border=args.crop_border)
   results = run.evaluate(methods, clips, args.protocol, s_x, s_t, args.seed, scorer, paired, keep_outputs=True,
                          draws=args.draws)
-  outputs = results.pop("outputs")
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "scores.json").write_text(json.dumps({"protocol": args.protocol, "draws": args.draws,
-                                               "checkpoint": str(checkpoint), "crop_border": args.crop_border,
-                                               "results": results}, indent=2) + "\n")
+  outputs_by_clip = results.pop("outputs")
   table = run.markdown_table(results)
   draws = f", {args.draws} degradation draws per clip (scores: their means)" if args.draws > 1 else ""
-  (out / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time{draws}); all frames, RGB "
-                                 f"PSNR / Y PSNR / Y SSIM with a {args.crop_border}-pixel border crop (conventions: "
-                                 f"diffst_jax/eval/metrics.py).\n\n{table}")
-  (out / "strips").mkdir()
-  for clip_name, (hr, by_method) in outputs.items():
-    synthesized = list(range(1, len(hr), s_t)) or [0]  # frames no input shows: what the model had to make
-    picks = [synthesized[i] for i in np.linspace(0, len(synthesized) - 1, min(args.strip_frames,
-                                                                               len(synthesized))).round().astype(int)]
-    strip = run.comparison_strip([by_method[baseline], by_method[next(iter(methods))], hr], picks)
-    Image.fromarray(strip).save(out / "strips" / f"{clip_name}.png")
+  with outputs.writing(out, outputs.EVALUATION) as folder:
+    (folder / "scores.json").write_text(json.dumps({"protocol": args.protocol, "draws": args.draws,
+                                                    "checkpoint": str(checkpoint), "crop_border": args.crop_border,
+                                                    "results": results}, indent=2) + "\n")
+    (folder / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time{draws}); all frames, "
+                                      f"RGB PSNR / Y PSNR / Y SSIM with a {args.crop_border}-pixel border crop "
+                                      f"(conventions: diffst_jax/eval/metrics.py).\n\n{table}")
+    (folder / "strips").mkdir()
+    for clip_name, (hr, by_method) in outputs_by_clip.items():
+      synthesized = list(range(1, len(hr), s_t)) or [0]  # frames no input shows: what the model had to make
+      picks = [synthesized[i] for i in np.linspace(0, len(synthesized) - 1, min(
+          args.strip_frames, len(synthesized))).round().astype(int)]
+      strip = run.comparison_strip([by_method[baseline], by_method[next(iter(methods))], hr], picks)
+      Image.fromarray(strip).save(folder / "strips" / f"{clip_name}.png")
   print(table)
   return results
 

@@ -41,7 +41,8 @@ def parse_args(argv):
   parser.add_argument("--num-processes", type=int, help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
   parser.add_argument("--process-id", type=int, help="multi-host: this process's index (or JAX_PROCESS_ID)")
   parser.add_argument("--crf", type=int, default=18, help="H.264 quality for .mp4 output (0 = lossless)")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  parser.add_argument("--overwrite", action="store_true", help="replace a previous output of infer.py (a folder "
+                      "holding anything else, or a video it did not write, is kept)")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   return parser.parse_args(argv)
 
@@ -87,19 +88,19 @@ def run(args) -> pathlib.Path:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
-  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import outputs, video  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import distributed, rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
 
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 
-  source, output = pathlib.Path(args.input), pathlib.Path(args.output)
-  if output.exists() and output.resolve() == source.resolve():
-    raise ValueError(f"{output}: the output would overwrite the input; choose another output")
-  if output.exists() and not args.overwrite:
-    raise ValueError(f"{output}: already exists; pass --overwrite to replace it")
-  video.check_output_path(output)
+  source = pathlib.Path(args.input)
+  output = outputs.check_destination(video.check_output_path(args.output), [source],
+                                     folder=video.output_kind(pathlib.Path(args.output)) is not None)
+  outputs.check_replaceable(output, args.overwrite, video.output_kind(output))
+  if not 0 <= args.crf <= 51:
+    raise ValueError(f"--crf {args.crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
   path = checkpoint_path(args)
   plan = inference.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
   info = video.probe(source)
@@ -108,6 +109,11 @@ def run(args) -> pathlib.Path:
   model, which = build_model(args, path)
   print(f"diffst: {which}", file=sys.stderr)
   s_t, s_x = model.config.time_scale, model.config.space_scale
+  height, width = video.encoded_size(s_x * info.height, s_x * info.width, output)
+  if (height, width) != (s_x * info.height, s_x * info.width):
+    print(f"warning: {args.output}: H.264 needs even frame sizes, so the {s_x * info.width}x{s_x * info.height} "
+          f"output is written at {width}x{height}, its last column or row repeated; write PNG frames (an --output "
+          "without suffix) for the exact size", file=sys.stderr)
   with contextlib.ExitStack() as stack:
     if args.mesh:
       mesh = make_mesh(args.mesh)
@@ -119,7 +125,7 @@ def run(args) -> pathlib.Path:
       video.write_video(output, frames, info.fps * s_t, crf=args.crf)
     else:
       collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
-  print(f"diffst: wrote {output}: {s_t * (info.frames - 1) + 1} frames, {s_x * info.width}x{s_x * info.height}, "
+  print(f"diffst: wrote {args.output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
         f"{info.fps * s_t:g} fps", file=sys.stderr)
   return output
 

@@ -14,7 +14,7 @@ import os
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", lock_config=True)
@@ -32,6 +32,8 @@ CACHE_DIR = pathlib.Path.home() / ".cache" / "diffst_jax" / "xla"
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:  # absl's INFO lines (Orbax, JAX) come back with --verbosity=0
+    logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.parallel import distributed  # pylint: disable=import-outside-toplevel

@@ -25,18 +25,21 @@ import itertools
 import json
 import pathlib
 import shlex
-import shutil
 import subprocess
 import sys
 
+from diffst_jax.io import outputs
 from diffst_jax.train import defaults
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "dists", "tof", "tlp")
+SUMMARY_FILES = ("summary.md", "summary.png")
 
 
 def load_sweep(path: str | pathlib.Path) -> dict:
-  sweep = defaults.load_python_file(path, "sweep").get_sweep()
+  sweep = defaults.call_python_file(path, "sweep", "get_sweep")
+  if not isinstance(sweep, dict):
+    raise ValueError(f"{path}: get_sweep() must return a dict, got {type(sweep).__name__}")
   unknown = set(sweep) - {"config", "base", "grid", "trials", "evaluate"}
   if unknown or "config" not in sweep or "evaluate" not in sweep or "gt" not in sweep["evaluate"]:
     raise ValueError(f"{path}: get_sweep() needs 'config' and 'evaluate' (with 'gt'), may have 'base', 'grid', "
@@ -97,10 +100,10 @@ def run_trial(sweep: dict, name: str, overrides: dict, workdir: pathlib.Path) ->
     print(f"{name}: finished, skipped", flush=True)
     return json.loads(record_path.read_text())
   trial_dir.mkdir(parents=True, exist_ok=True)
-  if not (trial_dir / "train" / "model").is_dir():
+  if not (trial_dir / "train" / "model" / "model.json").is_file():  # train.py resumes, or redoes a cut-short export
     _run(_train_command(sweep, overrides, trial_dir), f"{name}: training")
-  shutil.rmtree(trial_dir / "eval", ignore_errors=True)  # a scoring run that did not finish: ours to redo
-  _run(_evaluate_command(sweep, trial_dir), f"{name}: evaluation")
+  if not (trial_dir / "eval" / "scores.json").is_file():  # evaluate.py writes eval/ whole or not at all
+    _run(_evaluate_command(sweep, trial_dir), f"{name}: evaluation")
   results = json.loads((trial_dir / "eval" / "scores.json").read_text())["results"]
   model = next(method for method in results if method.startswith("DiffST ("))
   record = {"name": name, "overrides": overrides, "scores": results[model]["mean"], "all_methods": results}
@@ -135,6 +138,19 @@ def summarize(records: list[dict], workdir: pathlib.Path) -> str:
   return table
 
 
+def check_workdir(workdir: str, sweep_file: str, trials: dict) -> pathlib.Path:
+  """The sweep's work directory, after refusing one that holds anything but this sweep's trials and summary (or the
+  sweep file, or the working directory)."""
+  path = outputs.check_destination(workdir, [sweep_file], folder=True)
+  if path.is_dir():
+    stray = sorted(entry.name for entry in path.iterdir() if entry.name not in (*trials, *SUMMARY_FILES)
+                   or (entry.name in trials) != entry.is_dir())
+    if stray:
+      raise ValueError(f"{workdir}: holds {stray[0]!r}, which is neither a trial of {sweep_file} nor its summary; "
+                       "use a new --workdir for the sweep")
+  return path
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--sweep", required=True, help="sweep file (configs/sweeps/*.py)")
@@ -142,11 +158,12 @@ def main(argv=None) -> int:
   parser.add_argument("--emit-commands", action="store_true", help="print one command per unfinished trial")
   parser.add_argument("--trial", help="run only this trial (what --emit-commands prints)")
   parser.add_argument("--summary-only", action="store_true", help="only aggregate the finished trials")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
   try:
     sweep = load_sweep(args.sweep)
     trials = expand(sweep)
-    workdir = pathlib.Path(args.workdir)
+    workdir = check_workdir(args.workdir, args.sweep, trials)
     if args.trial is not None and args.trial not in trials:
       raise ValueError(f"no trial {args.trial!r} in {args.sweep}; its trials: {', '.join(trials)}")
     if args.emit_commands:
@@ -167,6 +184,8 @@ def main(argv=None) -> int:
       raise ValueError(f"{workdir}: no finished trial to summarize")
     print(summarize(records, workdir))
   except (ValueError, RuntimeError, OSError) as error:
+    if args.debug:
+      raise
     print(f"diffst_jax.sweep: error: {str(error).splitlines()[0]}", file=sys.stderr)
     return 2
   return 0

@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from diffst_jax.convert import mapping, torch_io
-from diffst_jax.io import checkpoint
+from diffst_jax.io import checkpoint, outputs
 
 
 class ModelSpec(NamedTuple):
@@ -92,29 +92,22 @@ def state_dict(spec: ModelSpec, model, layout: str = "diffusers") -> dict[str, n
   return mapping.to_torch(nnx.to_pure_dict(nnx.state(model, nnx.Param)), spec.key_table(model.config, layout))
 
 
-def check_new_directory(directory: str | pathlib.Path) -> pathlib.Path:
-  """Raises unless `directory` is missing or empty: outputs never overwrite anything."""
-  directory = pathlib.Path(directory)
-  if directory.exists() and any(directory.iterdir()):
-    raise FileExistsError(f"{directory}: the output directory is not empty; choose a new one (nothing was written)")
-  return directory
-
-
 def export_diffusers(spec: ModelSpec, model, directory: str | pathlib.Path) -> pathlib.Path:
-  """Writes a diffusers model directory (config.json + diffusion_pytorch_model.safetensors)."""
+  """Writes a diffusers model directory (config.json + diffusion_pytorch_model.safetensors) to a new or empty
+  `directory`, whole or not at all."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
 
+  directory = outputs.check_new_folder(pathlib.Path(directory).absolute(), "the export directory")
   tensors = state_dict(spec, model, "diffusers")
-  directory = check_new_directory(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  (directory / "config.json").write_text(json.dumps(model.config.to_diffusers(), indent=2) + "\n")
-  save_file(tensors, str(directory / "diffusion_pytorch_model.safetensors"))
+  with outputs.writing(directory, outputs.DIFFUSERS) as partial:
+    (partial / "config.json").write_text(json.dumps(model.config.to_diffusers(), indent=2) + "\n")
+    save_file(tensors, str(partial / "diffusion_pytorch_model.safetensors"))
   return directory
 
 
 def convert(spec: ModelSpec, source: str | pathlib.Path, out: str | pathlib.Path, **overrides) -> pathlib.Path:
   """Converts a torch source into our Orbax checkpoint directory `out` (with config and source sha256)."""
-  check_new_directory(out)  # before the (possibly long) conversion, not after
+  checkpoint.check_can_save(out)  # before the (possibly long) conversion, not after
   model = load(spec, source, **overrides)
   source_info = {"path": str(pathlib.Path(source).absolute()), "sha256": torch_io.source_hashes(source)}
   return save(spec, model, out, source_info)

@@ -64,15 +64,16 @@ class _SafetensorsFile(collections.abc.Mapping):
 
   def __init__(self, path: pathlib.Path):
     try:
-      from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+      from safetensors import SafetensorError, safe_open  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise CheckpointError(f"{path}: reading safetensors needs the safetensors package; "
                             "pip install 'diffst-jax[torch]'") from e
     try:
       self._file = safe_open(path, framework="pt")
       self._keys = list(self._file.keys())
-    except (OSError, ValueError, RuntimeError) as e:
-      raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+      raise CheckpointError(f"{path}: not a readable safetensors file, damaged or cut short ({e}); download or copy "
+                            "it again") from e
 
   def __getitem__(self, key: str) -> np.ndarray:
     if key not in self._keys:

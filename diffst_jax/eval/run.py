@@ -23,12 +23,15 @@ PROTOCOLS = ("bicubic", "realistic", "paired")
 Method = Callable[[np.ndarray], np.ndarray]  # LR uint8 (N, h, w, 3) -> output uint8 (s_t (N-1) + 1, H, W, 3)
 
 
-def ground_truth(frames: np.ndarray, s_x: int, s_t: int) -> np.ndarray:
-  """Crops a clip to what the protocol can reproduce: (frames - 1) a multiple of s_t, H and W multiples of s_x."""
+def ground_truth(frames: np.ndarray, s_x: int, s_t: int, name: object = "a ground-truth clip") -> np.ndarray:
+  """Crops a clip to what the protocol can reproduce: (frames - 1) a multiple of s_t, H and W multiples of s_x;
+  raises, naming the clip (`name`), for one too small to give an input of two frames."""
   usable = (len(frames) - 1) // s_t * s_t + 1
   height, width = frames.shape[1] // s_x * s_x, frames.shape[2] // s_x * s_x
   if usable < s_t + 1 or height == 0 or width == 0:
-    raise ValueError(f"a ground-truth clip of shape {frames.shape} is too small for x{s_x} space, x{s_t} time")
+    raise ValueError(f"{name}: {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} pixels are too few or "
+                     f"too small for x{s_x} space, x{s_t} time: a clip needs at least {s_t + 1} frames of "
+                     f"{s_x}x{s_x} pixels")
   return frames[:usable, :height, :width]
 
 
@@ -112,8 +115,8 @@ def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], pro
   scorer = scorer or Scorer()
   results = {name: {"clips": {}} | ({"draws": {}} if draws > 1 else {}) for name in methods}
   outputs = {}
-  for index, (clip_name, frames) in enumerate(clips.items()):
-    hr = ground_truth(frames, s_x, s_t)
+  truths = {clip_name: ground_truth(frames, s_x, s_t, clip_name) for clip_name, frames in clips.items()}
+  for index, (clip_name, hr) in enumerate(truths.items()):
     per_draw = {name: [] for name in methods}
     for draw in range(draws):
       lr = low_quality(hr, protocol, s_x, s_t, seed + index + draw * len(clips),

@@ -1,45 +1,95 @@
 """Our model checkpoints: a directory with `model.json` (model name, config, source file hashes) and `params/`,
-an Orbax checkpoint of the parameter tree."""
+an Orbax checkpoint of the parameter tree.
+
+`model.json` is written last, whole: a directory without it is a checkpoint whose writing was cut short, which the
+next `save` to the same directory removes and writes again.
+"""
 
 import json
+import os
 import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from diffst_jax.io import outputs
 
 METADATA_FILE = "model.json"
 PARAMS_DIR = "params"
 FORMAT = "diffst-jax/1"
+# What a checkpoint directory holds; Orbax writes params/ under a temporary name first.
+CHECKPOINT = outputs.FolderKind("checkpoint", r"model\.json", {r"params(\.orbax-checkpoint-tmp-.*)?": None})
 
 
 def is_checkpoint(path: str | pathlib.Path) -> bool:
   return (pathlib.Path(path) / METADATA_FILE).is_file()
 
 
+def is_incomplete(path: str | pathlib.Path) -> bool:
+  """Whether `path` is a checkpoint whose writing was cut short: params without model.json, nothing else."""
+  path = pathlib.Path(path)
+  return (path.is_dir() and not is_checkpoint(path) and any(path.iterdir())
+          and ((path / outputs.MARKER).is_file() or (path / PARAMS_DIR / "_CHECKPOINT_METADATA").is_file())
+          and not outputs.foreign_entries(path, CHECKPOINT))
+
+
+def check_can_save(directory: str | pathlib.Path) -> pathlib.Path:
+  """Raises unless `save` may write to `directory`: missing, empty, or a checkpoint whose writing was cut short."""
+  directory = pathlib.Path(directory).absolute()
+  if not is_incomplete(directory):
+    outputs.check_new_folder(directory, "the checkpoint directory")
+  return directory
+
+
 def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], params: dict,
          source: dict[str, Any] | None = None, inference: dict[str, Any] | None = None) -> pathlib.Path:
-  """Writes params (a nested dict of arrays) and metadata to a new directory; never overwrites one that has files.
-  `inference` holds how the model is best run (e.g. the clip length and crop size it was trained on)."""
-  directory = pathlib.Path(directory).absolute()
-  if directory.exists() and any(directory.iterdir()):
-    raise FileExistsError(f"{directory}: the output directory is not empty; choose a new one (nothing was written)")
+  """Writes params (a nested dict of arrays) and metadata to a new or empty directory, or over a checkpoint whose
+  writing was cut short; never over anything else. `inference` holds how the model is best run (e.g. the clip length
+  and crop size it was trained on)."""
+  directory = check_can_save(directory)
+  if is_incomplete(directory):
+    if jax.process_index() == 0:
+      outputs.remove(directory, CHECKPOINT)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"removed the incomplete checkpoint {directory}")
   directory.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (directory / outputs.MARKER).write_text(f"{CHECKPOINT.what}: written by diffst-jax; complete once it holds "
+                                            f"{METADATA_FILE}\n")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory / PARAMS_DIR, params)
   metadata = {"format": FORMAT, "model": model, "config": config, "source": source or {}, "inference": inference or {}}
-  (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+  if jax.process_index() == 0:
+    partial = directory / f".{METADATA_FILE}.partial"
+    partial.write_text(json.dumps(metadata, indent=2) + "\n")
+    os.replace(partial, directory / METADATA_FILE)
   return directory
+
+
+def _metadata(directory: str | pathlib.Path) -> dict[str, Any]:
+  path = pathlib.Path(directory) / METADATA_FILE
+  try:
+    metadata = json.loads(path.read_text())
+  except FileNotFoundError as e:
+    raise ValueError(f"{path}: missing; {directory} is not a diffst-jax checkpoint (or its writing was cut short: "
+                     "write it again)") from e
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: damaged, not valid JSON ({e}); copy or write the checkpoint again") from e
+  if not isinstance(metadata, dict):
+    raise ValueError(f"{path}: damaged, not a JSON object; copy or write the checkpoint again")
+  return metadata
 
 
 def model_name(directory: str | pathlib.Path) -> str | None:
   """The model a checkpoint directory holds, as its metadata names it."""
-  return json.loads((pathlib.Path(directory) / METADATA_FILE).read_text()).get("model")
+  return _metadata(directory).get("model")
 
 
 def read_metadata(directory: str | pathlib.Path, model: str) -> dict[str, Any]:
   path = pathlib.Path(directory) / METADATA_FILE
-  metadata = json.loads(path.read_text())
+  metadata = _metadata(directory)
   if metadata.get("format") != FORMAT or metadata.get("model") != model:
     raise ValueError(f"{path}: expected a {FORMAT} checkpoint of model {model!r}, got format "
                      f"{metadata.get('format')!r} model {metadata.get('model')!r}")
@@ -60,9 +110,15 @@ def restore(directory: str | pathlib.Path, target: dict, partial: bool = False) 
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
   path, target = pathlib.Path(directory).absolute() / PARAMS_DIR, jax.tree.map(concrete, target)
-  if partial:
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-  with ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(path, target)
+  if not path.is_dir():
+    raise ValueError(f"{path}: missing; the checkpoint is incomplete: copy or write it again")
+  try:
+    if partial:
+      with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+    with ocp.StandardCheckpointer() as checkpointer:
+      return checkpointer.restore(path, target)
+  except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many types for damaged files
+    raise ValueError(f"{path}: the parameters cannot be read ({type(e).__name__}); a file is missing or damaged: "
+                     "copy or write the checkpoint again (--debug shows the reader's error)") from e

@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from diffst_jax.convert import dit as dit_convert
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.data import builder, pipeline
+from diffst_jax.io import checkpoint
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import WanVAE
 from diffst_jax.parallel import rules
@@ -65,8 +66,14 @@ def _record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
   """Writes config.json, or checks a resumed run's config against it."""
   path = workdir / "config.json"
   resolved = _resolved(config)
+  if not path.exists() and any(workdir.iterdir()):
+    raise ValueError(f"{workdir}: holds files but no run of train.py (no config.json); use a new or empty --workdir")
   if path.exists():
-    before, now = _flatten(json.loads(path.read_text())), _flatten(resolved)
+    try:
+      recorded = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise ValueError(f"{path}: damaged, not valid JSON ({e}); restore it, or use a new --workdir") from e
+    before, now = _flatten(recorded), _flatten(resolved)
     # A setting added to the defaults after the run started counts as unchanged while it keeps its default.
     added = {k: v for k, v in _flatten(_resolved(defaults.training_defaults())).items() if k not in before}
     changed = sorted(k for k in before.keys() | now.keys()
@@ -147,8 +154,11 @@ def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
 
 
 def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pathlib.Path) -> None:
-  if directory.exists():
+  """Writes the trained model to `directory` unless it is there whole; an export that was cut short is redone."""
+  if checkpoint.is_checkpoint(directory):
     return
+  if checkpoint.is_incomplete(directory):
+    print(f"{directory}: the export of the trained model was cut short; writing it again", flush=True)
   if config.task == "autoencoder":
     vae_convert.save(model, directory)
   else:  # the model's input is every time_scale-th frame of the HR training crop

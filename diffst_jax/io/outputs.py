@@ -1,0 +1,218 @@
+"""Where the tools write: an output appears whole under its final name or not at all, and nothing this project did not
+write is ever replaced or deleted.
+
+* A destination is refused when it is an input, holds one, lies inside an input folder, or is the working directory
+  or a folder above it.
+* An output folder is written with a marker file (`MARKER`) and holds only the entries its `FolderKind` names;
+  replacing or removing one deletes exactly those entries and the marker, then the empty folder, never anything else.
+  A folder holding anything more is not ours. An .mp4 is ours when its container metadata carries `VIDEO_COMMENT`.
+* Outputs are written under a temporary sibling `.NAME.partial-XXXXXXXX` and renamed into place when complete; the
+  next run on the same destination removes the partial outputs a killed run left (ours by name and content).
+"""
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import re
+import sys
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+
+MARKER = ".diffst-jax"
+VIDEO_COMMENT = "written by diffst-jax"
+
+
+class OutputError(ValueError):
+  """A destination the tools will not write to, with the reason and what to do instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderKind:
+  """An output folder's contents: `files` matches the names of the files directly in it, `folders` maps a pattern of
+  its subfolders' names to the pattern of their files' names (None: anything, a subtree only our own writer fills)."""
+
+  what: str
+  files: str
+  folders: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+
+
+FRAMES = FolderKind("PNG frames of infer.py", r"\d{6}\.png")
+EVALUATION = FolderKind("scores of evaluate.py", r"scores\.(json|md)", {"strips": r"[^/]+\.png"})
+DIFFUSERS = FolderKind("diffusers export", r"config\.json|diffusion_pytorch_model\.safetensors")
+
+
+def absolute(path: str | os.PathLike) -> pathlib.Path:
+  """The absolute path, with symbolic links resolved above the last component (which is kept as named)."""
+  path = pathlib.Path(path).expanduser()
+  if path.name in ("", ".", ".."):
+    return path.resolve()
+  return path.absolute().parent.resolve() / path.name
+
+
+def check_destination(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
+                      folder: bool = False) -> pathlib.Path:
+  """The absolute destination, after refusing one that is an input, holds one, lies in an input folder, is the
+  working directory or above it, is a symbolic link, or exists as the other kind (file vs folder)."""
+  target = absolute(path)
+  for source in inputs:
+    source = pathlib.Path(source).resolve()
+    if target == source or (target.exists() and source.exists() and os.path.samefile(target, source)):
+      raise OutputError(f"{path}: is the input, and nothing may overwrite the input; choose another output")
+    if target in source.parents:
+      raise OutputError(f"{path}: holds the input {source}; choose an output outside it")
+    if source.is_dir() and source in target.parents:
+      raise OutputError(f"{path}: lies inside the input folder {source}, which is never written; choose an output "
+                        "outside it")
+  cwd = pathlib.Path.cwd().resolve()
+  if target == cwd or target in cwd.parents:
+    raise OutputError(f"{path}: is the working directory or a folder above it; name a new folder or file for the "
+                      "output")
+  if target.is_symlink():
+    raise OutputError(f"{path}: is a symbolic link; name the output's real location")
+  if target.exists() and folder and not target.is_dir():
+    raise OutputError(f"{path}: exists and is a file, but this output is a folder; choose a new folder name")
+  if target.exists() and not folder and target.is_dir():
+    raise OutputError(f"{path}: exists and is a folder, but this output is a file; choose a new file name")
+  return target
+
+
+def foreign_entries(folder: pathlib.Path, kind: FolderKind) -> list[pathlib.Path]:
+  """What `folder` holds beyond the marker and `kind`'s entries: what makes it not ours to replace or remove."""
+  stray = []
+  for entry in sorted(folder.iterdir()):
+    if entry.name == MARKER and entry.is_file() and not entry.is_symlink():
+      continue
+    folder_pattern = next((key for key in kind.folders if re.fullmatch(key, entry.name)), None)
+    if folder_pattern is not None and entry.is_dir() and not entry.is_symlink():
+      pattern = kind.folders[folder_pattern]
+      if pattern is not None:
+        stray += [inner for inner in sorted(entry.iterdir())
+                  if inner.is_symlink() or not inner.is_file() or not re.fullmatch(pattern, inner.name)]
+      continue
+    if entry.is_symlink() or not entry.is_file() or not re.fullmatch(kind.files, entry.name):
+      stray.append(entry)
+  return stray
+
+
+def is_ours(path: pathlib.Path, kind: FolderKind | None) -> bool:
+  """Whether `path` is an output this project wrote: a folder of `kind` with the marker, or (kind None) a video
+  file tagged with VIDEO_COMMENT."""
+  if kind is not None:
+    return path.is_dir() and (path / MARKER).is_file() and not foreign_entries(path, kind)
+  return path.is_file() and _video_comment(path) == VIDEO_COMMENT
+
+
+def _video_comment(path: pathlib.Path) -> str | None:
+  import av  # pylint: disable=import-outside-toplevel
+
+  try:
+    with av.open(str(path)) as container:
+      return container.metadata.get("comment")
+  except (av.FFmpegError, OSError, UnicodeDecodeError):
+    return None
+
+
+def check_replaceable(path: pathlib.Path, overwrite: bool, kind: FolderKind | None) -> None:
+  """Raises unless the output may go to `path`: it is missing, an empty folder (for a folder kind), or, with
+  `overwrite`, an output of `kind` this project wrote."""
+  if not path.exists() or (kind is not None and path.is_dir() and not any(path.iterdir())):
+    return
+  if not overwrite:
+    raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
+  if is_ours(path, kind):
+    return
+  if kind is None:
+    raise OutputError(f"{path}: was not written by diffst-jax, so --overwrite keeps it; choose another output or "
+                      "remove it yourself")
+  stray = foreign_entries(path, kind) or [path / MARKER]
+  more = f" and {len(stray) - 1} more" if len(stray) > 1 else ""
+  raise OutputError(f"{path}: holds {stray[0].name}{more}, which diffst-jax did not write; --overwrite only replaces a "
+                    f"folder of {kind.what} (marked by {MARKER}): choose another output")
+
+
+def check_new_folder(path: str | os.PathLike, what: str) -> pathlib.Path:
+  """Raises unless `path` is missing or an empty folder (`what` names the flag or the output in the message)."""
+  path = pathlib.Path(path)
+  if path.exists() and not path.is_dir():
+    raise OutputError(f"{path}: {what} exists and is a file; name a new folder")
+  if path.exists() and any(path.iterdir()):
+    raise OutputError(f"{path}: {what} is not empty; choose a new folder (nothing was written)")
+  return path
+
+
+def remove(path: pathlib.Path, kind: FolderKind | None) -> None:
+  """Removes an output of ours: a file, or a folder's marker and `kind` entries and then the folder (refused when it
+  holds anything else)."""
+  if kind is None or not path.is_dir():
+    path.unlink()
+    return
+  stray = foreign_entries(path, kind)
+  if stray:
+    raise OutputError(f"{path}: holds {stray[0].name}, which diffst-jax did not write; it is kept")
+  for entry in path.iterdir():
+    if entry.is_dir():
+      _remove_tree(entry)
+    else:
+      entry.unlink()
+  path.rmdir()
+
+
+def _remove_tree(folder: pathlib.Path) -> None:
+  for entry in folder.iterdir():
+    if entry.is_dir() and not entry.is_symlink():
+      _remove_tree(entry)
+    else:
+      entry.unlink()
+  folder.rmdir()
+
+
+def _partial_name(path: pathlib.Path) -> re.Pattern:
+  return re.compile(rf"\.{re.escape(path.name)}\.partial-[0-9a-f]{{8}}{re.escape(path.suffix)}")
+
+
+def remove_partials(path: pathlib.Path, kind: FolderKind | None) -> None:
+  """Removes what killed runs left while writing to `path`: its temporary siblings, when they are ours."""
+  if not path.parent.is_dir():
+    return
+  pattern = _partial_name(path)
+  for entry in path.parent.iterdir():
+    if not pattern.fullmatch(entry.name):
+      continue
+    if entry.is_dir() if kind is not None else entry.is_file():
+      if kind is None or (entry / MARKER).is_file() and not foreign_entries(entry, kind):
+        remove(entry, kind)
+        continue
+    print(f"warning: {entry}: left in place: named like a partial output of diffst-jax, but it holds other files",
+          file=sys.stderr)
+
+
+@contextlib.contextmanager
+def writing(path: pathlib.Path, kind: FolderKind | None) -> Iterator[pathlib.Path]:
+  """Yields a temporary sibling of `path` (a new folder with the marker, for a folder kind) to write the output
+  into; on success it replaces `path` (which `check_replaceable` accepted), on failure it is removed."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  remove_partials(path, kind)
+  temporary = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+  if kind is not None:
+    temporary.mkdir()
+    (temporary / MARKER).write_text(f"{kind.what}: a folder written by diffst-jax; --overwrite may replace it\n")
+  try:
+    yield temporary
+    _move_into_place(temporary, path, kind)
+  finally:
+    if temporary.exists():
+      remove(temporary, kind)
+
+
+def _move_into_place(temporary: pathlib.Path, path: pathlib.Path, kind: FolderKind | None) -> None:
+  empty_folder = kind is not None and path.is_dir() and not any(path.iterdir())
+  if path.exists() and not empty_folder and not is_ours(path, kind):  # made or changed since the run began
+    raise OutputError(f"{path}: exists and is not an output of diffst-jax alone; the new output is not written")
+  if kind is None or not path.exists() or empty_folder:
+    temporary.replace(path)  # atomic; a folder replaces only an empty one
+    return
+  previous = path.with_name(f".{path.name}.replaced-{uuid.uuid4().hex[:8]}")
+  path.rename(previous)
+  temporary.rename(path)
+  remove(previous, kind)

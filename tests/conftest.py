@@ -38,3 +38,24 @@ def rbg_rngs(seed: int):
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+def snapshot(root: pathlib.Path) -> dict[str, bytes]:
+  """Every file under `root` (relative path -> bytes): what a command must leave as it was."""
+  return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def assert_kept(before: dict[str, bytes], root: pathlib.Path) -> None:
+  """Every file of the `before` snapshot of `root` still exists with the same bytes."""
+  after = snapshot(root)
+  missing = sorted(set(before) - set(after))
+  changed = sorted(name for name in set(before) & set(after) if before[name] != after[name])
+  assert not missing and not changed, f"missing: {missing}, changed: {changed}"
+
+
+def error_line(result) -> str:
+  """The one line a failed command printed (stdout and stderr together), after checking there is just one."""
+  lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+  assert result.returncode != 0 and len(lines) == 1, (result.returncode, result.stdout + result.stderr)
+  assert "Traceback" not in lines[0]
+  return lines[0]

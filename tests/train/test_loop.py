@@ -1,6 +1,6 @@
 """train.py end to end on a real clip: losses logged, SIGTERM saves and stops, resuming reproduces the losses (and
-the parameters' moving average) of an uninterrupted run exactly (on another mesh: to fp32 rounding), and bad data
-folders fail with one line."""
+the parameters' moving average) of an uninterrupted run exactly (on another mesh: to fp32 rounding), an export cut
+short is written again, and bad data folders fail with one line."""
 
 import json
 import os
@@ -104,6 +104,14 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   assert not all(np.array_equal(exported[k], v) for k, v in _parameters(last["trainable"]).items())
   resumed_export = _parameters(nnx.to_pure_dict(nnx.state(load_vae(workdir / "model"))))
   assert all(np.array_equal(exported[k], v) for k, v in resumed_export.items())
+
+  # A run killed while exporting leaves model/ without model.json; the same command writes the model again.
+  (tmp_path / "full" / "model" / "model.json").unlink()
+  again = _train(tmp_path / "full", videos, env, average)
+  output, _ = again.communicate(timeout=600)
+  assert again.returncode == 0 and "the export of the trained model was cut short" in output, output
+  rewritten = _parameters(nnx.to_pure_dict(nnx.state(load_vae(tmp_path / "full" / "model"))))
+  assert rewritten.keys() == exported.keys() and all(np.array_equal(exported[k], v) for k, v in rewritten.items())
 
 
 @pytest.mark.slow  # two more train.py runs (2 min on 2 cores): `pytest -m slow`

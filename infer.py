@@ -88,7 +88,7 @@ def run(args) -> pathlib.Path:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
-  from diffst_jax.io import outputs, video  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import distributed, rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
@@ -96,9 +96,7 @@ def run(args) -> pathlib.Path:
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 
   source = pathlib.Path(args.input)
-  output = outputs.check_destination(video.check_output_path(args.output), [source],
-                                     folder=video.output_kind(pathlib.Path(args.output)) is not None)
-  outputs.check_replaceable(output, args.overwrite, video.output_kind(output))
+  output = video.check_output(args.output, [source], args.overwrite)
   if not 0 <= args.crf <= 51:
     raise ValueError(f"--crf {args.crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
   path = checkpoint_path(args)

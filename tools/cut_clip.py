@@ -20,13 +20,18 @@ def main():
   parser.add_argument("--output", required=True, help="new folder for the PNG frames")
   parser.add_argument("--start", type=int, default=0)
   parser.add_argument("--frames", type=int, required=True)
+  parser.add_argument("--overwrite", action="store_true", help="replace a previous output of diffst-jax")
   args = parser.parse_args()
-  info = video.probe(args.input)
+  try:
+    output = video.check_output(args.output, [args.input], args.overwrite)
+    info = video.probe(args.input)
+  except ValueError as e:
+    sys.exit(f"cut_clip.py: error: {e}")
   if args.start < 0 or args.frames < 1 or args.start + args.frames > info.frames:
     sys.exit(f"cut_clip.py: error: frames [{args.start}, {args.start + args.frames}) are not inside the "
              f"{info.frames} frames of {args.input}")
   frames = itertools.islice(video.iter_frames(args.input), args.start, args.start + args.frames)
-  video.write_video(video.check_output_path(args.output), frames, info.fps)
+  video.write_video(output, frames, info.fps)
 
 
 if __name__ == "__main__":

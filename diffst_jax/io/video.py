@@ -142,6 +142,15 @@ def output_kind(path: pathlib.Path) -> outputs.FolderKind | None:
   return None if path.suffix else outputs.FRAMES
 
 
+def check_output(path: str | pathlib.Path, inputs: Iterable[str | pathlib.Path], overwrite: bool) -> pathlib.Path:
+  """The absolute output path, before anything runs: a known kind (check_output_path), away from the `inputs`
+  (outputs.check_destination), and new or, with `overwrite`, a previous output of ours (outputs.check_replaceable)."""
+  kind = output_kind(check_output_path(path))
+  output = outputs.check_destination(path, inputs, folder=kind is not None)
+  outputs.check_replaceable(output, overwrite, kind)
+  return output
+
+
 def encoded_size(height: int, width: int, path: pathlib.Path) -> tuple[int, int]:
   """The frame size `write_video` writes for frames of height x width: .mp4 (yuv420p) needs even sizes, so an odd
   size gains a row or column (repeating the edge); PNG frames keep it."""

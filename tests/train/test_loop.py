@@ -166,8 +166,8 @@ def test_bad_data_folder_is_one_line(tmp_path, make_folder, message):
   result = _train(tmp_path / "run", videos, _env(tmp_path))
   output, _ = result.communicate(timeout=300)
   assert result.returncode == 2, output
-  last = output.strip().splitlines()[-1]
-  assert last.startswith("train.py: error: ") and message in last, output
+  lines = output.strip().splitlines()  # the error alone: no INFO logging of Orbax or JAX before it
+  assert len(lines) == 1 and lines[0].startswith("train.py: error: ") and message in lines[0], output
 
 
 def test_init_weights_come_from_config(tiny_config, tmp_path):

@@ -123,7 +123,7 @@ def find_videos(videos_dir: str | pathlib.Path) -> list[pathlib.Path]:
   videos_dir = pathlib.Path(videos_dir)
   if not videos_dir.is_dir():
     problem = "is not a folder" if videos_dir.exists() else "does not exist"
-    raise ValueError(f"{videos_dir}: the videos folder {problem}; pass the folder that holds the training videos")
+    raise ValueError(f"{videos_dir}: the videos folder {problem}; pass the folder that holds the videos")
   found = []
   for path in sorted(videos_dir.rglob("*")):
     if any(part.startswith(".") for part in path.relative_to(videos_dir).parts):

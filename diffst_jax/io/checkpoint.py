@@ -19,8 +19,9 @@ from diffst_jax.io import outputs
 METADATA_FILE = "model.json"
 PARAMS_DIR = "params"
 FORMAT = "diffst-jax/1"
-# What a checkpoint directory holds; Orbax writes params/ under a temporary name first.
-CHECKPOINT = outputs.FolderKind("checkpoint", r"model\.json", {r"params(\.orbax-checkpoint-tmp-.*)?": None})
+# What a checkpoint directory holds; Orbax writes params/, and save model.json, under a temporary name first.
+CHECKPOINT = outputs.FolderKind("checkpoint", r"model\.json|\.model\.json\.partial",
+                                {r"params(\.orbax-checkpoint-tmp-.*)?": None})
 
 
 def is_checkpoint(path: str | pathlib.Path) -> bool:
@@ -49,11 +50,10 @@ def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], para
   writing was cut short; never over anything else. `inference` holds how the model is best run (e.g. the clip length
   and crop size it was trained on)."""
   directory = check_can_save(directory)
-  if is_incomplete(directory):
-    if jax.process_index() == 0:
-      outputs.remove(directory, CHECKPOINT)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f"removed the incomplete checkpoint {directory}")
+  if jax.process_index() == 0 and is_incomplete(directory):
+    outputs.remove(directory, CHECKPOINT)
+  if jax.process_count() > 1:  # every process has checked the directory before the first one writes
+    multihost_utils.sync_global_devices("diffst-jax checkpoint.save")
   directory.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (directory / outputs.MARKER).write_text(f"{CHECKPOINT.what}: written by diffst-jax; complete once it holds "

@@ -16,6 +16,7 @@ import os
 import pathlib
 import re
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -53,7 +54,8 @@ def absolute(path: str | os.PathLike) -> pathlib.Path:
 def check_destination(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
                       folder: bool = False) -> pathlib.Path:
   """The absolute destination, after refusing one that is an input, holds one, lies in an input folder, is the
-  working directory or above it, is a symbolic link, or exists as the other kind (file vs folder)."""
+  working directory or above it, is a symbolic link, exists as the other kind (file vs folder), or lies where
+  nothing can be written (under a file, in a read-only folder): all before a run that may take hours."""
   target = absolute(path)
   for source in inputs:
     source = pathlib.Path(source).resolve()
@@ -74,6 +76,14 @@ def check_destination(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     raise OutputError(f"{path}: exists and is a file, but this output is a folder; choose a new folder name")
   if target.exists() and not folder and target.is_dir():
     raise OutputError(f"{path}: exists and is a folder, but this output is a file; choose a new file name")
+  above = next(parent for parent in target.parents if parent.exists())
+  if not above.is_dir():
+    raise OutputError(f"{path}: {above} is a file, not a folder; choose another output")
+  try:
+    with tempfile.TemporaryFile(dir=above):  # unnamed where the system allows: nothing is left either way
+      pass
+  except OSError as e:
+    raise OutputError(f"{path}: nothing can be written in {above} ({e.strerror}); choose another output") from e
   return target
 
 

@@ -213,6 +213,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   # No mesh: one device. A mesh spans every device of every process.
   mesh = make_mesh(config.mesh) if config.mesh else make_mesh("", jax.devices()[:1])
   workdir = pathlib.Path(workdir).absolute()
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"{workdir}: --workdir exists and is a file; name a new folder, or a run's to resume it")
   workdir.mkdir(parents=True, exist_ok=True)
   _record_config(workdir, config)
   options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True)

@@ -65,6 +65,8 @@ def test_destinations_around_inputs_or_the_working_directory_are_refused(tmp_pat
   (tmp_path / "link").symlink_to(tmp_path / "a")
   with pytest.raises(outputs.OutputError, match="symbolic link"):
     outputs.check_destination(tmp_path / "link", folder=True)
+  with pytest.raises(outputs.OutputError, match="in.mp4 is a file, not a folder"):
+    outputs.check_destination(tmp_path / "a" / "in.mp4" / "x" / "out.mp4")
   assert outputs.check_destination("new", [tmp_path / "a" / "in.mp4"]) == tmp_path / "a" / "b" / "new"
 
 

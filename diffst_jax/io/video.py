@@ -84,9 +84,10 @@ def probe(path: str | pathlib.Path) -> VideoInfo:
     fps = float(stream.average_rate or stream.guessed_rate or DEFAULT_PNG_FPS)
     declared = stream.frames  # containers without a count (Matroska, WebM) give a duration
     timed = round(container.duration / av.time_base * fps) if container.duration and not declared else 0
-  if declared > frames or timed > frames + 1 or errors:  # one frame more or less is the duration's rounding
-    why = (f"decoding stopped with an error after {frames} frames ({errors[0]})" if errors else
-           f"the file declares {declared or f'about {timed}'} frames but only {frames} decode")
+  short = declared > frames or timed > frames + 1  # one frame more or less is the duration's rounding
+  if short or errors:
+    why = (f"the file declares {declared or f'about {timed}'} frames but only {frames} decode" if short else
+           f"decoding stopped with an error after {frames} frames ({errors[0]})")
     print(f"warning: {path}: {why}; it is cut short or damaged, and only those {frames} frames are used",
           file=sys.stderr)
   return VideoInfo(frames, fps, height, width)

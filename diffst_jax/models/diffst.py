@@ -119,7 +119,8 @@ def without(model: DiffST, part: str) -> DiffST:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef: nnx.GraphDef, state: nnx.State, frames: jax.Array) -> jax.Array:
+def forward(graphdef: nnx.GraphDef, state: nnx.State, frames: jax.Array) -> jax.Array:
+  """The compiled program of `upscale` (and of `python -m diffst_jax.aot --program upscale`), on valid sizes."""
   return nnx.merge(graphdef, state)(frames)
 
 
@@ -145,7 +146,7 @@ def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
   if extra_rows or extra_cols:
     mode = "reflect" if extra_rows < h and extra_cols < w else "edge"
     frames = jnp.pad(frames, ((0, 0), (0, 0), (0, extra_rows), (0, extra_cols), (0, 0)), mode=mode)
-  out = _forward(*nnx.split(model), frames)
+  out = forward(*nnx.split(model), frames)
   s_t, s_x = config.time_scale, config.space_scale
   return out[:, : s_t * (n - 1) + 1, : s_x * h, : s_x * w]
 

@@ -8,7 +8,8 @@ Implementations (config value `attention`):
   "blockwise"  online softmax over key blocks in a `lax.scan`; forward memory linear in the sequence length;
   "cudnn"      `jax.nn.dot_product_attention(implementation="cudnn")` (GPU; cuDNN takes float16/bfloat16, so
                float32 inputs run the XLA path);
-  "splash"     Pallas splash attention (TPU).
+  "splash"     Pallas splash attention (TPU; a Mosaic kernel: under a mesh it runs inside shard_map);
+  "splash_interpret"  the same kernel in Pallas' interpreter, on any backend: the TPU path's numbers, checked on CPU.
 A key mask (B, Sk), True for real keys, hides padding; cuDNN and splash take it as a count of leading real keys,
 so their padding must sit at the end (as context-parallel padding does).
 """
@@ -19,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("auto", "xla", "blockwise", "cudnn", "splash")
+IMPLEMENTATIONS = ("auto", "xla", "blockwise", "cudnn", "splash", "splash_interpret")
 _BACKEND_OF = {"cudnn": "gpu", "splash": "tpu"}
 _MASKED = -1e30  # finite, so fully masked blocks never produce inf - inf
 
@@ -38,14 +39,15 @@ def resolve_implementation(name: str, backend: str | None = None) -> str:
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_mask: jax.Array | None = None,
-                          implementation: str = "xla", block_size: int = 512) -> jax.Array:
-  """Softmax attention of q (B, Sq, N, D) over k, v (B, Sk, N, D) with scale 1/sqrt(D); returns (B, Sq, N, D)."""
-  implementation = resolve_implementation(implementation)
+                          implementation: str = "xla", block_size: int = 512, backend: str | None = None) -> jax.Array:
+  """Softmax attention of q (B, Sq, N, D) over k, v (B, Sk, N, D) with scale 1/sqrt(D); returns (B, Sq, N, D).
+  `backend`: the platform the program is compiled for (default: JAX's)."""
+  implementation = resolve_implementation(implementation, backend)
   if implementation == "cudnn" and q.dtype in (jnp.bfloat16, jnp.float16):
     lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
-  if implementation == "splash":
-    return _splash(q, k, v, key_mask)
+  if implementation in ("splash", "splash_interpret"):
+    return _splash(q, k, v, key_mask, interpret=implementation == "splash_interpret")
   if implementation == "blockwise":
     return _blockwise(q, k, v, key_mask, block_size)
   return _xla(q, k, v, key_mask)
@@ -102,25 +104,46 @@ def _blockwise(q, k, v, key_mask, block_size):
   return (acc / jnp.moveaxis(total, 1, 2)[..., None]).astype(v.dtype)
 
 
+_SPLASH_MULTIPLE = 128  # splash's blocks are multiples of the TPU's 128 lanes
+
+
+def _splash_block(length: int) -> int:
+  return next(size for size in (512, 256, _SPLASH_MULTIPLE) if length % size == 0)
+
+
 @functools.lru_cache(maxsize=16)
-def _splash_kernel(heads: int, q_len: int, kv_len: int):
+def _splash_kernel(heads: int, q_len: int, kv_len: int, interpret: bool):
   from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=import-outside-toplevel
       splash_attention_kernel, splash_attention_mask)
 
+  block_q, block_kv = _splash_block(q_len), _splash_block(kv_len)
+  blocks = splash_attention_kernel.BlockSizes(
+      block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv, block_q_dkv=block_q, block_kv_dkv=block_kv,
+      block_kv_dkv_compute=block_kv, use_fused_bwd_kernel=True)
   mask = splash_attention_mask.MultiHeadMask([splash_attention_mask.FullMask((q_len, kv_len))] * heads)
-  return splash_attention_kernel.make_splash_mha(mask, head_shards=1, q_seq_shards=1)
+  with jax.ensure_compile_time_eval():  # the kernel's block tables are constants, never tracers of one trace
+    return splash_attention_kernel.make_splash_mha(mask, block_sizes=blocks, head_shards=1, q_seq_shards=1,
+                                                   interpret=interpret)
 
 
-def _splash(q, k, v, key_mask):
+def _splash(q, k, v, key_mask, interpret=False):
+  """Splash on (B, S, N, D): the sequences padded to multiples of 128 (padded keys masked, padded queries dropped)."""
   from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=import-outside-toplevel
       splash_attention_kernel)
 
   b, sq, n, d = q.shape
-  kernel = _splash_kernel(n, sq, k.shape[1])
-  q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q / math.sqrt(d), k, v))  # splash takes (N, S, D) per example
+  sk = k.shape[1]
+  pad_q, pad_k = -sq % _SPLASH_MULTIPLE, -sk % _SPLASH_MULTIPLE
+  if pad_k and key_mask is None:
+    key_mask = jnp.ones((b, sk), bool)
+  pad = lambda a, extra: jnp.pad(a, ((0, 0), (0, extra)) + ((0, 0),) * (a.ndim - 2)) if extra else a  # noqa: E731
+  q, k, v = pad(q / math.sqrt(d), pad_q), pad(k, pad_k), pad(v, pad_k)
+  kernel = _splash_kernel(n, sq + pad_q, sk + pad_k, interpret)
+  q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # splash takes (N, S, D) per example
   if key_mask is None:
     out = jax.vmap(kernel)(q, k, v)
   else:
-    segments = splash_attention_kernel.SegmentIds(q=jnp.ones((b, sq), jnp.int32), kv=key_mask.astype(jnp.int32))
+    segments = splash_attention_kernel.SegmentIds(q=jnp.ones((b, sq + pad_q), jnp.int32),
+                                                   kv=pad(key_mask, pad_k).astype(jnp.int32))
     out = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q, k, v, segments)
-  return jnp.swapaxes(out, 1, 2)
+  return jnp.swapaxes(out, 1, 2)[:, :sq]

@@ -27,10 +27,13 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
   attention without an active mesh or with context size 1); `key_mask` (B, S), True for real tokens."""
   if mode not in MODES:
     raise ValueError(f"context-parallel attention mode {mode!r} is unknown; choose one of {MODES}")
-  attend = lambda q, k, v, mask: attention_ops.dot_product_attention(  # noqa: E731
-      q, k, v, key_mask=mask, implementation=implementation, block_size=block_size)
   current, cp = rules_lib.active(), rules_lib.axis_size("act_length")
-  if current is None or cp == 1:
+  platform = rules_lib.platform()
+  implementation = attention_ops.resolve_implementation(implementation, platform)
+  attend = lambda q, k, v, mask: attention_ops.dot_product_attention(  # noqa: E731
+      q, k, v, key_mask=mask, implementation=implementation, block_size=block_size, backend=platform)
+  # XLA partitions its own attention; a Mosaic kernel (splash) runs only inside shard_map, on each device's part.
+  if current is None or (cp == 1 and not implementation.startswith("splash")):
     return attend(q, k, v, key_mask)
   mesh, rules = current
   if q.shape[1] % cp:
@@ -42,11 +45,9 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
   if mode == "ulysses" and local_heads % cp:
     raise ValueError(f"ulysses attention needs the heads per device ({local_heads}) divisible by the context size "
                      f"{cp}; use mode 'allgather_kv' or 'ring', or another context size")
-  if key_mask is None:
-    key_mask = jnp.ones(q.shape[:2], bool)
 
   def gather(a):
-    return jax.lax.all_gather(a, axis, axis=1, tiled=True)
+    return None if a is None else jax.lax.all_gather(a, axis, axis=1, tiled=True)
 
   def allgather_kv(q, k, v, mask):
     return attend(q, gather(k), gather(v), gather(mask))
@@ -60,7 +61,7 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
     shift = [(i, (i + 1) % cp) for i in range(cp)]
     out, lse = attention_ops.attention_with_lse(q, k, v, mask)
     for _ in range(cp - 1):
-      k, v, mask = (jax.lax.ppermute(a, axis, shift) for a in (k, v, mask))
+      k, v, mask = (None if a is None else jax.lax.ppermute(a, axis, shift) for a in (k, v, mask))
       block_out, block_lse = attention_ops.attention_with_lse(q, k, v, mask)
       merged = jnp.logaddexp(lse, block_lse)
       weight = lambda a: jnp.moveaxis(jnp.exp(a - merged), 1, 2)[..., None]  # noqa: E731  (B, Sq, N, 1)
@@ -68,7 +69,9 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
       lse = merged
     return out.astype(v.dtype)
 
-  body = {"allgather_kv": allgather_kv, "ulysses": ulysses, "ring": ring}[mode]
-  mask_spec = PartitionSpec(spec[0], spec[1])
-  return jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, spec, mask_spec), out_specs=spec,
+  body = attend if cp == 1 else {"allgather_kv": allgather_kv, "ulysses": ulysses, "ring": ring}[mode]
+  if key_mask is None:  # no all-True mask: XLA would materialize it against the logits
+    return jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=mesh, in_specs=(spec, spec, spec),
+                         out_specs=spec, check_vma=False)(q, k, v)
+  return jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec(spec[0], spec[1])), out_specs=spec,
                        check_vma=False)(q, k, v, key_mask)

@@ -110,17 +110,24 @@ def active() -> tuple[Mesh, Rules] | None:
   return _ACTIVE.get()
 
 
+def platform() -> str:
+  """The platform the program being traced is for: the active mesh's devices' (which may be a TPU slice compiled for
+  from another machine, diffst_jax.aot), else JAX's default backend."""
+  current = _ACTIVE.get()
+  if current is None:
+    return jax.default_backend()
+  return current[0].devices.flat[0].platform
+
+
+def axis_size_on(mesh: Mesh, rules: Rules, logical_name: str) -> int:
+  """How many devices `mesh` spreads `logical_name` over under `rules`."""
+  return math.prod(mesh.shape[axis] for axis in _mesh_axes(dict(rules).get(logical_name)))
+
+
 def axis_size(logical_name: str) -> int:
   """How many devices the active mesh spreads `logical_name` over (1 without an active mesh)."""
   current = _ACTIVE.get()
-  if current is None:
-    return 1
-  mesh, rules = current
-  axes = dict(rules).get(logical_name)
-  size = 1
-  for axis in _mesh_axes(axes):
-    size *= mesh.shape[axis]
-  return size
+  return 1 if current is None else axis_size_on(*current, logical_name)
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
@@ -158,18 +165,21 @@ def rules_from_config(rules) -> Rules:
   return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
 
 
+def batch_sharding(global_shape: Sequence[int], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> NamedSharding:
+  """How a batch of clips (B, T, H, W, C) lies on `mesh`: clips spread over the mesh axes "act_batch" maps to."""
+  batch_devices = axis_size_on(mesh, rules, "act_batch")
+  if global_shape[0] % batch_devices:
+    raise ValueError(f"data.batch_size = {global_shape[0]} does not split over the {batch_devices} devices of "
+                     "the mesh's batch axes (data x fsdp); make it a multiple")
+  return NamedSharding(mesh, logical_to_mesh(BATCH_AXES, rules, global_shape, mesh))
+
+
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> dict[str, jax.Array]:
-  """This process's clips of a batch (its `1 / process_count` share) as global arrays, clips spread over the mesh
-  axes "act_batch" maps to."""
-  batch_devices = math.prod(mesh.shape[axis] for axis in _mesh_axes(dict(rules).get("act_batch")))
+  """This process's clips of a batch (its `1 / process_count` share) as global arrays (`batch_sharding`)."""
 
   def put(clips: np.ndarray) -> jax.Array:
     global_shape = (clips.shape[0] * jax.process_count(), *clips.shape[1:])
-    if global_shape[0] % batch_devices:
-      raise ValueError(f"data.batch_size = {global_shape[0]} does not split over the {batch_devices} devices of "
-                       "the mesh's batch axes (data x fsdp); make it a multiple")
-    sharding = NamedSharding(mesh, logical_to_mesh(BATCH_AXES, rules, global_shape, mesh))
-    return jax.make_array_from_process_local_data(sharding, clips, global_shape)
+    return jax.make_array_from_process_local_data(batch_sharding(global_shape, mesh, rules), clips, global_shape)
 
   return {name: put(clips) for name, clips in local.items()}
 

@@ -145,7 +145,7 @@ def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
   return model
 
 
-def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
+def abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
   """The model's structure without computing any parameter (a resumed run restores them)."""
   model_config = _model_config(config)
   if config.task == "autoencoder":
@@ -220,28 +220,61 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True)
   with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options) as manager:
     # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
-    model = build_model(config) if manager.latest_step() is None else _abstract_model(config)
+    model = build_model(config) if manager.latest_step() is None else abstract_model(config)
     with rules.activate(mesh, axis_rules):
       return _train(config, workdir, mesh, axis_rules, model, manager)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What every stage's train step is made of: the model split into its graph, trainable and frozen parts, the
+  optimizer and its schedule, and the shardings of (TrainState, frozen) on the mesh."""
+
+  config: ml_collections.ConfigDict
+  stages: list[dict[str, Any]]
+  graphdef: nnx.GraphDef
+  trainable: nnx.State
+  frozen: nnx.State
+  tx: Any
+  schedule: Any
+  shardings: tuple[Any, Any]
+
+  def new_state(self, trainable: nnx.State) -> train_step.TrainState:
+    return train_step.TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable))
+
+  def abstract_state(self, mesh: Mesh, axis_rules: rules.Rules):
+    """(TrainState, frozen) as shapes with their shardings: what a checkpoint restores onto, or AOT compiles for."""
+    return rules.abstract_state((jax.eval_shape(self.new_state, self.trainable), self.frozen), mesh, axis_rules)
+
+  def step(self, stage: dict[str, Any]):
+    """The jit-compiled step of `stage` (one of `stages`)."""
+    return train_step.make_train_step(self.config.task, self.graphdef, self.tx, self.schedule, stage["loss"],
+                                      self.config.perceptual, state_sharding=self.shardings[0])
+
+
+def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, axis_rules: rules.Rules) -> Program:
+  """The train program of `config` for `model` (concrete, or abstract as `abstract_model` makes it) on `mesh`."""
+  stages = _stages(config)
+  tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
+  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter(config.task), ...)
+  made = Program(config, stages, graphdef, trainable, frozen, tx, schedule, (None, None))
+  shardings = rules.state_shardings((jax.eval_shape(made.new_state, trainable), frozen), mesh, axis_rules)
+  return dataclasses.replace(made, shardings=shardings)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh, axis_rules: rules.Rules,
            model: nnx.Module, manager: ocp.CheckpointManager) -> dict[str, float]:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-  stages = _stages(config)
-  filter_ = train_step.trainable_filter(config.task)
+  made = program(config, model, mesh, axis_rules)
+  stages, graphdef, frozen = made.stages, made.graphdef, made.frozen
   dataset = _dataset(config, workdir)
-  tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
   latest = manager.latest_step()
-  graphdef, trainable, frozen = nnx.split(model, filter_, ...)
-  new_state = lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t))  # noqa: E731
-  shardings = rules.state_shardings((jax.eval_shape(new_state, trainable), frozen), mesh, axis_rules)
   iterator = iter(dataset)
   if latest is None:
-    state, frozen = jax.device_put((new_state(trainable), frozen), shardings)
+    state, frozen = jax.device_put((made.new_state(made.trainable), frozen), made.shardings)
   else:
-    abstract = rules.abstract_state((jax.eval_shape(new_state, trainable), frozen), mesh, axis_rules)
+    abstract = made.abstract_state(mesh, axis_rules)
     restored = manager.restore(latest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     state, frozen = restored.state
@@ -264,8 +297,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
       end += stage["steps"]
       if step >= end:
         continue
-      run_step = train_step.make_train_step(config.task, graphdef, tx, schedule, stage["loss"], config.perceptual,
-                                            state_sharding=shardings[0])
+      run_step = made.step(stage)
       window_start, window = time.perf_counter(), []
       while step < end and not stop.requested:
         batch = rules.global_batch(next(iterator), mesh, axis_rules)

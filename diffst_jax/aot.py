@@ -1,0 +1,194 @@
+"""Ahead-of-time compilation of the real programs for an accelerator slice, without the accelerator: the train step
+train.py runs and the upscale program infer.py runs, built abstractly (no weights are made or read), lowered with
+the same shardings and compiled by the target's own compiler, which reports the memory each device needs.
+
+  python -m diffst_jax.aot --topology v5e:2x4 --config configs/wan21_1_3b.py --mesh fsdp=2,context=4 \\
+      --program train --stage 2 --clip 33x480x832 --json OUT.json
+  python -m diffst_jax.aot --topology v5e:2x2 --config configs/wan21_1_3b.py --mesh context=4 \\
+      --program upscale --clip 33x720x1280 --json OUT.json
+
+--topology: a TPU slice as libtpu names it (v5e:2x4, v4:2x2x1, v5p:2x2x1, ...; the `tpu` extra brings libtpu), or
+cpu:N for N simulated CPU devices. --clip: the HR output's frames x height x width. The train program takes one clip
+per device of the batch axes (data x fsdp) unless --batch says otherwise. Memory, per device, from the compiler:
+peak = arguments + outputs - aliased (donated) + temporaries.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+from diffst_jax.parallel import backend
+
+MEMORY_FIELDS = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "generated_code_bytes")
+GIB = 1 << 30
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m diffst_jax.aot", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--topology", required=True, help="v5e:2x4, v4:2x2x1, ... (TPU) or cpu:N")
+  parser.add_argument("--config", required=True, help="FILE[:PRESET], an experiment config (configs/*.py)")
+  parser.add_argument("--mesh", default="", help="e.g. fsdp=2,context=4 over all the topology's devices (default: "
+                      "the config's mesh, else data over all)")
+  parser.add_argument("--program", choices=("train", "upscale"), required=True)
+  parser.add_argument("--stage", type=int, default=1, help="train: the stage, 1 for the config's first")
+  parser.add_argument("--clip", required=True, help="FRAMESxHEIGHTxWIDTH of the HR output, e.g. 33x480x832")
+  parser.add_argument("--batch", type=int, help="train: clips per step (default: one per device of data x fsdp)")
+  parser.add_argument("--precision", choices=("config", "bf16"), default="config",
+                      help="upscale: the config's compute dtypes, or bf16 as infer.py --precision bf16")
+  parser.add_argument("--json", help="write the numbers to this file")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  return parser.parse_args(argv)
+
+
+def parse_clip(text: str) -> tuple[int, int, int]:
+  parts = text.lower().split("x")
+  if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+    raise ValueError(f"--clip {text}: expected FRAMESxHEIGHTxWIDTH of positive integers, e.g. 33x480x832")
+  return tuple(int(part) for part in parts)
+
+
+def devices(topology: str) -> list:
+  """The devices of `topology`: a TPU slice's (abstract: compile only) or cpu:N simulated CPU devices."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  if topology.startswith("cpu"):
+    return jax.devices("cpu")[:backend.cpu_device_count(topology)]
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  try:
+    return list(topologies.get_topology_desc(topology, "tpu").devices)
+  except Exception as e:  # pylint: disable=broad-except  # libtpu missing, or a name it does not know
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"--topology {topology}: not a TPU slice libtpu can compile for ({detail}); e.g. v5e:2x4, "
+                     "v4:2x2x1, v5p:2x2x1, or cpu:8 (libtpu comes with pip install -e \".[tpu]\")") from e
+
+
+def _replicated(shape, dtype, mesh):
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
+
+  return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=NamedSharding(mesh, PartitionSpec()))
+
+
+def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int], batch: int | None):
+  """The lowered train step of `stage` on `mesh` for a batch of HR clips `clip` (and their LR inputs)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import loop, perceptual  # pylint: disable=import-outside-toplevel
+
+  made = loop.program(config, loop.abstract_model(config), mesh, axis_rules)
+  names = sorted(config.stages)
+  if not 1 <= stage <= len(names):
+    raise ValueError(f"--stage {stage}: the config has {len(names)} stages ({', '.join(names)}); give 1 to "
+                     f"{len(names)}")
+  weights = made.stages[stage - 1]["loss"]
+  frames, height, width = clip
+  s_t, s_x = config.model.cfca.time_scale, config.model.space_scale
+  clips = batch or rules.axis_size_on(mesh, axis_rules, "act_batch")
+  shapes = {"hr": (clips, frames, height, width, 3)}
+  if config.task == "diffst":
+    shapes["lr"] = (clips, (frames - 1) // s_t + 1, height // s_x, width // s_x, 3)
+  inputs = {name: jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=rules.batch_sharding(shape, mesh, axis_rules))
+            for name, shape in shapes.items()}
+  perceptual_params = None
+  if weights.get("perceptual"):
+    perceptual_params = jax.tree.map(lambda a: _replicated(a.shape, a.dtype, mesh), perceptual.load(config.perceptual))
+  state, frozen = made.abstract_state(mesh, axis_rules)
+  with rules.activate(mesh, axis_rules):
+    return made.step(made.stages[stage - 1]).lower(state, frozen, perceptual_params, inputs)
+
+
+def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bool):
+  """The lowered program infer.py runs on one chunk whose output is the HR clip `clip`, the model on `mesh`."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+
+  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
+  if bf16:
+    model_config = dataclasses.replace(model_config, vae=dataclasses.replace(model_config.vae, dtype="bfloat16"),
+                                       dit=dataclasses.replace(model_config.dit, dtype="bfloat16"))
+  frames, height, width = clip
+  s_t, s_x = model_config.time_scale, model_config.space_scale
+  if (frames - 1) % s_t or height % s_x or width % s_x:
+    raise ValueError(f"--clip {frames}x{height}x{width}: an output clip has s_t (N-1) + 1 frames and sizes "
+                     f"divisible by s_x (s_t = {s_t}, s_x = {s_x})")
+  lr = ((frames - 1) // s_t + 1, height // s_x, width // s_x)
+  padding = diffst.padding_for(model_config, *lr)
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))))
+  with rules.activate(mesh, axis_rules):
+    return diffst.forward.lower(graphdef, rules.abstract_state(state, mesh, axis_rules),
+                                _replicated((1, *(n + p for n, p in zip(lr, padding)), 3), jnp.float32, mesh))
+
+
+def memory(compiled) -> dict[str, int]:
+  analysis = compiled.memory_analysis()
+  numbers = {"argument_bytes": analysis.argument_size_in_bytes, "output_bytes": analysis.output_size_in_bytes,
+             "alias_bytes": analysis.alias_size_in_bytes, "temp_bytes": analysis.temp_size_in_bytes,
+             "generated_code_bytes": analysis.generated_code_size_in_bytes}
+  numbers["peak_bytes_per_device"] = (numbers["argument_bytes"] + numbers["output_bytes"] - numbers["alias_bytes"]
+                                      + numbers["temp_bytes"])
+  return numbers
+
+
+def compile_program(args) -> dict:
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import defaults  # pylint: disable=import-outside-toplevel
+
+  clip = parse_clip(args.clip)
+  config_file, _, preset = args.config.partition(":")
+  config = defaults.load_config_file(config_file, preset or None)
+  mesh_text = args.mesh or config.mesh or "data=-1"
+  target = devices(args.topology)
+  mesh = make_mesh(mesh_text, target)
+  axis_rules = rules.rules_from_config(config.logical_axis_rules)
+  start = time.perf_counter()
+  if args.program == "train":
+    lowered = lower_train(config, mesh, axis_rules, args.stage, clip, args.batch)
+  else:
+    lowered = lower_upscale(config, mesh, axis_rules, clip, args.precision == "bf16")
+  compiled = lowered.compile()
+  return {"topology": args.topology, "platform": target[0].platform, "config": args.config, "mesh": mesh_text,
+          "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
+          "clip": list(clip), "precision": args.precision, **memory(compiled),
+          "compile_seconds": time.perf_counter() - start}
+
+
+def table(result: dict) -> str:
+  rows = [("peak per device", result["peak_bytes_per_device"])] + [
+      (field.removesuffix("_bytes").replace("_", " "), result[field]) for field in MEMORY_FIELDS]
+  lines = [f"{result['program']} on {result['topology']} ({result['mesh']}), clip {'x'.join(map(str, result['clip']))}"
+           f", compiled in {result['compile_seconds']:.1f} s", "", "| memory | GiB |", "|---|---:|"]
+  return "\n".join(lines + [f"| {name} | {value / GIB:.2f} |" for name, value in rows])
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  try:
+    if args.topology.startswith("cpu"):
+      os.environ["XLA_FLAGS"] = backend.with_cpu_devices(os.environ.get("XLA_FLAGS", ""),
+                                                         backend.cpu_device_count(args.topology))
+    result = compile_program(args)
+    print(table(result))
+    if args.json:
+      pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+  except (ValueError, OSError) as error:
+    if args.debug:
+      raise
+    print(f"diffst_jax.aot: error: {str(error).splitlines()[0]}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,41 @@
+"""Decisions that depend on the machine rather than the model: which accelerator is present, how the simulated CPU
+devices are set up. Standard library only, so it runs before JAX starts a backend.
+
+libtpu (the `tpu` extra, for compiling TPU programs on any machine) tries to start on every JAX start, and on a
+machine without TPU chips prints five lines of warnings while it fails over to the CPU or GPU. Without chips it is
+told, through its own environment variables, that this is a single host with nothing to query, which it accepts
+silently; a TPU VM (chips present) is left as it is.
+"""
+
+import glob
+import os
+import re
+
+_QUIET_LIBTPU = {"TPU_SKIP_MDS_QUERY": "1", "TPU_ACCELERATOR_TYPE": "v5litepod-1", "TPU_WORKER_HOSTNAMES": "localhost",
+                 "TPU_WORKER_ID": "0"}
+
+
+def has_tpu_chips() -> bool:
+  """Whether TPU chips are attached: v2-v4 as /dev/accel*, v5e and later through VFIO."""
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def quiet_libtpu_without_chips() -> None:
+  """Keeps an installed libtpu silent where there are no TPU chips (settings the user made are kept)."""
+  if not has_tpu_chips():
+    for name, value in _QUIET_LIBTPU.items():
+      os.environ.setdefault(name, value)
+
+
+def cpu_device_count(topology: str) -> int:
+  """N of a "cpu:N" topology (simulated CPU devices)."""
+  match = re.fullmatch(r"cpu(?::(\d+))?", topology)
+  if not match or (match.group(1) is not None and int(match.group(1)) < 1):
+    raise ValueError(f"--topology {topology}: write cpu:N for N simulated CPU devices, e.g. cpu:8")
+  return int(match.group(1) or 1)
+
+
+def with_cpu_devices(xla_flags: str, count: int) -> str:
+  """XLA_FLAGS asking the CPU backend for `count` devices (set before JAX starts)."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", xla_flags).strip()
+  return f"{flags} --xla_force_host_platform_device_count={count}".strip()

@@ -14,7 +14,6 @@ A key mask (B, Sk), True for real keys, hides padding; cuDNN and splash take it 
 so their padding must sit at the end (as context-parallel padding does).
 """
 
-import functools
 import math
 
 import jax
@@ -111,7 +110,6 @@ def _splash_block(length: int) -> int:
   return next(size for size in (512, 256, _SPLASH_MULTIPLE) if length % size == 0)
 
 
-@functools.lru_cache(maxsize=16)
 def _splash_kernel(heads: int, q_len: int, kv_len: int, interpret: bool):
   from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=import-outside-toplevel
       splash_attention_kernel, splash_attention_mask)
@@ -121,9 +119,9 @@ def _splash_kernel(heads: int, q_len: int, kv_len: int, interpret: bool):
       block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv, block_q_dkv=block_q, block_kv_dkv=block_kv,
       block_kv_dkv_compute=block_kv, use_fused_bwd_kernel=True)
   mask = splash_attention_mask.MultiHeadMask([splash_attention_mask.FullMask((q_len, kv_len))] * heads)
-  with jax.ensure_compile_time_eval():  # the kernel's block tables are constants, never tracers of one trace
-    return splash_attention_kernel.make_splash_mha(mask, block_sizes=blocks, head_shards=1, q_seq_shards=1,
-                                                   interpret=interpret)
+  # Made anew in each trace: the kernel holds its block tables as arrays, which a cache would leak into other traces.
+  return splash_attention_kernel.make_splash_mha(mask, block_sizes=blocks, head_shards=1, q_seq_shards=1,
+                                                 interpret=interpret)
 
 
 def _splash(q, k, v, key_mask, interpret=False):

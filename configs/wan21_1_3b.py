@@ -13,8 +13,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg
   config = defaults.training_defaults()
   config.model = ml_collections.ConfigDict(dict(
-      vae={},  # WanVAEConfig defaults are the released Wan2.1 VAE
-      dit={},  # WanDiTConfig defaults are Wan2.1 T2V-1.3B
+      # The released Wan2.1 VAE and T2V-1.3B (the configs' defaults), mixed precision as DOVE trains: bf16
+      # activations and matmuls, fp32 parameters (and optimizer state).
+      vae=dict(dtype="bfloat16"),
+      dit=dict(dtype="bfloat16"),
       cfca=dict(enabled=True, time_scale=2),
       vrg=dict(enabled=True, num_tokens=16),
       space_scale=4,

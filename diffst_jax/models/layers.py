@@ -125,11 +125,14 @@ def _tap_backward(stride, padding, residuals, dy):
   leading = (slice(None),) * (x.ndim - windowed - 1)
   out_sizes = dy.shape[-1 - windowed:-1]
 
-  def tap_gradient(offsets):
+  gradients = []
+  for offsets in itertools.product(*map(range, taps)):
     window = padded[leading + tuple(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offsets, stride, out_sizes))]
-    return jnp.tensordot(window, dy, axes=(tuple(range(x.ndim - 1)), tuple(range(dy.ndim - 1))))
-
-  dkernel = jnp.stack([tap_gradient(offsets) for offsets in itertools.product(*map(range, taps))])
+    gradients.append(jnp.tensordot(window, dy, axes=(tuple(range(x.ndim - 1)), tuple(range(dy.ndim - 1)))))
+    # Each window waits for the previous tap's gradient: otherwise XLA takes every window (each as large as x) right
+    # after the forward pass and keeps them all alive through the rest of the backward.
+    padded, _ = jax.lax.optimization_barrier((padded, gradients[-1]))
+  dkernel = jnp.stack(gradients)
   return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 

@@ -23,11 +23,13 @@ from diffst_jax.parallel.mesh import MESH_AXES
 MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
 
-# Parameters: ZeRO-3 over fsdp along the model width, Megatron-style over tensor along heads / MLP columns.
+# Parameters: ZeRO-3 over fsdp and context along the model width (as MaxText shards weights over its fsdp and
+# context axes: the devices that split one clip's tokens hold a part of each weight each, gathered per layer),
+# Megatron-style over tensor along heads / MLP columns.
 # Activations: clips over data x fsdp, the time-major token axis (or VAE rows) over context, heads over tensor.
 DEFAULT_RULES: Rules = (
     ("layers", None),
-    ("embed", "fsdp"),
+    ("embed", ("fsdp", "context")),
     ("heads", "tensor"),
     ("mlp", "tensor"),
     ("embed_out", "tensor"),

@@ -39,14 +39,13 @@ from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diffst_jax.models import diffst  # noqa: E402
+from diffst_jax import aot  # noqa: E402
 from diffst_jax.models.dit import WanDiT, wan21_t2v_1_3b  # noqa: E402
 from diffst_jax.models.vae import WanVAE, wan21_vae_config  # noqa: E402
 from diffst_jax.parallel import attention as context_parallel  # noqa: E402
 from diffst_jax.parallel import rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
 from diffst_jax.train import defaults  # noqa: E402
-from diffst_jax.train import step as train_step  # noqa: E402
 
 MB = 1 << 20
 COLLECTIVE = re.compile(r"=\s*(\(?[^=]*?)\s+(all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter)"
@@ -70,11 +69,10 @@ def collective_bytes(hlo_text: str) -> int:
 
 
 def memory_mb(compiled) -> dict[str, float]:
-  """Per-device peak (arguments + output + temporaries) and the part of it that is not arguments."""
-  memory = compiled.memory_analysis()
-  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-          + memory.temp_size_in_bytes)
-  return {"peak MB": peak / MB, "beyond arguments MB": (peak - memory.argument_size_in_bytes) / MB}
+  """Per-device peak (arguments + output - aliased + temporaries) and the part of it that is not arguments."""
+  numbers = aot.memory(compiled)
+  return {"peak MB": numbers["peak_bytes_per_device"] / MB,
+          "beyond arguments MB": (numbers["peak_bytes_per_device"] - numbers["argument_bytes"]) / MB}
 
 
 def _replicated(mesh, shape, dtype=jnp.float32):
@@ -133,28 +131,13 @@ def vae_rows(clip: tuple[int, int, int]) -> list[dict]:
 
 
 def train_row(clip: tuple[int, int, int], mesh_text: str) -> dict:
+  """The stage-1 train step train.py runs (diffst_jax.aot builds it), one clip per device of the batch axes."""
   config = defaults.load_config_file(ROOT / "configs" / "wan21_1_3b.py")
-  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
-  graphdef, trainable, frozen = nnx.split(nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))),
-                                          train_step.trainable_filter("diffst"), ...)
-  stages = [config.stages[name].to_dict() for name in sorted(config.stages)]
-  tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
-  state = jax.eval_shape(lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t)), trainable)
-  mesh = make_mesh(mesh_text)
-  frames, height, width = clip
-  s_t, s_x = model_config.cfca.time_scale, model_config.space_scale
-  clips = mesh.shape["data"] * mesh.shape["fsdp"]  # one clip per device of the batch axes
-  per_clip = {"hr": (frames, height, width, 3), "lr": ((frames - 1) // s_t + 1, height // s_x, width // s_x, 3)}
-  batch = {name: jax.ShapeDtypeStruct((clips, *shape), jnp.uint8,
-                                      sharding=NamedSharding(mesh, PartitionSpec(("data", "fsdp"))))
-           for name, shape in per_clip.items()}
-  with rules.activate(mesh):
-    abstract = rules.abstract_state(state, mesh)
-    step = train_step.make_train_step("diffst", graphdef, tx, schedule, dict(latent=1.0), "dists",
-                                      state_sharding=rules.state_shardings(state, mesh))
-    start = time.perf_counter()
-    compiled = step.lower(abstract, rules.abstract_state(frozen, mesh), None, batch).compile()
-  row = {"mesh": mesh_text, "clips": clips, **memory_mb(compiled), "compile s": time.perf_counter() - start}
+  mesh, axis_rules = make_mesh(mesh_text), rules.rules_from_config(config.logical_axis_rules)
+  start = time.perf_counter()
+  compiled = aot.lower_train(config, mesh, axis_rules, 1, clip, None).compile()
+  row = {"mesh": mesh_text, "clips": rules.axis_size_on(mesh, axis_rules, "act_batch"), **memory_mb(compiled),
+         "compile s": time.perf_counter() - start}
   print(row, flush=True)
   return row
 

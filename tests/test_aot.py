@@ -41,9 +41,9 @@ def test_the_tiny_train_step_compiles_for_a_tpu_slice(monkeypatch):
   config = load_config("tiny")
   config.model.vae.num_res_blocks, config.model.dit.num_layers = 1, 1  # the same program, compiled faster
   mesh = make_mesh("fsdp=2,context=2", aot.devices("v5e:2x2"))
-  lowered = aot.lower_train(config, mesh, rules.rules_from_config(config.logical_axis_rules), 2, (5, 32, 32), None)
+  lowered = aot.lower_train(config, mesh, rules.rules_from_config(config.logical_axis_rules), 1, (5, 32, 32), None)
   assert "tpu_custom_call" in lowered.as_text()  # splash, TPU's attention, inside shard_map
-  numbers = aot.memory(lowered.compile())
+  numbers = aot.memory(lowered.compile(compiler_options={"exec_time_optimization_effort": -1.0}))  # compiles faster
   assert numbers["alias_bytes"] > 0  # the donated train state is updated in place
   assert 0 < numbers["peak_bytes_per_device"] < 2 << 30
 

@@ -46,6 +46,7 @@ _LPIPS_WEIGHTS = {"alex": ("alexnet.ckpt", "AlexNet_0", len(_ALEXNET_CONVS)),
                   "vgg": ("vgg16.ckpt", "VGG16_0", sum(_VGG16_BLOCKS))}  # file, backbone key, convolutions
 _DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)  # its stages: the image itself, then VGG16's five blocks
 _DISTS_C1 = _DISTS_C2 = 1e-6
+PERCEPTUAL_FRAMES_AT_ONCE = 2
 _HANNING_WINDOW = tuple(float(w) for w in np.hanning(5)[1:-1] / 2)  # (1/4, 1/2, 1/4), DISTS' L2 pooling
 
 
@@ -271,4 +272,8 @@ def perceptual_loss(kind: str, params: LpipsParams | DistsParams, output: jax.Ar
   # context, XLA's partitioner gets the gradient of this loss wrong (3.9x on fsdp=2, context=2, tensor=2;
   # tests/parallel/test_train_step_sharded.py). Decoded clips have 4k+1 frames, which never split over context.
   frames = lambda clip: rules.constrain(clip, ("act_batch",)).reshape(-1, *clip.shape[2:])  # noqa: E731
-  return jnp.mean(metric(params, frames(output), frames(target)))
+  # A few frames at a time, each group recomputed in the backward pass: the network's activations of a whole clip
+  # (tens of GB for 66 frames of 480x832 through VGG16) are never held at once.
+  score = jax.checkpoint(lambda pair: metric(params, pair[0][None], pair[1][None])[0])  # of one frame
+  scores = jax.lax.map(score, (frames(output), frames(target)), batch_size=PERCEPTUAL_FRAMES_AT_ONCE)
+  return jnp.mean(scores)

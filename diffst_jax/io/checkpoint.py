@@ -60,12 +60,30 @@ def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], para
                                             f"{METADATA_FILE}\n")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory / PARAMS_DIR, params)
-  metadata = {"format": FORMAT, "model": model, "config": config, "source": source or {}, "inference": inference or {}}
+  metadata = {"format": FORMAT, "model": model, "config": config, "source": source or {}, "inference": inference or {},
+              "params_files": params_files(directory)}
   if jax.process_index() == 0:
     partial = directory / f".{METADATA_FILE}.partial"
     partial.write_text(json.dumps(metadata, indent=2) + "\n")
     os.replace(partial, directory / METADATA_FILE)
   return directory
+
+
+def params_files(directory: str | pathlib.Path) -> dict[str, int]:
+  """The size of every file of a checkpoint's params/, by path: what `restore` checks before reading (a missing or
+  cut-short file is named in one line, not met deep inside the reader)."""
+  params = pathlib.Path(directory) / PARAMS_DIR
+  return {str(file.relative_to(params)): file.stat().st_size for file in sorted(params.rglob("*")) if file.is_file()}
+
+
+def _check_params_files(directory: pathlib.Path) -> None:
+  for name, size in _metadata(directory).get("params_files", {}).items():
+    file = directory / PARAMS_DIR / name
+    if not file.is_file():
+      raise ValueError(f"{file}: missing; the checkpoint is incomplete: copy or write it again")
+    if file.stat().st_size != size:
+      raise ValueError(f"{file}: {file.stat().st_size} bytes where the checkpoint wrote {size}: damaged or cut "
+                       "short; copy or write the checkpoint again")
 
 
 def _metadata(directory: str | pathlib.Path) -> dict[str, Any]:
@@ -112,6 +130,7 @@ def restore(directory: str | pathlib.Path, target: dict, partial: bool = False) 
   path, target = pathlib.Path(directory).absolute() / PARAMS_DIR, jax.tree.map(concrete, target)
   if not path.is_dir():
     raise ValueError(f"{path}: missing; the checkpoint is incomplete: copy or write it again")
+  _check_params_files(pathlib.Path(directory).absolute())
   try:
     if partial:
       with ocp.PyTreeCheckpointer() as checkpointer:

@@ -68,7 +68,7 @@ def _foreign_outputs(tmp_path):
   (tmp_path / "folder.mp4").mkdir()
   (tmp_path / "folder.mp4" / "x.txt").write_text("mine")
   return {
-      "frames folder without marker": (tmp_path / "extracted", "holds .diffst-jax"),
+      "frames folder without marker": (tmp_path / "extracted", "has no .diffst-jax marker"),
       "our folder with a user file": (tmp_path / "ours_plus_notes", "holds notes.txt, which diffst-jax did not write"),
       "video not written by us": (tmp_path / "their.mp4", "was not written by diffst-jax"),
       "file where a folder goes": (tmp_path / "a_file", "exists and is a file"),

@@ -135,7 +135,10 @@ def check_replaceable(path: pathlib.Path, overwrite: bool, kind: FolderKind | No
   if kind is None:
     raise OutputError(f"{path}: was not written by diffst-jax, so --overwrite keeps it; choose another output or "
                       "remove it yourself")
-  stray = foreign_entries(path, kind) or [path / MARKER]
+  stray = foreign_entries(path, kind)
+  if not stray:
+    raise OutputError(f"{path}: has no {MARKER} marker, so diffst-jax did not write it and --overwrite keeps it; "
+                      "choose another output")
   more = f" and {len(stray) - 1} more" if len(stray) > 1 else ""
   raise OutputError(f"{path}: holds {stray[0].name}{more}, which diffst-jax did not write; --overwrite only replaces a "
                     f"folder of {kind.what} (marked by {MARKER}): choose another output")

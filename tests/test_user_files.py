@@ -195,7 +195,7 @@ def _bad_input(tmp_path, case):
     return ("diffst_jax.sweep", ["--sweep", tmp_path / "sweep.py", "--workdir", out],
             f"diffst_jax.sweep: error: {tmp_path / 'sweep.py'}:2: not valid Python", "fix the sweep file")
   if case == "sweep workdir of the user's":
-    (tmp_path / "sweep.py").write_text(f"def get_sweep():\n  return dict(config='c.py', evaluate={{'gt': 'g'}})\n")
+    (tmp_path / "sweep.py").write_text("def get_sweep():\n  return dict(config='c.py', evaluate={'gt': 'g'})\n")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("mine")
     return ("diffst_jax.sweep", ["--sweep", tmp_path / "sweep.py", "--workdir", tmp_path / "mine"],

@@ -52,8 +52,13 @@ def timed(function, *args) -> float:
   return statistics.median(seconds)
 
 
-def flops(jitted, *args) -> float:
-  analysis = jitted.lower(*args).compile().cost_analysis()
+def compiled(jitted, *args):
+  """The program of `jitted` for `args`, compiled once: timed and asked for its FLOPs without a second compile."""
+  return jitted.lower(*args).compile()
+
+
+def flops(program) -> float:
+  analysis = program.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   return float(analysis.get("flops", 0.0))
 
@@ -109,17 +114,16 @@ def main():
   graphdef, state = nnx.split(model.dit)
   z = jax.random.normal(jax.random.key(1), (1, *latent, dit.in_channels))
   context = jnp.zeros((1, model_config.context_tokens, dit.text_dim))
-  forward = jax.jit(lambda state, z, t, c: nnx.merge(graphdef, state)(z, t, c))
   inputs = (state, z, jnp.array([400.0]), context)
-  row(f"DiT forward ({latent[0] * latent[1] * latent[2] // 4} tokens)", timed(forward, *inputs),
-      flops(forward, *inputs))
+  forward = compiled(jax.jit(lambda state, z, t, c: nnx.merge(graphdef, state)(z, t, c)), *inputs)
+  row(f"DiT forward ({latent[0] * latent[1] * latent[2] // 4} tokens)", timed(forward, *inputs), flops(forward))
 
   hr = jax.random.uniform(jax.random.key(2), (1, frames, height, width, 3), minval=-1.0, maxval=1.0)
-  encode = jax.jit(lambda video: model.vae.encode(video))
-  row("VAE encode", timed(encode, hr), flops(encode, hr))
-  decode = jax.jit(lambda latent_clip: model.vae.decode(latent_clip))
+  encode = compiled(jax.jit(lambda video: model.vae.encode(video)), hr)
+  row("VAE encode", timed(encode, hr), flops(encode))
   code = encode(hr)
-  row("VAE decode", timed(decode, code), flops(decode, code))
+  decode = compiled(jax.jit(lambda latent_clip: model.vae.decode(latent_clip)), code)
+  row("VAE decode", timed(decode, code), flops(decode))
 
   lr = hr[:, ::s_t, ::s_x, ::s_x]
   row(f"upscale, end to end ({lr.shape[1]}x{lr.shape[2]}x{lr.shape[3]} in)", timed(diffst.upscale, model, lr))
@@ -130,10 +134,10 @@ def main():
   state, frozen = jax.device_put((made.new_state(made.trainable), made.frozen), made.shardings)
   batch = {"hr": np.random.default_rng(0).integers(0, 256, (1, frames, height, width, 3), np.uint8)}
   batch["lr"] = batch["hr"][:, ::s_t, ::s_x, ::s_x]
-  step = made.step(made.stages[0])
   with rules.activate(mesh, axis_rules):
     batch = rules.global_batch(batch, mesh, axis_rules)
-    step_flops = flops(step, state, frozen, None, batch)
+    step = compiled(made.step(made.stages[0]), state, frozen, None, batch)
+    step_flops = flops(step)
     seconds = []
     for _ in range(REPEATS + 1):
       start = time.perf_counter()
@@ -141,7 +145,7 @@ def main():
       jax.block_until_ready(metrics)
       seconds.append(time.perf_counter() - start)
   row("train step, stage 1 (L_latent, AdamW)", statistics.median(seconds[1:]), step_flops,
-      note=f"first step (compiling) {seconds[0]:.0f} s")
+      note=f"first step {seconds[0]:.1f} s")
   stats = device.memory_stats() or {}
   print(f"\npeak device memory: {stats.get('peak_bytes_in_use', 0) / 2**30:.1f} GiB"
         if stats else "\npeak device memory: not reported by this backend", flush=True)

@@ -5,7 +5,9 @@ Layout is (B, S, heads, head_dim), as `jax.nn.dot_product_attention` takes it (n
 Implementations (config value `attention`):
   "auto"       cuDNN on GPU, splash on TPU, XLA elsewhere;
   "xla"        the reference: full logits, softmax in float32 or wider;
-  "blockwise"  online softmax over key blocks in a `lax.scan`; forward memory linear in the sequence length;
+  "blockwise"  FlashAttention in XLA: online softmax over key blocks in a `lax.scan`, a custom backward that
+               recomputes each block from the saved log-sum-exp; memory linear in the sequence length, forward
+               and backward (the XLA fallback for long sequences);
   "cudnn"      `jax.nn.dot_product_attention(implementation="cudnn")` (GPU; cuDNN takes float16/bfloat16, so
                float32 inputs run the XLA path);
   "splash"     Pallas splash attention (TPU; a Mosaic kernel: under a mesh it runs inside shard_map);
@@ -14,6 +16,7 @@ A key mask (B, Sk), True for real keys, hides padding; cuDNN and splash take it 
 so their padding must sit at the end (as context-parallel padding does).
 """
 
+import functools
 import math
 
 import jax
@@ -71,36 +74,86 @@ def attention_with_lse(q: jax.Array, k: jax.Array, v: jax.Array,
 
 
 def _blockwise(q, k, v, key_mask, block_size):
-  b, sq, n, d = q.shape
-  sk = k.shape[1]
+  b, sk = k.shape[:2]
   block = min(block_size, sk)
-  blocks = -(-sk // block)
-  pad = blocks * block - sk
+  pad = -sk % block
   mask = jnp.ones((b, sk), bool) if key_mask is None else key_mask
   if pad:
     k, v = (jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0))) for a in (k, v))
     mask = jnp.pad(mask, ((0, 0), (0, pad)))
-  dtype = jnp.promote_types(q.dtype, jnp.float32)
-  q = q.astype(dtype) / math.sqrt(d)
+  return _flash(q, k, v, mask, block)
 
-  def split(a):
-    return jnp.moveaxis(a.reshape(b, blocks, block, *a.shape[2:]), 1, 0)
+
+def _key_blocks(a: jax.Array, block: int) -> jax.Array:
+  """(B, Sk, ...) -> (Sk / block, B, block, ...): the scanned axis first."""
+  return jnp.moveaxis(a.reshape(a.shape[0], -1, block, *a.shape[2:]), 1, 0)
+
+
+def _block_logits(q, k_blk, m_blk, dtype):
+  """Scaled logits (B, N, Sq, block) of q against one key block, masked keys at _MASKED."""
+  logits = jnp.einsum("bqnd,bknd->bnqk", q, k_blk, preferred_element_type=dtype) / math.sqrt(q.shape[-1])
+  return jnp.where(m_blk[:, None, None, :], logits, _MASKED)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _flash(q, k, v, mask, block):
+  return _flash_forward(q, k, v, mask, block)[0]
+
+
+def _flash_forward(q, k, v, mask, block):
+  """Online softmax over key blocks (FlashAttention's forward): the output and each query's log-sum-exp, with one
+  block of logits alive at a time."""
+  b, sq, n, d = q.shape
+  dtype = jnp.promote_types(q.dtype, jnp.float32)
 
   def step(carry, kv):
     running_max, total, acc = carry
     k_blk, v_blk, m_blk = kv
-    logits = jnp.einsum("bqnd,bknd->bnqk", q, k_blk.astype(dtype))
-    logits = jnp.where(m_blk[:, None, None, :], logits, _MASKED)
+    logits = _block_logits(q, k_blk, m_blk, dtype)
     new_max = jnp.maximum(running_max, logits.max(axis=-1))
     probs = jnp.exp(logits - new_max[..., None])
     correction = jnp.exp(running_max - new_max)
     total = total * correction + probs.sum(axis=-1)
-    acc = acc * jnp.moveaxis(correction, 1, 2)[..., None] + jnp.einsum("bnqk,bknd->bqnd", probs, v_blk.astype(dtype))
+    acc = acc * jnp.moveaxis(correction, 1, 2)[..., None] + jnp.einsum(
+        "bnqk,bknd->bqnd", probs, v_blk, preferred_element_type=dtype)
     return (new_max, total, acc), None
 
   init = (jnp.full((b, n, sq), _MASKED, dtype), jnp.zeros((b, n, sq), dtype), jnp.zeros((b, sq, n, d), dtype))
-  (_, total, acc), _ = jax.lax.scan(jax.checkpoint(step), init, (split(k), split(v), split(mask)))
-  return (acc / jnp.moveaxis(total, 1, 2)[..., None]).astype(v.dtype)
+  (running_max, total, acc), _ = jax.lax.scan(step, init, tuple(_key_blocks(a, block) for a in (k, v, mask)))
+  out = (acc / jnp.moveaxis(total, 1, 2)[..., None]).astype(v.dtype)
+  return out, running_max + jnp.log(total)
+
+
+def _flash_fwd(q, k, v, mask, block):
+  out, lse = _flash_forward(q, k, v, mask, block)
+  return out, (q, k, v, mask, out, lse)
+
+
+def _flash_bwd(block, residuals, d_out):
+  """FlashAttention's backward: each key block's probabilities recomputed from the saved log-sum-exp, so memory
+  stays linear in the sequence length (XLA's autodiff of the forward would keep every block's)."""
+  q, k, v, mask, out, lse = residuals
+  dtype = lse.dtype
+  scale = 1 / math.sqrt(q.shape[-1])
+  d_out = d_out.astype(dtype)
+  row_dot = jnp.einsum("bqnd,bqnd->bnq", d_out, out.astype(dtype))  # sum_k p dp, per query
+
+  def step(dq, kv):
+    k_blk, v_blk, m_blk = kv
+    probs = jnp.exp(_block_logits(q, k_blk, m_blk, dtype) - lse[..., None])
+    dv_blk = jnp.einsum("bnqk,bqnd->bknd", probs, d_out)
+    dp = jnp.einsum("bqnd,bknd->bnqk", d_out, v_blk, preferred_element_type=dtype)
+    ds = probs * (dp - row_dot[..., None]) * scale
+    dq = dq + jnp.einsum("bnqk,bknd->bqnd", ds, k_blk, preferred_element_type=dtype)
+    dk_blk = jnp.einsum("bnqk,bqnd->bknd", ds, q, preferred_element_type=dtype)
+    return dq, (dk_blk.astype(k.dtype), dv_blk.astype(v.dtype))
+
+  dq, (dk, dv) = jax.lax.scan(step, jnp.zeros(q.shape, dtype), tuple(_key_blocks(a, block) for a in (k, v, mask)))
+  unblock = lambda a: jnp.moveaxis(a, 0, 1).reshape(k.shape)  # noqa: E731
+  return dq.astype(q.dtype), unblock(dk), unblock(dv), None
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 _SPLASH_MULTIPLE = 128  # splash's blocks are multiples of the TPU's 128 lanes

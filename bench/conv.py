@@ -8,7 +8,6 @@ the two results relative to the largest value.
 """
 
 import argparse
-import dataclasses
 import functools
 import time
 
@@ -17,13 +16,12 @@ import jax.numpy as jnp
 from flax import nnx
 from timing import median_seconds
 
-from diffst_jax.models import layers
 from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
+from diffst_jax.parallel import plan
 from diffst_jax.train import defaults
 
 
 def _reconstruction_fns(config: WanVAEConfig, shape: tuple[int, ...], implementation: str):
-  config = dataclasses.replace(config, conv_implementation=implementation)
   graphdef, params, rest = nnx.split(WanVAE(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))), nnx.Param, ...)
   video = jax.random.uniform(jax.random.key(1), shape, minval=-1, maxval=1)
 
@@ -34,7 +32,8 @@ def _reconstruction_fns(config: WanVAEConfig, shape: tuple[int, ...], implementa
   compiled = []
   for fn in (loss, jax.grad(loss, argnums=(0, 1))):
     start = time.perf_counter()
-    executable = jax.jit(fn).lower(params, video).compile()
+    with plan.use(plan.ExecutionPlan(conv_implementation=implementation)):
+      executable = jax.jit(fn).lower(params, video).compile()
     compiled.append((time.perf_counter() - start, functools.partial(_run, executable, params, video)))
   return compiled
 
@@ -59,7 +58,7 @@ def main():
   print("|---|---|---:|---:|---:|---:|---:|")
   for name, config, shape in cases:
     results = {}
-    for implementation in layers.CONV_IMPLEMENTATIONS:
+    for implementation in ("xla", "gemm"):
       results[implementation] = [(compile_s, median_seconds(fn, args.repeats), fn())
                                  for compile_s, fn in _reconstruction_fns(config, shape, implementation)]
     for i, what in enumerate(("forward", "forward + backward")):

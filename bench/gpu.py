@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402
 from diffst_jax.ops.attention import dot_product_attention  # noqa: E402
-from diffst_jax.parallel import rules  # noqa: E402
+from diffst_jax.parallel import plan, rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
 from diffst_jax.train import defaults, loop  # noqa: E402
 
@@ -98,7 +98,6 @@ def main():
   parser.add_argument("--tiny", action="store_true", help="configs/tiny.py at small sizes (a smoke run)")
   args = parser.parse_args()
   config = defaults.load_config_file(ROOT / "configs" / ("tiny.py" if args.tiny else "wan21_1_3b.py"))
-  config.conv_implementation = "xla"
   frames, height, width = (9, 64, 64) if args.tiny else (33, 480, 832)
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   s_t, s_x = model_config.time_scale, model_config.space_scale
@@ -134,7 +133,7 @@ def main():
   state, frozen = jax.device_put((made.new_state(made.trainable), made.frozen), made.shardings)
   batch = {"hr": np.random.default_rng(0).integers(0, 256, (1, frames, height, width, 3), np.uint8)}
   batch["lr"] = batch["hr"][:, ::s_t, ::s_x, ::s_x]
-  with rules.activate(mesh, axis_rules):
+  with plan.activate(mesh, axis_rules, **loop.run_choices(config)):
     batch = rules.global_batch(batch, mesh, axis_rules)
     step = compiled(made.step(made.stages[0]), state, frozen, None, batch)
     step_flops = flops(step)

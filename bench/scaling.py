@@ -43,7 +43,7 @@ from diffst_jax import aot  # noqa: E402
 from diffst_jax.models.dit import WanDiT, wan21_t2v_1_3b  # noqa: E402
 from diffst_jax.models.vae import WanVAE, wan21_vae_config  # noqa: E402
 from diffst_jax.parallel import attention as context_parallel  # noqa: E402
-from diffst_jax.parallel import rules  # noqa: E402
+from diffst_jax.parallel import plan, rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
 from diffst_jax.train import defaults  # noqa: E402
 
@@ -95,7 +95,7 @@ def dit_rows(latent: tuple[int, int, int], context_len: int) -> list[dict]:
         layer_config = dataclasses.replace(config, num_layers=layers)
         graphdef, state = nnx.split(nnx.eval_shape(lambda c=layer_config: WanDiT(c, rngs=nnx.Rngs(0))))
         forward = jax.jit(lambda state, x, t, c, graphdef=graphdef: nnx.merge(graphdef, state)(x, t, c))
-        with rules.activate(mesh):
+        with plan.activate(mesh):
           start = time.perf_counter()
           compiled = forward.lower(rules.abstract_state(state, mesh), _replicated(mesh, (1, *latent, 16)),
                                    _replicated(mesh, (1,)), _replicated(mesh, (1, context_len, 4096))).compile()
@@ -119,7 +119,7 @@ def vae_rows(clip: tuple[int, int, int]) -> list[dict]:
   reconstruct = jax.jit(lambda state, video: (lambda vae: vae.decode(vae.encode(video)))(nnx.merge(graphdef, state)))
   for cp in (1, 2, 4, 8):
     mesh = make_mesh(f"context={cp}", jax.devices()[:cp])
-    with rules.activate(mesh):
+    with plan.activate(mesh):
       start = time.perf_counter()
       video = jax.ShapeDtypeStruct((1, *clip, 3), jnp.float32, sharding=NamedSharding(
           mesh, rules.logical_to_mesh(("act_batch", None, "act_rows", None, None), rules.DEFAULT_RULES,

@@ -24,5 +24,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                  stage2=defaults.stage(500, 1e-4, 0, rec=1.0, perceptual=0.1)))
   config.perceptual = "lpips_alex"
   config.optimizer.clip_norm = 1.0
-  config.conv_implementation = "gemm"  # trained on CPU
   return config

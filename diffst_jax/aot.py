@@ -78,7 +78,7 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop, perceptual  # pylint: disable=import-outside-toplevel
 
   made = loop.program(config, loop.abstract_model(config), mesh, axis_rules)
@@ -99,7 +99,7 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   if weights.get("perceptual"):
     perceptual_params = jax.tree.map(lambda a: _replicated(a.shape, a.dtype, mesh), perceptual.load(config.perceptual))
   state, frozen = made.abstract_state(mesh, axis_rules)
-  with rules.activate(mesh, axis_rules):
+  with plan.activate(mesh, axis_rules, **loop.run_choices(config)):
     return made.step(made.stages[stage - 1]).lower(state, frozen, perceptual_params, inputs)
 
 
@@ -111,7 +111,7 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
 
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   if bf16:
@@ -125,7 +125,7 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
   lr = ((frames - 1) // s_t + 1, height // s_x, width // s_x)
   padding = diffst.padding_for(model_config, *lr)
   graphdef, state = nnx.split(nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))))
-  with rules.activate(mesh, axis_rules):
+  with plan.activate(mesh, axis_rules):
     return diffst.forward.lower(graphdef, rules.abstract_state(state, mesh, axis_rules),
                                 _replicated((1, *(n + p for n, p in zip(lr, padding)), 3), jnp.float32, mesh))
 

@@ -111,7 +111,19 @@ def read_metadata(directory: str | pathlib.Path, model: str) -> dict[str, Any]:
   if metadata.get("format") != FORMAT or metadata.get("model") != model:
     raise ValueError(f"{path}: expected a {FORMAT} checkpoint of model {model!r}, got format "
                      f"{metadata.get('format')!r} model {metadata.get('model')!r}")
+  if "config" in metadata:
+    metadata["config"] = _without_retired_fields(metadata["config"])
   return metadata
+
+
+# Config fields older checkpoints stored that are no longer part of a model: "conv_implementation" is the run's
+# choice now (parallel/plan.py), not the model's.
+RETIRED_CONFIG_FIELDS = ("conv_implementation",)
+
+
+def _without_retired_fields(config: dict[str, Any]) -> dict[str, Any]:
+  return {key: _without_retired_fields(value) if isinstance(value, dict) else value
+          for key, value in config.items() if key not in RETIRED_CONFIG_FIELDS}
 
 
 def restore(directory: str | pathlib.Path, target: dict, partial: bool = False) -> dict:

@@ -19,15 +19,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffst_jax.models.flow import SpyNet
-from diffst_jax.models.layers import Conv, check_conv_implementation
+from diffst_jax.models.layers import Conv
 from diffst_jax.models.vae import VIDEO
 from diffst_jax.ops.warp import warp
-from diffst_jax.parallel.rules import constrain
+from diffst_jax.parallel.plan import constrain
 
 
 @dataclasses.dataclass(frozen=True)
 class CFCAConfig:
-  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "conv_implementation")  # run settings, not architecture
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype",)  # a run setting, not architecture
 
   time_scale: int = 2  # s_t: output frames per input interval
   enabled: bool = True  # False: plain linear blending (the ablation)
@@ -35,10 +35,8 @@ class CFCAConfig:
   consistency_alpha: float = 0.01  # flows are consistent where |f + b(f)|^2 < alpha (|f|^2 + |b(f)|^2) + beta
   consistency_beta: float = 0.5
   param_dtype: str = "float32"
-  conv_implementation: str = "xla"  # or "gemm", faster training on CPU (layers.convolve)
 
   def __post_init__(self):
-    check_conv_implementation(self.conv_implementation)
     if self.time_scale not in (2, 4):
       raise ValueError(f"CFCAConfig: time_scale must be 2 or 4, got {self.time_scale}")
 
@@ -64,8 +62,8 @@ def _consistency(flow: jax.Array, reverse: jax.Array, alpha: float, beta: float)
 class Fusion(nnx.Module):
   """Six warped frames + alpha -> a residual frame: two 3D convs over the stack, mean over it, a zero-init conv."""
 
-  def __init__(self, channels: int, *, param_dtype: str, conv_implementation: str, rngs: nnx.Rngs):
-    kw = dict(dtype="float32", param_dtype=param_dtype, conv_implementation=conv_implementation, rngs=rngs)
+  def __init__(self, channels: int, *, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype="float32", param_dtype=param_dtype, rngs=rngs)
     self.conv1 = Conv(4, channels, (3, 3, 3), **kw)
     self.conv2 = Conv(channels, channels, (3, 3, 3), **kw)
     self.conv_out = Conv(channels, 3, (3, 3), **kw)
@@ -85,7 +83,7 @@ class CFCA(nnx.Module):
 
   def __init__(self, config: CFCAConfig, *, rngs: nnx.Rngs):
     self.config = config
-    kw = dict(param_dtype=config.param_dtype, conv_implementation=config.conv_implementation, rngs=rngs)
+    kw = dict(param_dtype=config.param_dtype, rngs=rngs)
     self.flow = SpyNet(**kw)
     self.fusion = Fusion(config.fusion_channels, **kw)
 

@@ -26,7 +26,8 @@ from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.ops import attention as attention_ops
 from diffst_jax.ops.rope import apply_rope, rope_tables
 from diffst_jax.parallel import attention as context_parallel
-from diffst_jax.parallel.rules import axis_size, constrain
+from diffst_jax.parallel import plan
+from diffst_jax.parallel.plan import constrain
 
 REMAT_POLICIES = {
     "none": None,
@@ -47,8 +48,8 @@ class WanDiTConfig(DiffusersConfig):
   DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"image_dim": None, "added_kv_proj_dim": None,
                                                "pos_embed_seq_len": None}
   FIXED_REASON: ClassVar[str] = "image-to-video DiTs are not supported, only Wan2.1 text-to-video"
-  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "dtype", "remat_policy", "attention", "conv_implementation",
-                                           "attention_block_size", "context_parallel")
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "dtype", "remat_policy", "attention", "attention_block_size",
+                                           "context_parallel")
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
   num_attention_heads: int = 12
@@ -71,11 +72,9 @@ class WanDiTConfig(DiffusersConfig):
   attention: str = "auto"
   attention_block_size: int = 512
   context_parallel: str = "allgather_kv"
-  conv_implementation: str = "xla"  # of the patch embedding: "gemm" trains faster on CPU (layers.convolve)
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(self.patch_size))
-    layers.check_conv_implementation(self.conv_implementation)
     if self.qk_norm != "rms_norm_across_heads":
       raise ValueError(f"WanDiTConfig: qk_norm must be 'rms_norm_across_heads' as in Wan2.1, got {self.qk_norm!r}")
     if self.remat_policy not in REMAT_POLICIES:
@@ -290,15 +289,13 @@ class PatchEmbedding(nnx.Module):
 
   def __init__(self, config: WanDiTConfig, *, rngs: nnx.Rngs):
     self.patch_size = config.patch_size
-    self.conv_implementation = config.conv_implementation
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform")
     shape = (*config.patch_size, config.in_channels, config.dim)
     self.kernel = _param(init(rngs.params(), shape, config.param_dtype), (None, None, None, None, "embed"))
     self.bias = _param(jnp.zeros((config.dim,), config.param_dtype), ("embed",))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = layers.convolve(_float32(x), _float32(self.kernel[...]), self.patch_size, ((0, 0), (0, 0)),
-                        self.conv_implementation)
+    y = layers.convolve(_float32(x), _float32(self.kernel[...]), self.patch_size, ((0, 0), (0, 0)))
     return y + _float32(self.bias[...])
 
 
@@ -335,8 +332,7 @@ class WanDiT(nnx.Module):
 
     tokens = self.patch_embedding(constrain(x, LATENTS)).reshape(b, -1, config.dim)
     length = tokens.shape[1]
-    # Under a mesh that spreads tokens over `context`, pad them to a multiple of its size; padded keys are masked.
-    padding = -length % axis_size("act_length")
+    padding = plan.current().token_padding(length)  # padded keys are masked
     key_mask = None
     if padding:
       tokens = jnp.pad(tokens, ((0, 0), (0, padding), (0, 0)))

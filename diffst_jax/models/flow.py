@@ -27,9 +27,8 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 class BasicModule(nnx.Module):
   """Five 7x7 convolutions 8 -> 32 -> 64 -> 32 -> 16 -> 2 with ReLUs between."""
 
-  def __init__(self, *, param_dtype: str, conv_implementation: str, rngs: nnx.Rngs):
-    self.convs = nnx.List([Conv(i, o, (7, 7), dtype="float32", param_dtype=param_dtype,
-                                conv_implementation=conv_implementation, rngs=rngs)
+  def __init__(self, *, param_dtype: str, rngs: nnx.Rngs):
+    self.convs = nnx.List([Conv(i, o, (7, 7), dtype="float32", param_dtype=param_dtype, rngs=rngs)
                            for i, o in zip(_CHANNELS[:-1], _CHANNELS[1:])])
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -46,9 +45,8 @@ def _avg_pool2(x: jax.Array) -> jax.Array:
 class SpyNet(nnx.Module):
   """Optical flow between two frames in [-1, 1], (B, H, W, 3) each; returns (B, H, W, 2) in pixels, float32."""
 
-  def __init__(self, *, param_dtype: str = "float32", conv_implementation: str = "xla", rngs: nnx.Rngs):
-    self.basic_module = nnx.List([BasicModule(param_dtype=param_dtype, conv_implementation=conv_implementation,
-                                              rngs=rngs) for _ in range(LEVELS)])
+  def __init__(self, *, param_dtype: str = "float32", rngs: nnx.Rngs):
+    self.basic_module = nnx.List([BasicModule(param_dtype=param_dtype, rngs=rngs) for _ in range(LEVELS)])
 
   def __call__(self, ref: jax.Array, supp: jax.Array) -> jax.Array:
     b, h, w, _ = ref.shape

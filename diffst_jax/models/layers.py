@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan
 
 
 class Conv(nnx.Module):
@@ -21,13 +21,12 @@ class Conv(nnx.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, ...], *,
                stride: tuple[int, ...] | None = None, padding: tuple[tuple[int, int], ...] | None = None,
-               dtype: str, param_dtype: str, conv_implementation: str = "xla", rngs: nnx.Rngs):
+               dtype: str, param_dtype: str, rngs: nnx.Rngs):
     self.kernel_size = tuple(kernel_size)
     self.stride = tuple(stride) if stride else (1,) * len(self.kernel_size)
     spatial = self.kernel_size[-2:]
     self.padding = tuple(padding) if padding else tuple((k // 2, k // 2) for k in spatial)
     self.dtype = jnp.dtype(dtype)
-    self.implementation = conv_implementation
     # torch's default conv init, bias included: with zero biases the RMS-normalized first layers of a VAE trained
     # from scratch cannot tell a dark input from a bright one of the same colour (docs/TRAINING.md).
     init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -36,47 +35,35 @@ class Conv(nnx.Module):
     self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), param_dtype, -bound, bound))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = convolve(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding,
-                 self.implementation)
+    y = convolve(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding)
     return y + self.bias[...].astype(self.dtype)
 
 
-CONV_IMPLEMENTATIONS = ("xla", "gemm")
-
-
-def check_conv_implementation(name: str) -> None:
-  if name not in CONV_IMPLEMENTATIONS:
-    raise ValueError(f"conv_implementation = {name!r} is unknown: use one of {', '.join(CONV_IMPLEMENTATIONS)}")
-
-
 def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...], padding: tuple[tuple[int, int], ...],
-             implementation: str = "xla") -> jax.Array:
+             implementation: str | None = None) -> jax.Array:
   """A 3D convolution (kernel (kt, kh, kw, in, out)) over (B, T, H, W, C) without time padding, or a 2D one
   (kernel (kh, kw, in, out)) over the last three axes of (..., H, W, C); `padding` is the spatial
   ((top, bottom), (left, right)).
 
-  `implementation` "xla": XLA's native convolutions. "gemm", for training on CPU, whose XLA backend runs 3D
-  convolutions and convolution kernel gradients slowly: a 3D convolution becomes a 2D one over time-stacked frames
-  and each kernel gradient a matrix product per kernel tap; forward + backward of the tiny VAE runs about 2x
-  faster and compiles longer (bench/conv.py). Both give the same results to fp32 rounding.
+  `implementation`, by default the current plan's (parallel/plan.py): "xla", XLA's native convolutions, or
+  "gemm", for training on CPU, whose XLA backend runs 3D convolutions and convolution kernel gradients slowly: a 3D
+  convolution becomes a 2D one over time-stacked frames and each kernel gradient a matrix product per kernel tap;
+  forward + backward of the tiny VAE runs about 2x faster and compiles longer (bench/conv.py). Both give the same
+  results to fp32 rounding.
 
-  Under context parallelism (an active mesh with context > 1) "xla" also takes kernel gradients tap by tap: XLA's
-  SPMD partitioner (jax 0.10.2, Shardy and GSPMD alike) multiplies the kernel gradient of a convolution whose input
-  is split along a spatial axis by the number of devices that input is replicated over (tensor, or an fsdp axis a
-  single clip does not fill); tests/models/test_layers.py shows it.
+  The current plan (parallel/plan.py) says when XLA's partitioner would get the kernel gradient wrong; then it is
+  taken tap by tap; otherwise input and output are laid out over every device axis and XLA's native gradient runs.
   """
-  check_conv_implementation(implementation)
+  current = plan.current()
   stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
-  if implementation == "gemm":
+  if current.convolutions(implementation) == "gemm":
     return _gemm_conv(x, kernel, stride, padding)
-  if _context_parallel():
+  if current.kernel_gradient_by_taps(x.shape):
     return _conv_with_tap_kernel_grad(x, kernel, stride, padding)
-  return _native_conv(x, kernel, stride, padding)
-
-
-def _context_parallel() -> bool:
-  active = rules.active()
-  return active is not None and dict(active[0].shape).get("context", 1) > 1
+  if current.axis_size("act_rows") == 1:
+    return _native_conv(x, kernel, stride, padding)
+  layout = current.conv_layout(x.ndim)
+  return current.constrain(_native_conv(current.constrain(x, layout), kernel, stride, padding), layout)
 
 
 def _native_conv(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:

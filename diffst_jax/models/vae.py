@@ -9,7 +9,7 @@ grow with the number of frames.
 Under a mesh (parallel/rules.py) activations keep their rows spread over the "act_rows" mesh axes (`context`):
 time runs as a causal scan, so rows, not frames, are what the devices split; XLA exchanges the convolution halos.
 Rows are split only when they divide over the devices at every resolution level (H a multiple of c x devices):
-where a level does not, XLA's partitioning of the time scan gave wrong results on CPU, so such clips keep whole rows.
+the plan decides (parallel/plan.py, `splits_vae_rows`).
 
 Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
 """
@@ -25,9 +25,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffst_jax.models.diffusers_config import DiffusersConfig
-from diffst_jax.models.layers import Conv, check_conv_implementation
+from diffst_jax.models.layers import Conv
 from diffst_jax.ops.attention import dot_product_attention
-from diffst_jax.parallel.rules import axis_size, constrain, without
+from diffst_jax.parallel import plan
+from diffst_jax.parallel.plan import constrain
 
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -48,7 +49,7 @@ class WanVAEConfig(DiffusersConfig):
   # Fields of the Wan2.2 VAE, or restating the compression (scale_factor_spatial follows dim_mult, see below).
   DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"is_residual": False, "patch_size": None, "scale_factor_temporal": 4}
   FIXED_REASON: ClassVar[str] = "only the Wan2.1 VAE is supported"
-  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "param_dtype", "remat", "conv_implementation")
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "param_dtype", "remat")
 
   base_dim: int = 96
   decoder_base_dim: int | None = None
@@ -66,10 +67,8 @@ class WanVAEConfig(DiffusersConfig):
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = True
-  conv_implementation: str = "xla"  # or "gemm", faster training on CPU (layers.convolve)
 
   def __post_init__(self):
-    check_conv_implementation(self.conv_implementation)
     for name in ("dim_mult", "attn_scales", "temperal_downsample", "latents_mean", "latents_std"):
       object.__setattr__(self, name, tuple(getattr(self, name)))
     if len(self.temperal_downsample) != len(self.dim_mult) - 1:
@@ -152,9 +151,8 @@ class RMSNorm(nnx.Module):
 class ResidualBlock(nnx.Module):
   """RMS -> SiLU -> causal conv 3^3 -> RMS -> SiLU -> causal conv 3^3, plus a 1^3 shortcut if channels change."""
 
-  def __init__(self, in_dim: int, out_dim: int, *, dtype: str, param_dtype: str, conv_implementation: str,
-               rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, conv_implementation=conv_implementation, rngs=rngs)
+  def __init__(self, in_dim: int, out_dim: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = RMSNorm(in_dim, param_dtype=param_dtype)
     self.conv1 = Conv(in_dim, out_dim, (3, 3, 3), **kw)
     self.norm2 = RMSNorm(out_dim, param_dtype=param_dtype)
@@ -172,8 +170,8 @@ class ResidualBlock(nnx.Module):
 class AttentionBlock(nnx.Module):
   """Single-head self-attention over the pixels of each frame, with a residual connection."""
 
-  def __init__(self, dim: int, *, dtype: str, param_dtype: str, conv_implementation: str, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, conv_implementation=conv_implementation, rngs=rngs)
+  def __init__(self, dim: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm = RMSNorm(dim, param_dtype=param_dtype)
     self.to_qkv = Conv(dim, 3 * dim, (1, 1), **kw)
     self.proj = Conv(dim, dim, (1, 1), **kw)
@@ -197,9 +195,9 @@ class Resample(nnx.Module):
 
   MODES = ("upsample2d", "upsample3d", "downsample2d", "downsample3d")
 
-  def __init__(self, dim: int, mode: str, *, dtype: str, param_dtype: str, conv_implementation: str, rngs: nnx.Rngs):
+  def __init__(self, dim: int, mode: str, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
     assert mode in self.MODES, mode
-    kw = dict(dtype=dtype, param_dtype=param_dtype, conv_implementation=conv_implementation, rngs=rngs)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.mode = mode
     if mode.startswith("up"):
       self.resample = Conv(dim, dim // 2, (3, 3), **kw)
@@ -234,8 +232,8 @@ class Resample(nnx.Module):
 class MidBlock(nnx.Module):
   """Residual block, attention, residual block."""
 
-  def __init__(self, dim: int, *, dtype: str, param_dtype: str, conv_implementation: str, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, conv_implementation=conv_implementation, rngs=rngs)
+  def __init__(self, dim: int, *, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.resnets = nnx.List([ResidualBlock(dim, dim, **kw) for _ in range(2)])
     self.attentions = nnx.List([AttentionBlock(dim, **kw)])
 
@@ -251,8 +249,7 @@ class Encoder(nnx.Module):
   """(B, t, H, W, 3) -> (B, t', H/c, W/c, 2 z_dim) moments for one time chunk (c = spatial_compression)."""
 
   def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
-    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
-              rngs=rngs)
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
     dims = [config.base_dim * m for m in (1, *config.dim_mult)]
     self.conv_in = Conv(config.in_channels, dims[0], (3, 3, 3), **kw)
     blocks = []
@@ -285,8 +282,8 @@ class UpBlock(nnx.Module):
   """num_res_blocks + 1 residual blocks, then an optional upsampler."""
 
   def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, upsample_mode: str | None, *,
-               dtype: str, param_dtype: str, conv_implementation: str, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, conv_implementation=conv_implementation, rngs=rngs)
+               dtype: str, param_dtype: str, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
     self.resnets = nnx.List([ResidualBlock(i, o, **kw) for i, o in zip(dims[:-1], dims[1:])])
     self.upsampler = Resample(out_dim, upsample_mode, **kw) if upsample_mode else None
@@ -307,8 +304,7 @@ class Decoder(nnx.Module):
   """(B, t', h, w, z_dim) -> (B, t, c h, c w, 3) for one time chunk (one latent frame -> 1 frame first, 4 after)."""
 
   def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
-    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
-              rngs=rngs)
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
     base_dim = config.decoder_base_dim or config.base_dim
     mult = config.dim_mult
     dims = [base_dim * m for m in (mult[-1], *mult[::-1])]
@@ -377,8 +373,8 @@ def _split_chunks(x: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array | None
 
 
 def _row_sharding(coarsest_rows: int):
-  """Rows stay split over the active mesh only if the coarsest level's rows divide over its devices."""
-  return contextlib.nullcontext() if coarsest_rows % axis_size("act_rows") == 0 else without("act_rows")
+  """Rows stay split as the plan lays them out only if it splits rows of this size (`splits_vae_rows`)."""
+  return contextlib.nullcontext() if plan.current().splits_vae_rows(coarsest_rows) else plan.without("act_rows")
 
 
 def _output_dtype(config: WanVAEConfig):
@@ -437,8 +433,7 @@ class WanVAE(nnx.Module):
   """The Wan2.1 causal video VAE: `encode` (B, T, H, W, 3) in [-1, 1] <-> `decode` normalized latents."""
 
   def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
-    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
-              rngs=rngs)
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
     self.config = config
     self.encoder = Encoder(config, rngs=rngs)
     self.quant_conv = Conv(2 * config.z_dim, 2 * config.z_dim, (1, 1, 1), **kw)

@@ -13,23 +13,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffst_jax.models.layers import Conv, check_conv_implementation
+from diffst_jax.models.layers import Conv
 from diffst_jax.ops.attention import dot_product_attention
 
 
 @dataclasses.dataclass(frozen=True)
 class VRGConfig:
-  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "conv_implementation")  # run settings, not architecture
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype",)  # a run setting, not architecture
 
   enabled: bool = True  # False: no guidance tokens (the ablation)
   num_tokens: int = 16  # K
   channels: int = 128
   num_heads: int = 4
   param_dtype: str = "float32"
-  conv_implementation: str = "xla"  # or "gemm", faster training on CPU (layers.convolve)
-
-  def __post_init__(self):
-    check_conv_implementation(self.conv_implementation)
 
 
 class VRG(nnx.Module):
@@ -37,8 +33,7 @@ class VRG(nnx.Module):
 
   def __init__(self, config: VRGConfig, text_dim: int, *, rngs: nnx.Rngs):
     self.config = config
-    kw = dict(dtype="float32", param_dtype=config.param_dtype, conv_implementation=config.conv_implementation,
-              rngs=rngs)
+    kw = dict(dtype="float32", param_dtype=config.param_dtype, rngs=rngs)
     c = config.channels
     self.num_heads = config.num_heads
     self.stem = nnx.List([Conv(3, c // 2, (3, 3), stride=(2, 2), padding=((1, 1), (1, 1)), **kw),

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from diffst_jax.ops import attention as attention_ops
-from diffst_jax.parallel import rules as rules_lib
+from diffst_jax.parallel import plan as plan_lib
 
 MODES = ("allgather_kv", "ulysses", "ring")
 LAYOUT = ("act_batch", "act_length", "act_heads", None)
@@ -27,21 +27,20 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
   attention without an active mesh or with context size 1); `key_mask` (B, S), True for real tokens."""
   if mode not in MODES:
     raise ValueError(f"context-parallel attention mode {mode!r} is unknown; choose one of {MODES}")
-  current, cp = rules_lib.active(), rules_lib.axis_size("act_length")
-  platform = rules_lib.platform()
-  implementation = attention_ops.resolve_implementation(implementation, platform)
+  plan = plan_lib.current()
+  cp = plan.axis_size("act_length")
+  implementation = plan.attention_implementation(implementation)
   attend = lambda q, k, v, mask: attention_ops.dot_product_attention(  # noqa: E731
-      q, k, v, key_mask=mask, implementation=implementation, block_size=block_size, backend=platform)
+      q, k, v, key_mask=mask, implementation=implementation, block_size=block_size, backend=plan.platform)
   # XLA partitions its own attention; a Mosaic kernel (splash) runs only inside shard_map, on each device's part.
-  if current is None or (cp == 1 and not implementation.startswith("splash")):
+  if plan.mesh is None or (cp == 1 and not implementation.startswith("splash")):
     return attend(q, k, v, key_mask)
-  mesh, rules = current
   if q.shape[1] % cp:
     raise ValueError(f"context-parallel attention: {q.shape[1]} tokens do not split over {cp} devices; pad the "
                      "tokens to a multiple and mask the padding")
-  spec = rules_lib.logical_to_mesh(LAYOUT, rules, q.shape, mesh)
+  spec = plan.spec(LAYOUT, q.shape)
   axis = spec[1]
-  local_heads = q.shape[2] // rules_lib.axis_size("act_heads") if spec[2] is not None else q.shape[2]
+  local_heads = q.shape[2] // plan.axis_size("act_heads") if spec[2] is not None else q.shape[2]
   if mode == "ulysses" and local_heads % cp:
     raise ValueError(f"ulysses attention needs the heads per device ({local_heads}) divisible by the context size "
                      f"{cp}; use mode 'allgather_kv' or 'ring', or another context size")
@@ -71,7 +70,7 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
 
   body = attend if cp == 1 else {"allgather_kv": allgather_kv, "ulysses": ulysses, "ring": ring}[mode]
   if key_mask is None:  # no all-True mask: XLA would materialize it against the logits
-    return jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=mesh, in_specs=(spec, spec, spec),
+    return jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=plan.mesh, in_specs=(spec, spec, spec),
                          out_specs=spec, check_vma=False)(q, k, v)
-  return jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec(spec[0], spec[1])), out_specs=spec,
-                       check_vma=False)(q, k, v, key_mask)
+  return jax.shard_map(body, mesh=plan.mesh, in_specs=(spec, spec, spec, PartitionSpec(spec[0], spec[1])),
+                       out_specs=spec, check_vma=False)(q, k, v, key_mask)

@@ -2,16 +2,11 @@
 "act_length", ...); the rules, kept in config, map each logical name to mesh axes. This module turns names into
 shardings, places parameters and optimizer state, and constrains activations inside jit-compiled code.
 
-`activate(mesh, rules)` makes a mesh current (`jax.set_mesh`) together with its rules; `constrain(x, names)` and
-the context-parallel attention read them at trace time and do nothing without an active mesh, so single-device code
-paths are unchanged. Rules are read when a function is traced: change them in a new process, not between calls of
-an already compiled function.
+Which mesh and rules are in force while a program is traced is parallel/plan.py's business (`plan.activate`).
 """
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -41,9 +36,6 @@ DEFAULT_RULES: Rules = (
     ("act_heads", "tensor"),
     ("act_embed", None),
 )
-
-_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar("diffst_sharding", default=None)
-
 
 def _mesh_axes(axes: MeshAxes) -> tuple[str, ...]:
   return (axes,) if isinstance(axes, str) else tuple(axes or ())
@@ -81,65 +73,9 @@ def logical_to_mesh(names: Sequence[str | None], rules: Rules, shape: Sequence[i
   return PartitionSpec(*spec)
 
 
-@contextlib.contextmanager
-def activate(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[Mesh]:
-  """Makes `mesh` current (for jit, shard_map and `constrain`) with `rules`."""
-  check_rules(rules)
-  token = _ACTIVE.set((mesh, rules))
-  try:
-    with jax.set_mesh(mesh):
-      yield mesh
-  finally:
-    _ACTIVE.reset(token)
-
-
-@contextlib.contextmanager
-def without(*logical_names: str) -> Iterator[None]:
-  """Inside: the active rules with `logical_names` mapped to no mesh axis (nothing changes without a mesh)."""
-  current = _ACTIVE.get()
-  if current is None:
-    yield
-    return
-  mesh, rules = current
-  token = _ACTIVE.set((mesh, tuple((name, None if name in logical_names else axes) for name, axes in rules)))
-  try:
-    yield
-  finally:
-    _ACTIVE.reset(token)
-
-
-def active() -> tuple[Mesh, Rules] | None:
-  return _ACTIVE.get()
-
-
-def platform() -> str:
-  """The platform the program being traced is for: the active mesh's devices' (which may be a TPU slice compiled for
-  from another machine, diffst_jax.aot), else JAX's default backend."""
-  current = _ACTIVE.get()
-  if current is None:
-    return jax.default_backend()
-  return current[0].devices.flat[0].platform
-
-
 def axis_size_on(mesh: Mesh, rules: Rules, logical_name: str) -> int:
   """How many devices `mesh` spreads `logical_name` over under `rules`."""
   return math.prod(mesh.shape[axis] for axis in _mesh_axes(dict(rules).get(logical_name)))
-
-
-def axis_size(logical_name: str) -> int:
-  """How many devices the active mesh spreads `logical_name` over (1 without an active mesh)."""
-  current = _ACTIVE.get()
-  return 1 if current is None else axis_size_on(*current, logical_name)
-
-
-def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-  """`x` constrained to the sharding its logical axis `names` map to under the active mesh (a no-op without one)."""
-  current = _ACTIVE.get()
-  if current is None:
-    return x
-  mesh, rules = current
-  spec = logical_to_mesh(names, rules, x.shape, mesh)
-  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def place(x: jax.Array, names: Sequence[str | None], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> jax.Array:

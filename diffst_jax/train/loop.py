@@ -29,7 +29,7 @@ from diffst_jax.data import builder, pipeline
 from diffst_jax.io import checkpoint
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import WanVAE
-from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan, rules
 from diffst_jax.parallel.mesh import make_mesh
 from diffst_jax.train import defaults, perceptual, step as train_step
 
@@ -121,17 +121,9 @@ def _load_part(path: str, fresh: nnx.Module, what: str) -> nnx.Module:
   return nnx.merge(nnx.graphdef(fresh), nnx.state(part))
 
 
-def _model_config(config: ml_collections.ConfigDict) -> diffst.DiffSTConfig:
-  """config.model, with every part's convolutions as `conv_implementation` says."""
-  model = diffst.DiffSTConfig.from_dict(config.model.to_dict())
-  return dataclasses.replace(model, **{part: dataclasses.replace(getattr(model, part),
-                                                                 conv_implementation=config.conv_implementation)
-                                       for part in ("vae", "dit", "cfca", "vrg")})
-
-
 def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
   """The model at the start of training: random init, then each part given in `init` (vae, dit, cfca, vrg)."""
-  model_config = _model_config(config)
+  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   if config.task == "autoencoder":
     vae = WanVAE(model_config.vae, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
     return _load_part(config.init.vae, vae, "vae") if config.init.vae else vae
@@ -147,7 +139,7 @@ def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
 
 def abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
   """The model's structure without computing any parameter (a resumed run restores them)."""
-  model_config = _model_config(config)
+  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   if config.task == "autoencoder":
     return nnx.eval_shape(lambda: WanVAE(model_config.vae, rngs=nnx.Rngs(0)))
   return nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
@@ -221,8 +213,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options) as manager:
     # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
     model = build_model(config) if manager.latest_step() is None else abstract_model(config)
-    with rules.activate(mesh, axis_rules):
+    with plan.activate(mesh, axis_rules, **run_choices(config)):
       return _train(config, workdir, mesh, axis_rules, model, manager)
+
+
+def run_choices(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a training run tells the execution plan (parallel/plan.py) beyond mesh and rules."""
+  return {"conv_implementation": config.conv_implementation, "training": True}
 
 
 @dataclasses.dataclass(frozen=True)

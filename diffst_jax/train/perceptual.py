@@ -27,7 +27,7 @@ import numpy as np
 
 from diffst_jax.convert import torch_io
 from diffst_jax.models import layers
-from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan
 
 Conv = tuple[jax.Array, jax.Array]  # (kernel (kh, kw, in, out), bias (out,))
 
@@ -268,10 +268,7 @@ def perceptual_loss(kind: str, params: LpipsParams | DistsParams, output: jax.Ar
   if output.ndim != 5 or output.shape != target.shape:
     raise ValueError(f"perceptual_loss: expected two clips (B, T, H, W, 3) of one shape, got {output.shape} and "
                      f"{target.shape}")
-  # Whole frames on each device (clips over the batch axes only): with the rows of the decoded clip split over
-  # context, XLA's partitioner gets the gradient of this loss wrong (3.9x on fsdp=2, context=2, tensor=2;
-  # tests/parallel/test_train_step_sharded.py). Decoded clips have 4k+1 frames, which never split over context.
-  frames = lambda clip: rules.constrain(clip, ("act_batch",)).reshape(-1, *clip.shape[2:])  # noqa: E731
+  frames = lambda clip: plan.current().whole_frames(clip).reshape(-1, *clip.shape[2:])  # noqa: E731
   # A few frames at a time, each group recomputed in the backward pass: the network's activations of a whole clip
   # (tens of GB for 66 frames of 480x832 through VGG16) are never held at once.
   score = jax.checkpoint(lambda pair: metric(params, pair[0][None], pair[1][None])[0])  # of one frame

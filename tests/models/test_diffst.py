@@ -1,6 +1,7 @@
 """DiffST end to end on the tiny preset: shapes and padding rules, ablation switches, checkpoints."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,21 @@ def test_rejects_a_single_frame(model):
 
 def test_checkpoint_round_trip(model, tmp_path):
   diffst.save(model, tmp_path / "ckpt")
+  loaded = diffst.load(tmp_path / "ckpt")
+  assert loaded.config == model.config
+  x = jax.random.uniform(jax.random.key(1), (1, 3, 8, 8, 3), minval=-1, maxval=1)
+  np.testing.assert_array_equal(diffst.upscale(loaded, x), diffst.upscale(model, x))
+
+
+def test_checkpoint_of_an_older_release_with_conv_implementation_loads(model, tmp_path):
+  """Checkpoints written before the convolution choice moved to the run (parallel/plan.py) stored it per part;
+  they still load, with the same numbers."""
+  diffst.save(model, tmp_path / "ckpt")
+  metadata_file = tmp_path / "ckpt" / "model.json"
+  metadata = json.loads(metadata_file.read_text())
+  for part in ("vae", "dit", "cfca", "vrg"):
+    metadata["config"][part]["conv_implementation"] = "gemm"
+  metadata_file.write_text(json.dumps(metadata))
   loaded = diffst.load(tmp_path / "ckpt")
   assert loaded.config == model.config
   x = jax.random.uniform(jax.random.key(1), (1, 3, 8, 8, 3), minval=-1, maxval=1)

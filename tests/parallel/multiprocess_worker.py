@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402  pylint: disable=wrong-import-position
-from diffst_jax.parallel import distributed, rules  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax.parallel import distributed, plan, rules  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel.mesh import make_mesh, parse_mesh  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.train import defaults, perceptual  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.train import step as train_step  # noqa: E402  pylint: disable=wrong-import-position
@@ -52,7 +52,7 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
     state_sharding = None
     if mesh_text:
       mesh = make_mesh(mesh_text, jax.devices()[:math.prod(parse_mesh(mesh_text).values())])
-      stack.enter_context(rules.activate(mesh))
+      stack.enter_context(plan.activate(mesh))
       nnx.update(model, rules.place_state(nnx.state(model), mesh))
       state_sharding = rules.state_shardings(state, mesh)
       state, frozen = jax.device_put(state, state_sharding), rules.place_state(frozen, mesh)

@@ -12,7 +12,7 @@ from flax import nnx
 from diffst_jax.models.dit import WanDiT, WanDiTConfig
 from diffst_jax.parallel import attention as context_parallel
 from diffst_jax.parallel import mesh as mesh_lib
-from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan, rules
 from tests.conftest import rbg_rngs
 
 # (data, fsdp, context, tensor) = (1,1,8,1), (2,1,4,1), (1,2,2,2), (1,1,2,1) (the last on 2 of the 8 devices).
@@ -53,7 +53,7 @@ COLLECTIVE = {"allgather_kv": "all-gather", "ulysses": "all-to-all", "ring": "co
 def sharded_forward(model, inputs, mesh):
   """The output, and the compiled program's text."""
   graphdef, state = nnx.split(model)
-  with rules.activate(mesh):
+  with plan.activate(mesh):
     state = jax.device_put(state, rules.state_shardings(state, mesh))
     x, t, context = inputs
     x = rules.place(x, ("act_batch", "act_frames", None, None, None), mesh)
@@ -95,7 +95,7 @@ def test_attention_modes_pad_and_mask(mode):
 
   plain = lambda q, k, v: context_parallel.self_attention(q, k, v, mask, mode=mode)  # noqa: E731
   reference = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, plain)
-  with rules.activate(mesh_lib.make_mesh("data=2,context=4")):
+  with plan.activate(mesh_lib.make_mesh("data=2,context=4")):
     ours = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)(q, k, v, padded)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
     assert relative_error(a, b) <= 1e-5
@@ -103,5 +103,5 @@ def test_attention_modes_pad_and_mask(mode):
 
 def test_ulysses_needs_heads_divisible_by_context():
   q = jnp.zeros((1, 8, 3, 8))
-  with rules.activate(mesh_lib.make_mesh("context=2,tensor=4")), pytest.raises(ValueError, match="ulysses"):
+  with plan.activate(mesh_lib.make_mesh("context=2,tensor=4")), pytest.raises(ValueError, match="ulysses"):
     jax.jit(lambda q: context_parallel.self_attention(q, q, q, mode="ulysses"))(q)

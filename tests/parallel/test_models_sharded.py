@@ -9,7 +9,7 @@ from flax import nnx
 
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import VIDEO
-from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan, rules
 from tests.parallel.test_dit_context_parallel import MESHES, make_mesh, relative_error
 
 
@@ -38,7 +38,7 @@ def test_models_match_single_device(model_inputs_reference, mesh_name):
   model, (frames, video), reference = model_inputs_reference
   mesh = make_mesh(MESHES[mesh_name])
   graphdef, state = nnx.split(model)
-  with rules.activate(mesh):
+  with plan.activate(mesh):
     state = jax.device_put(state, rules.state_shardings(state, mesh))
     outputs = run_all(graphdef, state, rules.place(frames, VIDEO, mesh), rules.place(video, VIDEO, mesh))
   for name, out in outputs.items():

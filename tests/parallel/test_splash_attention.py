@@ -12,7 +12,7 @@ import pytest
 from diffst_jax.ops.attention import dot_product_attention
 from diffst_jax.parallel import attention as context_parallel
 from diffst_jax.parallel import mesh as mesh_lib
-from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan, rules
 
 TOKENS, REAL, HEADS, DIM = 256, 230, 4, 64  # the last 26 tokens are padding, as the DiT pads for context parallelism
 
@@ -51,7 +51,7 @@ def test_splash_inside_shard_map_equals_xla(mesh_text, mode):
   mask = jnp.broadcast_to(jnp.arange(TOKENS) < REAL, (2, TOKENS))
   mesh = mesh_lib.make_mesh(mesh_text, jax.devices()[:math.prod(mesh_lib.parse_mesh(mesh_text).values())])
   expected = _loss_and_grads(lambda q, k, v: dot_product_attention(q, k, v, key_mask=mask), q, k, v, weights)
-  with rules.activate(mesh):
+  with plan.activate(mesh):
     got = _loss_and_grads(lambda q, k, v: context_parallel.self_attention(
         q, k, v, mask, mode=mode, implementation="splash_interpret"), q, k, v, weights)
     program = jax.jit(lambda q, k, v: context_parallel.self_attention(

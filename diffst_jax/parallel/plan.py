@@ -1,0 +1,160 @@
+"""The one place where the mesh and the backend decide how the models compute.
+
+An `ExecutionPlan` is made once from a mesh, its logical axis rules and the platform the program is compiled for
+(the mesh's devices', which may be a TPU slice compiled for from another machine: diffst_jax.aot), and scoped
+explicitly: `activate(mesh, rules)` makes it current (with `jax.set_mesh`) for the code traced inside. Models,
+losses and ops ask the current plan (`current()`) what to do: how to lay out an activation, which attention and
+convolution implementations to run, whether to pad tokens, whether to split VAE rows, which convolution kernel
+gradients to take tap by tap. They never look at the mesh themselves. Without an active mesh the plan is the
+single-device one of JAX's default backend, and every layout call is a no-op.
+
+Plans are read when a function is traced: change them in a new process, not between calls of an already compiled
+function. Each XLA workaround below names the test that shows the defect it avoids.
+"""
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import jax
+from jax.sharding import Mesh, NamedSharding
+
+from diffst_jax.ops import attention as attention_ops
+from diffst_jax.parallel import rules as rules_lib
+
+CONV_IMPLEMENTATIONS = ("auto", "xla", "gemm")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionPlan:
+  mesh: Mesh | None = None
+  rules: rules_lib.Rules = rules_lib.DEFAULT_RULES
+  platform: str = ""  # default: the mesh's devices', else JAX's default backend
+  conv_implementation: str = "auto"  # the run's choice: "auto", "xla" or "gemm" (`convolutions`)
+  training: bool = False  # whether the program takes gradients (train.py)
+
+  def __post_init__(self):
+    rules_lib.check_rules(self.rules)
+    if self.conv_implementation not in CONV_IMPLEMENTATIONS:
+      raise ValueError(f"conv_implementation = {self.conv_implementation!r} is unknown: use one of "
+                       f"{', '.join(CONV_IMPLEMENTATIONS)}")
+    if not self.platform:
+      platform = self.mesh.devices.flat[0].platform if self.mesh is not None else jax.default_backend()
+      object.__setattr__(self, "platform", platform)
+
+  # Layout --------------------------------------------------------------------------------------------------------
+
+  def axis_size(self, logical_name: str) -> int:
+    """How many devices the mesh spreads `logical_name` over (1 without a mesh)."""
+    return 1 if self.mesh is None else rules_lib.axis_size_on(self.mesh, self.rules, logical_name)
+
+  def spec(self, names: Sequence[str | None], shape: Sequence[int]) -> jax.sharding.PartitionSpec:
+    return rules_lib.logical_to_mesh(names, self.rules, shape, self.mesh)
+
+  def constrain(self, x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """`x` constrained to the sharding its logical axis `names` map to (a no-op without a mesh)."""
+    if self.mesh is None:
+      return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, self.spec(names, x.shape)))
+
+  def without(self, *logical_names: str) -> "ExecutionPlan":
+    """This plan with `logical_names` mapped to no mesh axis."""
+    return dataclasses.replace(self, rules=tuple((name, None if name in logical_names else axes)
+                                                 for name, axes in self.rules))
+
+  # Algorithms ----------------------------------------------------------------------------------------------------
+
+  def attention_implementation(self, requested: str) -> str:
+    """What attention `requested` ("auto", "xla", "splash", ...) runs as on this plan's platform."""
+    return attention_ops.resolve_implementation(requested, self.platform)
+
+  def convolutions(self, requested: str | None = None) -> str:
+    """What a convolution runs as (`layers.convolve`): `requested`, else this plan's `conv_implementation`, with
+    "auto" resolved from the platform and the program: "gemm" when training on CPU, whose XLA backend runs 3D
+    convolutions and kernel gradients slowly (2.3x faster steps, 2-5x longer compiles: bench/conv.py), XLA's native
+    convolutions otherwise (GPU, TPU, and CPU inference, which compiles faster)."""
+    choice = requested or self.conv_implementation
+    if choice == "auto":
+      return "gemm" if self.platform == "cpu" and self.training else "xla"
+    return choice
+
+  def token_padding(self, length: int) -> int:
+    """Tokens to append so `length` splits over the devices of "act_length" (the padding is masked)."""
+    return -length % self.axis_size("act_length")
+
+  def splits_vae_rows(self, coarsest_rows: int) -> bool:
+    """Whether the VAE keeps its rows spread over "act_rows": only if the rows of its coarsest level divide over
+    those devices; where a level does not, XLA's partitioning of the causal time scan gave wrong results on CPU
+    (tests/parallel/test_models_sharded.py)."""
+    return coarsest_rows % self.axis_size("act_rows") == 0
+
+  def kernel_gradient_by_taps(self, input_shape: Sequence[int]) -> bool:
+    """Whether a convolution over an input of `input_shape` ((N, ..., H, W, C), rows H laid out over "act_rows")
+    must take its kernel gradient tap by tap (`layers.convolve`).
+
+    XLA's SPMD partitioner (jax 0.10.2, Shardy and GSPMD alike) multiplies the kernel gradient of a convolution
+    whose input is split along a spatial axis by the number of devices that input is replicated over
+    (tests/models/test_layers.py shows it). Only when the rows are split and some device axis of the mesh would
+    hold copies of the input (tensor, or batch axes the leading dimension does not fill) is the workaround needed;
+    otherwise the input and output cotangent are laid out with every device axis used (`conv_layout`) and XLA's
+    native kernel gradient is exact.
+    """
+    if self.mesh is None:
+      return False
+    rows_devices = self.axis_size("act_rows")
+    if rows_devices == 1 or input_shape[-3] % rows_devices:
+      return False  # rows whole on every device: nothing to get wrong
+    batch_devices = self.axis_size("act_batch") if input_shape[0] % self.axis_size("act_batch") == 0 else 1
+    return batch_devices * rows_devices < self.mesh.size
+
+  def whole_frames(self, clips: jax.Array) -> jax.Array:
+    """Clips (B, T, H, W, C) laid out with whole frames on each device (clips over the batch axes only), as the
+    perceptual loss takes them: with the rows of a decoded clip split over context, XLA's partitioner gets that
+    loss's gradient wrong (3.9x on fsdp=2, context=2, tensor=2; tests/parallel/test_train_step_sharded.py).
+    Decoded clips have 4k+1 frames, which never split over context."""
+    return self.constrain(clips, ("act_batch",))
+
+  @staticmethod
+  def conv_layout(ndim: int) -> tuple[str | None, ...]:
+    """Logical axes of a convolution input or output (N, ..., H, W, C): leading axis over the batch axes, rows
+    over "act_rows"."""
+    return ("act_batch",) + (None,) * (ndim - 4) + ("act_rows", None, None)
+
+
+_CURRENT: contextvars.ContextVar[ExecutionPlan | None] = contextvars.ContextVar("diffst_plan", default=None)
+
+
+def current() -> ExecutionPlan:
+  """The plan in scope: the active mesh's, else the single-device plan of JAX's default backend."""
+  plan = _CURRENT.get()
+  return plan if plan is not None else ExecutionPlan()
+
+
+@contextlib.contextmanager
+def use(plan: ExecutionPlan) -> Iterator[ExecutionPlan]:
+  token = _CURRENT.set(plan)
+  try:
+    yield plan
+  finally:
+    _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES, **choices) -> Iterator[Mesh]:
+  """Makes `mesh` current (for jit, shard_map and the plan's layouts) with `rules` and the run's `choices`
+  (`conv_implementation`, `training`)."""
+  with use(ExecutionPlan(mesh, rules, **choices)), jax.set_mesh(mesh):
+    yield mesh
+
+
+@contextlib.contextmanager
+def without(*logical_names: str) -> Iterator[None]:
+  """Inside: the current plan with `logical_names` mapped to no mesh axis."""
+  with use(current().without(*logical_names)):
+    yield
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """`current().constrain`: the models' layout hint, a no-op without a mesh."""
+  return current().constrain(x, names)

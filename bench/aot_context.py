@@ -1,0 +1,71 @@
+"""How per-chip memory falls as one clip is spread over more chips (context = 1, 2, 4, 8), read from the TPU
+compiler: each row is one `python -m diffst_jax.aot` run, in its own process, for a TPU slice compiled from this
+machine (no TPU needed; the `tpu` extra brings libtpu).
+
+  python bench/aot_context.py --program upscale --topology v5p:2x2x2 --clip 33x720x1280
+  python bench/aot_context.py --program train --stage 1 --topology v5p:2x2x2 --clip 33x480x832
+
+Mesh per row, over all the slice's chips: upscale (one clip) "data=D/N,context=N", so each chip holds 1/N of the
+clip; train "fsdp=D/N,context=N" with one clip per fsdp group (the aot default), again 1/N of a clip per chip.
+Memory beyond arguments (outputs - aliased + temporaries) should fall as 1/N; the table gives it relative to the
+N = 1 row times 1/N. v5p's 95 GiB chips hold the N = 1 rows that a v5e chip (16 GiB) does not.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+
+
+def compile_row(args, mesh: str, out: pathlib.Path) -> dict:
+  command = [sys.executable, "-m", "diffst_jax.aot", "--topology", args.topology, "--config", args.config, "--mesh",
+             mesh, "--program", args.program, "--clip", args.clip, "--json", str(out)]
+  if args.program == "train":
+    command += ["--stage", str(args.stage)]
+  env = {**os.environ, "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
+  subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+  return json.loads(out.read_text())
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--program", choices=("train", "upscale"), required=True)
+  parser.add_argument("--topology", default="v5p:2x2x2", help="a TPU slice of 8 chips (v5p:2x2x2, v5e:2x4, ...)")
+  parser.add_argument("--config", default="configs/wan21_1_3b.py")
+  parser.add_argument("--clip", default="33x480x832")
+  parser.add_argument("--stage", type=int, default=1)
+  parser.add_argument("--context", default="1,2,4,8", help="context sizes, comma-separated")
+  parser.add_argument("--chips", type=int, default=8, help="chips of the slice")
+  parser.add_argument("--json", help="write the rows to this file")
+  args = parser.parse_args()
+  batch_axis = "data" if args.program == "upscale" else "fsdp"
+  rows = []
+  with tempfile.TemporaryDirectory() as scratch:
+    for n in map(int, args.context.split(",")):
+      mesh = f"{batch_axis}={args.chips // n},context={n}"
+      result = compile_row(args, mesh, pathlib.Path(scratch) / f"{n}.json")
+      beyond = result["peak_bytes_per_device"] - result["argument_bytes"]
+      rows.append({"context": n, "mesh": mesh, **result, "beyond_argument_bytes": beyond})
+      print(f"context={n} done: {beyond / GIB:.2f} GiB beyond arguments", file=sys.stderr, flush=True)
+  base = rows[0]["beyond_argument_bytes"] * rows[0]["context"]
+  print(f"{args.program} {args.clip} on {args.topology} ({args.config}"
+        f"{f', stage {args.stage}' if args.program == 'train' else ''})\n")
+  print("| context N | mesh | arguments GiB | beyond arguments GiB | peak GiB per chip | beyond / (N=1 row / N) "
+        "| compile s |")
+  print("|---:|---|---:|---:|---:|---:|---:|")
+  for row in rows:
+    print(f"| {row['context']} | {row['mesh']} | {row['argument_bytes'] / GIB:.2f} | "
+          f"{row['beyond_argument_bytes'] / GIB:.2f} | {row['peak_bytes_per_device'] / GIB:.2f} | "
+          f"{row['beyond_argument_bytes'] * row['context'] / base:.2f} | {row['compile_seconds']:.0f} |")
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+  main()

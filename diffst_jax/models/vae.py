@@ -8,13 +8,12 @@ grow with the number of frames.
 
 Under a mesh (parallel/rules.py) activations keep their rows spread over the "act_rows" mesh axes (`context`):
 time runs as a causal scan, so rows, not frames, are what the devices split; XLA exchanges the convolution halos.
-Rows are split only when they divide over the devices at every resolution level (H a multiple of c x devices):
-the plan decides (parallel/plan.py, `splits_vae_rows`).
+Each resolution level splits its rows when they divide over the devices and keeps them whole where they do not
+(the coarsest levels of 720 rows over 4 devices, say); tests/parallel/test_models_sharded.py checks such a clip.
 
 Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
 """
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -27,7 +26,6 @@ from flax import nnx
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.models.layers import Conv
 from diffst_jax.ops.attention import dot_product_attention
-from diffst_jax.parallel import plan
 from diffst_jax.parallel.plan import constrain
 
 WAN21_LATENTS_MEAN = (
@@ -372,11 +370,6 @@ def _split_chunks(x: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array | None
   return x[:, :1], jnp.moveaxis(rest, 1, 0)
 
 
-def _row_sharding(coarsest_rows: int):
-  """Rows stay split as the plan lays them out only if it splits rows of this size (`splits_vae_rows`)."""
-  return contextlib.nullcontext() if plan.current().splits_vae_rows(coarsest_rows) else plan.without("act_rows")
-
-
 def _output_dtype(config: WanVAEConfig):
   """Latents and decoded frames are float32, or float64 for a float64 model."""
   return jnp.promote_types(config.dtype, jnp.float32)
@@ -389,8 +382,7 @@ def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array
   vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
-  with _row_sharding(x.shape[2] // config.spatial_compression):
-    moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
+  moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
   mean = moments[..., :config.z_dim].astype(dtype)
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
 
@@ -401,8 +393,7 @@ def _decode(graphdef: nnx.GraphDef, state: nnx.State, z: jax.Array) -> jax.Array
   config, dtype = vae.config, _output_dtype(vae.config)
   z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
   first, rest = _split_chunks(vae.post_quant_conv(z), 1)
-  with _row_sharding(z.shape[2]):
-    x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
+  x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
   return jnp.clip(x.astype(dtype), -1.0, 1.0)
 
 

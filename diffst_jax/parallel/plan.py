@@ -4,8 +4,7 @@ An `ExecutionPlan` is made once from a mesh, its logical axis rules and the plat
 (the mesh's devices', which may be a TPU slice compiled for from another machine: diffst_jax.aot), and scoped
 explicitly: `activate(mesh, rules)` makes it current (with `jax.set_mesh`) for the code traced inside. Models,
 losses and ops ask the current plan (`current()`) what to do: how to lay out an activation, which attention and
-convolution implementations to run, whether to pad tokens, whether to split VAE rows, which convolution kernel
-gradients to take tap by tap. They never look at the mesh themselves. Without an active mesh the plan is the
+convolution implementations to run, whether to pad tokens, which convolution kernel gradients to take tap by tap. They never look at the mesh themselves. Without an active mesh the plan is the
 single-device one of JAX's default backend, and every layout call is a no-op.
 
 Plans are read when a function is traced: change them in a new process, not between calls of an already compiled
@@ -58,11 +57,6 @@ class ExecutionPlan:
       return x
     return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, self.spec(names, x.shape)))
 
-  def without(self, *logical_names: str) -> "ExecutionPlan":
-    """This plan with `logical_names` mapped to no mesh axis."""
-    return dataclasses.replace(self, rules=tuple((name, None if name in logical_names else axes)
-                                                 for name, axes in self.rules))
-
   # Algorithms ----------------------------------------------------------------------------------------------------
 
   def attention_implementation(self, requested: str) -> str:
@@ -82,12 +76,6 @@ class ExecutionPlan:
   def token_padding(self, length: int) -> int:
     """Tokens to append so `length` splits over the devices of "act_length" (the padding is masked)."""
     return -length % self.axis_size("act_length")
-
-  def splits_vae_rows(self, coarsest_rows: int) -> bool:
-    """Whether the VAE keeps its rows spread over "act_rows": only if the rows of its coarsest level divide over
-    those devices; where a level does not, XLA's partitioning of the causal time scan gave wrong results on CPU
-    (tests/parallel/test_models_sharded.py)."""
-    return coarsest_rows % self.axis_size("act_rows") == 0
 
   def kernel_gradient_by_taps(self, input_shape: Sequence[int]) -> bool:
     """Whether a convolution over an input of `input_shape` ((N, ..., H, W, C), rows H laid out over "act_rows")
@@ -146,13 +134,6 @@ def activate(mesh: Mesh, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES, **cho
   (`conv_implementation`, `training`)."""
   with use(ExecutionPlan(mesh, rules, **choices)), jax.set_mesh(mesh):
     yield mesh
-
-
-@contextlib.contextmanager
-def without(*logical_names: str) -> Iterator[None]:
-  """Inside: the current plan with `logical_names` mapped to no mesh axis."""
-  with use(current().without(*logical_names)):
-    yield
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:

@@ -382,7 +382,15 @@ def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array
   vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
-  moments = vae.quant_conv(_scan_time_chunks(vae.encoder, first, rest, config.remat))
+  encoder_graph, encoder_state = nnx.split(vae.encoder)
+  encode_chunks = lambda state, first, rest: _scan_time_chunks(  # noqa: E731
+      nnx.merge(encoder_graph, state), first, rest, config.remat)
+  if config.remat:
+    # The whole clip recomputed in the backward pass as well: the time scan then keeps every chunk's causal caches
+    # only while the encoder's own gradient is taken, not through the DiT's and the decoder's backward passes, when
+    # (in DiffST's train step, whose gradients reach CFCA through the encoder) they would add to the decoder's.
+    encode_chunks = jax.checkpoint(encode_chunks)
+  moments = vae.quant_conv(encode_chunks(encoder_state, first, rest))
   mean = moments[..., :config.z_dim].astype(dtype)
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
 

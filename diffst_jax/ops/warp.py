@@ -19,13 +19,16 @@ def warp(image: jax.Array, flow: jax.Array, padding: str = "zeros") -> jax.Array
   elif padding != "zeros":
     raise ValueError(f"warp: padding must be 'zeros' or 'border', got {padding!r}")
   x0, y0 = jnp.floor(x), jnp.floor(y)
-  flat = image.reshape(b, h * w, c)
-  out = jnp.zeros_like(image)
+  # Gathered channel-major, (B, C, H W): the gather, and the scatter its gradient is, then run along the pixel axis.
+  # Channels-last, TPUs lay the 3 channels of an RGB image along their 128 lanes, 40x the memory (the CFCA warps
+  # of a 33x480x832 training clip held 2.3 GB of such buffers on a v5e chip).
+  flat = jnp.moveaxis(image, -1, 1).reshape(b, c, h * w)
+  out = jnp.zeros((b, c, h * w), image.dtype)
   for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
     xi, yi = x0 + dx, y0 + dy
     weight = (1 - jnp.abs(x - xi)) * (1 - jnp.abs(y - yi))
     inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
-    index = (jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)).astype(jnp.int32).reshape(b, h * w, 1)
-    sampled = jnp.take_along_axis(flat, index, axis=1).reshape(b, h, w, c)
-    out = out + jnp.where(inside, weight, 0.0)[..., None] * sampled
-  return out
+    index = (jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)).astype(jnp.int32).reshape(b, 1, h * w)
+    sampled = jnp.take_along_axis(flat, jnp.broadcast_to(index, (b, c, h * w)), axis=2)
+    out = out + jnp.where(inside, weight, 0.0).reshape(b, 1, h * w) * sampled
+  return jnp.moveaxis(out.reshape(b, c, h, w), 1, -1)

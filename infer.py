@@ -91,6 +91,7 @@ def run(args) -> pathlib.Path:
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import distributed, rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as execution_plan  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
 
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
@@ -115,7 +116,7 @@ def run(args) -> pathlib.Path:
   with contextlib.ExitStack() as stack:
     if args.mesh:
       mesh = make_mesh(args.mesh)
-      stack.enter_context(rules.activate(mesh))
+      stack.enter_context(execution_plan.activate(mesh))
       nnx.update(model, rules.place_state(nnx.state(model), mesh))
     frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
                                      progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk"))

@@ -42,6 +42,20 @@ def test_png_folder_in_and_out_in_bfloat16(tmp_path):
   assert video.probe(tmp_path / "out")[2:] == (48, 64)
 
 
+
+def test_mesh_spreads_the_clip_with_the_same_output(tmp_path):
+  """`--mesh data=-1,context=2`: the clip split over two devices (the execution plan made active), PNG frames equal
+  to the one-device run's up to one level of 8-bit rounding."""
+  frames, _ = video.read_video(CLIP)
+  video.write_video(tmp_path / "in", frames[:3], 30)
+  for name, extra in (("one", []), ("two", ["--mesh", "data=-1,context=2"])):
+    result = _infer("--input", tmp_path / "in", "--output", tmp_path / name, "--space-scale", "1", *extra)
+    assert result.returncode == 0, result.stderr
+  one, _ = video.read_video(tmp_path / "one")
+  two, _ = video.read_video(tmp_path / "two")
+  assert one.shape == two.shape
+  assert np.abs(one.astype(int) - two.astype(int)).max() <= 1
+
 def _bad_inputs(tmp_path):
   data = CLIP.read_bytes()
   (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())

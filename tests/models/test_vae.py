@@ -13,6 +13,7 @@ from flax import nnx
 
 from diffst_jax.convert import load_vae
 from diffst_jax.convert import vae as convert_vae
+from diffst_jax.models import vae as vae_lib
 from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
 from tests import wan_original_layout
 from tests.conftest import rbg_rngs
@@ -178,6 +179,22 @@ def test_gradients_match_finite_differences(tiny_config):
     numeric = (loss(shifted(1e-6), x) - loss(shifted(-1e-6), x)) / 2e-6
     analytic = jax.jit(lambda g, d: sum(jax.tree.leaves(jax.tree.map(jnp.vdot, g, d))))(grad_params, direction)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
+
+
+def test_grouped_remat_scan_matches_plain_gradients(tiny_config):
+  """Nine latent frames: the first chunk, then 8 in two checkpointed groups of 4 (the grouping a 33-frame clip
+  gets), against the same decoder without remat."""
+  z = jax.random.normal(jax.random.key(1), (1, 9, 8, 8, tiny_config.vae["z_dim"]))
+  grads = []
+  for remat in (True, False):
+    vae = WanVAE(WanVAEConfig(**dict(tiny_config.vae, num_res_blocks=1), remat=remat), rngs=rbg_rngs(2))
+    grads.append(jax.jit(jax.grad(lambda z, vae=vae: jnp.sum(vae.decode(z) ** 2)))(z))
+  np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-5 * float(jnp.abs(grads[1]).max()))
+
+
+@pytest.mark.parametrize("chunks, groups", [(1, 1), (4, 1), (6, 2), (7, 1), (8, 2), (9, 3), (16, 4)])
+def test_checkpoint_groups_minimize_kept_caches(chunks, groups):
+  assert vae_lib._checkpoint_groups(chunks) == groups  # pylint: disable=protected-access
 
 
 @pytest.mark.slow  # 1 min; the float64 finite-difference test above checks the gradients themselves

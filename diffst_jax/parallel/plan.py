@@ -96,12 +96,17 @@ class ExecutionPlan:
     batch_devices = self.axis_size("act_batch") if input_shape[0] % self.axis_size("act_batch") == 0 else 1
     return batch_devices * rows_devices < self.mesh.size
 
-  def whole_frames(self, clips: jax.Array) -> jax.Array:
-    """Clips (B, T, H, W, C) laid out with whole frames on each device (clips over the batch axes only), as the
-    perceptual loss takes them: with the rows of a decoded clip split over context, XLA's partitioner gets that
-    loss's gradient wrong (3.9x on fsdp=2, context=2, tensor=2; tests/parallel/test_train_step_sharded.py).
-    Decoded clips have 4k+1 frames, which never split over context."""
-    return self.constrain(clips, ("act_batch",))
+  def for_images(self) -> "ExecutionPlan":
+    """The plan for a per-image network (the perceptual loss) over a batch of frames: the batch ("act_batch") spread
+    over every batch and context axis, one image's rows whole on its device. Splitting the rows of a decoded clip
+    over context instead makes XLA's partitioner get that loss's gradient wrong (3.9x on fsdp=2, context=2,
+    tensor=2; tests/parallel/test_train_step_sharded.py), and whole clips per batch group would run the network on
+    every frame on every device of the group."""
+    table, clip_axes = dict(self.rules), ("act_frames", "act_length", "act_rows")
+    spread = dict.fromkeys(axis for name in ("act_batch", *clip_axes) for axis in rules_lib.mesh_axes(table.get(name)))
+    rules = tuple((name, tuple(spread) if name == "act_batch" else None if name in clip_axes else axes)
+                  for name, axes in self.rules)
+    return dataclasses.replace(self, rules=rules)
 
   @staticmethod
   def conv_layout(ndim: int) -> tuple[str | None, ...]:

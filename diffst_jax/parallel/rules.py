@@ -37,13 +37,13 @@ DEFAULT_RULES: Rules = (
     ("act_embed", None),
 )
 
-def _mesh_axes(axes: MeshAxes) -> tuple[str, ...]:
+def mesh_axes(axes: MeshAxes) -> tuple[str, ...]:
   return (axes,) if isinstance(axes, str) else tuple(axes or ())
 
 
 def check_rules(rules: Rules) -> None:
   for name, axes in rules:
-    for axis in _mesh_axes(axes):
+    for axis in mesh_axes(axes):
       if axis not in MESH_AXES:
         raise ValueError(f"sharding rules: logical axis {name!r} maps to {axis!r}, not a mesh axis {MESH_AXES}")
 
@@ -56,7 +56,7 @@ def logical_to_mesh(names: Sequence[str | None], rules: Rules, shape: Sequence[i
   table = dict(rules)
   spec, owner = [], {}
   for position, name in enumerate(names):
-    axes = _mesh_axes(table.get(name) if name is not None else None)
+    axes = mesh_axes(table.get(name) if name is not None else None)
     if shape is not None and mesh is not None:
       kept, size = [], shape[position]
       for axis in axes:
@@ -75,7 +75,7 @@ def logical_to_mesh(names: Sequence[str | None], rules: Rules, shape: Sequence[i
 
 def axis_size_on(mesh: Mesh, rules: Rules, logical_name: str) -> int:
   """How many devices `mesh` spreads `logical_name` over under `rules`."""
-  return math.prod(mesh.shape[axis] for axis in _mesh_axes(dict(rules).get(logical_name)))
+  return math.prod(mesh.shape[axis] for axis in mesh_axes(dict(rules).get(logical_name)))
 
 
 def place(x: jax.Array, names: Sequence[str | None], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> jax.Array:

@@ -46,7 +46,6 @@ _LPIPS_WEIGHTS = {"alex": ("alexnet.ckpt", "AlexNet_0", len(_ALEXNET_CONVS)),
                   "vgg": ("vgg16.ckpt", "VGG16_0", sum(_VGG16_BLOCKS))}  # file, backbone key, convolutions
 _DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)  # its stages: the image itself, then VGG16's five blocks
 _DISTS_C1 = _DISTS_C2 = 1e-6
-PERCEPTUAL_FRAMES_AT_ONCE = 2
 _HANNING_WINDOW = tuple(float(w) for w in np.hanning(5)[1:-1] / 2)  # (1/4, 1/2, 1/4), DISTS' L2 pooling
 
 
@@ -268,9 +267,17 @@ def perceptual_loss(kind: str, params: LpipsParams | DistsParams, output: jax.Ar
   if output.ndim != 5 or output.shape != target.shape:
     raise ValueError(f"perceptual_loss: expected two clips (B, T, H, W, 3) of one shape, got {output.shape} and "
                      f"{target.shape}")
-  frames = lambda clip: plan.current().whole_frames(clip).reshape(-1, *clip.shape[2:])  # noqa: E731
-  # A few frames at a time, each group recomputed in the backward pass: the network's activations of a whole clip
-  # (tens of GB for 66 frames of 480x832 through VGG16) are never held at once.
-  score = jax.checkpoint(lambda pair: metric(params, pair[0][None], pair[1][None])[0])  # of one frame
-  scores = jax.lax.map(score, (frames(output), frames(target)), batch_size=PERCEPTUAL_FRAMES_AT_ONCE)
-  return jnp.mean(scores)
+  with plan.use(plan.current().for_images()) as images_plan:
+    # One frame per device at a time, each group recomputed in the backward pass: the network's activations of a
+    # whole clip (tens of GB for 66 frames of 480x832 through VGG16) are never held at once.
+    devices = images_plan.axis_size("act_batch")
+    count = output.shape[0] * output.shape[1]
+    groups = -(-count // devices)
+
+    def frame_groups(clip):
+      frames = jnp.pad(clip.reshape(count, *clip.shape[2:]), ((0, groups * devices - count),) + ((0, 0),) * 3)
+      return images_plan.constrain(frames.reshape(groups, devices, *clip.shape[2:]), (None, "act_batch"))
+
+    score = jax.checkpoint(lambda pair: images_plan.constrain(metric(params, *pair), ("act_batch",)))
+    scores = jax.lax.map(score, (frame_groups(output), frame_groups(target)))
+  return jnp.mean(scores.reshape(-1)[:count])

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffst_jax.parallel import mesh as parallel_mesh
+from diffst_jax.parallel import plan
 from diffst_jax.train import perceptual
 
 ASSETS = pathlib.Path(__file__).resolve().parent.parent / "assets" / "pyiqa_calibration"
@@ -135,3 +137,26 @@ def test_training_loss_kinds_pick_their_network():
   assert perceptual.load("lpips_alex").net == "alex"
   with pytest.raises(ValueError, match="unknown perceptual loss 'ssim'"):
     perceptual.load("ssim")
+
+
+@pytest.mark.parametrize("mesh_shape", ["fsdp=2,context=2,tensor=2", "data=2,context=4"])
+def test_loss_and_gradient_under_a_mesh_equal_one_device(loaded, mesh_shape):
+  """The frames spread over every batch and context device (7 frames of 2 clips over 4 or 8 devices: padded), rows
+  of each frame whole; the clips come in laid out as the decoder leaves them, rows over context."""
+  rng = np.random.default_rng(2)
+  output, target = (jnp.asarray(rng.uniform(-1, 1, (2, 7, 32, 48, 3)), jnp.float32) for _ in range(2))
+  loss_and_grad = lambda o, t, params: jax.value_and_grad(  # noqa: E731
+      lambda o: perceptual.perceptual_loss("lpips_alex", params, o, t))(o)
+  expected = jax.jit(loss_and_grad)(output, target, loaded("alex"))
+  mesh = parallel_mesh.make_mesh(mesh_shape)
+  with plan.activate(mesh):
+    clips = jax.sharding.NamedSharding(mesh, plan.current().spec(("act_batch", None, "act_rows"), output.shape))
+    sharded = jax.jit(loss_and_grad)(jax.device_put(output, clips), jax.device_put(target, clips), loaded("alex"))
+  np.testing.assert_allclose(sharded[0], expected[0], rtol=1e-5)
+  np.testing.assert_allclose(sharded[1], expected[1], rtol=0, atol=1e-5 * float(jnp.abs(expected[1]).max()))
+
+
+def test_per_image_plan_spreads_images_over_batch_and_context_axes():
+  images = plan.ExecutionPlan(parallel_mesh.make_mesh("data=2,context=2,tensor=2")).for_images()
+  assert images.axis_size("act_batch") == 4 and images.axis_size("act_rows") == 1
+  assert images.spec(("act_batch",), (8,)) == jax.sharding.PartitionSpec(("data", "fsdp", "context"))

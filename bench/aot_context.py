@@ -2,13 +2,17 @@
 compiler: each row is one `python -m diffst_jax.aot` run, in its own process, for a TPU slice compiled from this
 machine (no TPU needed; the `tpu` extra brings libtpu).
 
-  python bench/aot_context.py --program upscale --topology v5p:2x2x2 --clip 33x720x1280
-  python bench/aot_context.py --program train --stage 1 --topology v5p:2x2x2 --clip 33x480x832
+  python bench/aot_context.py --program upscale --topology v5p:2x2x2
+  python bench/aot_context.py --program train --stage 1 --topology v5p:2x2x2
 
 Mesh per row, over all the slice's chips: upscale (one clip) "data=D/N,context=N", so each chip holds 1/N of the
 clip; train "fsdp=D/N,context=N" with one clip per fsdp group (the aot default), again 1/N of a clip per chip.
 Memory beyond arguments (outputs - aliased + temporaries) should fall as 1/N; the table gives it relative to the
 N = 1 row times 1/N. v5p's 95 GiB chips hold the N = 1 rows that a v5e chip (16 GiB) does not.
+
+The default clip, 33x512x896, is one whose rows divide over 8 devices at every resolution of the VAE (512, 256,
+128 and 64 rows): where a level's rows do not divide (720 rows' 90 at the coarsest, over 8) the VAE keeps that level
+whole on every device, which no context size can divide.
 """
 
 import argparse
@@ -38,7 +42,7 @@ def main():
   parser.add_argument("--program", choices=("train", "upscale"), required=True)
   parser.add_argument("--topology", default="v5p:2x2x2", help="a TPU slice of 8 chips (v5p:2x2x2, v5e:2x4, ...)")
   parser.add_argument("--config", default="configs/wan21_1_3b.py")
-  parser.add_argument("--clip", default="33x480x832")
+  parser.add_argument("--clip", default="33x512x896", help="HR output frames x height x width")
   parser.add_argument("--stage", type=int, default=1)
   parser.add_argument("--context", default="1,2,4,8", help="context sizes, comma-separated")
   parser.add_argument("--chips", type=int, default=8, help="chips of the slice")

@@ -8,8 +8,8 @@ grow with the number of frames.
 
 Under a mesh (parallel/rules.py) activations keep their rows spread over the "act_rows" mesh axes (`context`):
 time runs as a causal scan, so rows, not frames, are what the devices split; XLA exchanges the convolution halos.
-Each resolution level splits its rows when they divide over the devices and keeps them whole where they do not
-(the coarsest levels of 720 rows over 4 devices, say); tests/parallel/test_models_sharded.py checks such a clip.
+Rows are split only when they divide over the devices at every resolution level (H a multiple of c x devices):
+the plan decides (parallel/plan.py, `for_vae`).
 
 Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
 """
@@ -26,6 +26,7 @@ from flax import nnx
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.models.layers import Conv
 from diffst_jax.ops.attention import dot_product_attention
+from diffst_jax.parallel import plan
 from diffst_jax.parallel.plan import constrain
 
 WAN21_LATENTS_MEAN = (
@@ -409,7 +410,8 @@ def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array
     # only while the encoder's own gradient is taken, not through the DiT's and the decoder's backward passes, when
     # (in DiffST's train step, whose gradients reach CFCA through the encoder) they would add to the decoder's.
     encode_chunks = jax.checkpoint(encode_chunks)
-  moments = vae.quant_conv(encode_chunks(encoder_state, first, rest))
+  with plan.use(plan.current().for_vae(x.shape[2] // config.spatial_compression)):
+    moments = vae.quant_conv(encode_chunks(encoder_state, first, rest))
   mean = moments[..., :config.z_dim].astype(dtype)
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
 
@@ -420,7 +422,8 @@ def _decode(graphdef: nnx.GraphDef, state: nnx.State, z: jax.Array) -> jax.Array
   config, dtype = vae.config, _output_dtype(vae.config)
   z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
   first, rest = _split_chunks(vae.post_quant_conv(z), 1)
-  x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
+  with plan.use(plan.current().for_vae(z.shape[2])):
+    x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
   return jnp.clip(x.astype(dtype), -1.0, 1.0)
 
 

@@ -49,15 +49,17 @@ def test_models_match_single_device(model_inputs_reference, mesh_name):
   assert rows_per_device == 64 // mesh.shape["context"]
 
 
-def test_vae_rows_that_split_at_some_levels_only(tiny_config):
-  """24 rows: levels of 24 and 12 rows split over context = 4, the 6 and 3 of the coarser ones stay whole. Encode,
+@pytest.mark.parametrize("rows, mesh_shape", [(24, "fsdp=2,context=4"), (32, "context=8")])
+def test_vae_rows_whose_coarsest_level_does_not_divide(tiny_config, rows, mesh_shape):
+  """Rows whose coarsest level (rows / 8) does not divide over context: 24 over 4, and 32 over 8, whose levels of
+  32, 16 and 8 rows XLA partitioned wrongly (7% off) when they were split and the coarsest 4 kept whole. Encode,
   decode and the gradient through both (the train step's path to CFCA) equal the single-device run, in float64 so
   that a partitioning error cannot hide in fp32 rounding."""
   config = diffst.DiffSTConfig.from_dict(tiny_config.to_dict())
   with jax.enable_x64(True):
     vae_config = dataclasses.replace(config.vae, dtype="float64", param_dtype="float64")
     graphdef, state = nnx.split(WanVAE(vae_config, rngs=nnx.Rngs(0)))
-    video = jax.random.uniform(jax.random.key(3), (2, 5, 24, 16, 3), jnp.float64, minval=-1, maxval=1)
+    video = jax.random.uniform(jax.random.key(3), (2, 5, rows, 16, 3), jnp.float64, minval=-1, maxval=1)
 
     def loss(state, video):
       vae = nnx.merge(graphdef, state)
@@ -66,10 +68,9 @@ def test_vae_rows_that_split_at_some_levels_only(tiny_config):
       return jnp.sum(decoded * jnp.sin(jnp.arange(decoded.size).reshape(decoded.shape))) + jnp.sum(latents ** 2)
 
     want = jax.jit(jax.value_and_grad(loss, argnums=1))(state, video)
-    mesh = make_mesh("fsdp=2,context=4")
+    mesh = make_mesh(mesh_shape)
     with plan.activate(mesh):
       got = jax.jit(jax.value_and_grad(loss, argnums=1))(jax.device_put(state, rules.state_shardings(state, mesh)),
                                                           rules.place(video, VIDEO, mesh))
-    assert got[1].sharding.spec[2] == "context", "the input gradient keeps its rows over context"
     for name, w, g in zip(("loss", "input gradient"), want, got):
       assert relative_error(g, w) <= 1e-12, name

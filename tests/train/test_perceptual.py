@@ -139,7 +139,7 @@ def test_training_loss_kinds_pick_their_network():
     perceptual.load("ssim")
 
 
-@pytest.mark.parametrize("mesh_shape", ["fsdp=2,context=2,tensor=2", "data=2,context=4"])
+@pytest.mark.parametrize("mesh_shape", ["fsdp=2,context=2,tensor=2", "data=2,context=4", "context=8"])
 def test_loss_and_gradient_under_a_mesh_equal_one_device(loaded, mesh_shape):
   """The frames spread over every batch and context device (7 frames of 2 clips over 4 or 8 devices: padded), rows
   of each frame whole; the clips come in laid out as the decoder leaves them, rows over context."""

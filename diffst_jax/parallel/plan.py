@@ -4,8 +4,10 @@ An `ExecutionPlan` is made once from a mesh, its logical axis rules and the plat
 (the mesh's devices', which may be a TPU slice compiled for from another machine: diffst_jax.aot), and scoped
 explicitly: `activate(mesh, rules)` makes it current (with `jax.set_mesh`) for the code traced inside. Models,
 losses and ops ask the current plan (`current()`) what to do: how to lay out an activation, which attention and
-convolution implementations to run, whether to pad tokens, which convolution kernel gradients to take tap by tap. They never look at the mesh themselves. Without an active mesh the plan is the
-single-device one of JAX's default backend, and every layout call is a no-op.
+convolution implementations to run, whether to pad tokens, which convolution kernel gradients to take tap by tap;
+derived plans lay out the VAE (`for_vae`) and per-image networks (`for_images`). They never look at the mesh
+themselves. Without an active mesh the plan is the single-device one of JAX's default backend, and every layout
+call is a no-op.
 
 Plans are read when a function is traced: change them in a new process, not between calls of an already compiled
 function. Each XLA workaround below names the test that shows the defect it avoids.

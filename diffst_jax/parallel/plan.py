@@ -105,8 +105,7 @@ class ExecutionPlan:
     (tests/parallel/test_models_sharded.py), while other such clips come out exact."""
     if coarsest_rows % self.axis_size("act_rows") == 0:
       return self
-    return dataclasses.replace(self, rules=tuple((name, None if name == "act_rows" else axes)
-                                                 for name, axes in self.rules))
+    return self._remapped({"act_rows": None})
 
   def for_images(self) -> "ExecutionPlan":
     """The plan for a per-image network (the perceptual loss) over a batch of frames: the batch ("act_batch") spread
@@ -116,9 +115,11 @@ class ExecutionPlan:
     every frame on every device of the group."""
     table, clip_axes = dict(self.rules), ("act_frames", "act_length", "act_rows")
     spread = dict.fromkeys(axis for name in ("act_batch", *clip_axes) for axis in rules_lib.mesh_axes(table.get(name)))
-    rules = tuple((name, tuple(spread) if name == "act_batch" else None if name in clip_axes else axes)
-                  for name, axes in self.rules)
-    return dataclasses.replace(self, rules=rules)
+    return self._remapped({"act_batch": tuple(spread), **dict.fromkeys(clip_axes)})
+
+  def _remapped(self, changes: dict) -> "ExecutionPlan":
+    """This plan with the logical axes in `changes` mapped to its mesh axes instead."""
+    return dataclasses.replace(self, rules=tuple((name, changes.get(name, axes)) for name, axes in self.rules))
 
   @staticmethod
   def conv_layout(ndim: int) -> tuple[str | None, ...]:

@@ -13,10 +13,17 @@ N = 1 row times 1/N. v5p's 95 GiB chips hold the N = 1 rows that a v5e chip (16 
 The default clip, 33x512x896, is one whose rows divide over 8 devices at every resolution of the VAE (512, 256,
 128 and 64 rows): where a level's rows do not divide (720 rows' 90 at the coarsest, over 8) the VAE keeps that level
 whole on every device, which no context size can divide.
+
+With --topologies (one slice per row, e.g. v5p:1x1x1,v5p:2x1x1,v5p:2x2x1,v5p:2x2x2) only the context changes: each
+row's mesh is "context=N" over a slice of N chips, one clip, and everything sharded over context (the clip, and the
+parameters, gradient and optimizer state, which the rules put over fsdp and context) is spread over the N chips.
+Over one fixed slice, the default, the parameters are over all its chips in every row, so their gradient and the
+other parameter-sized buffers are the same in every row and only the clip's share falls as 1/N.
 """
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -27,8 +34,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 
 
-def compile_row(args, mesh: str, out: pathlib.Path) -> dict:
-  command = [sys.executable, "-m", "diffst_jax.aot", "--topology", args.topology, "--config", args.config, "--mesh",
+def compile_row(args, topology: str, mesh: str, out: pathlib.Path) -> dict:
+  command = [sys.executable, "-m", "diffst_jax.aot", "--topology", topology, "--config", args.config, "--mesh",
              mesh, "--program", args.program, "--clip", args.clip, "--json", str(out)]
   if args.program == "train":
     command += ["--stage", str(args.stage)]
@@ -46,25 +53,31 @@ def main():
   parser.add_argument("--stage", type=int, default=1)
   parser.add_argument("--context", default="1,2,4,8", help="context sizes, comma-separated")
   parser.add_argument("--chips", type=int, default=8, help="chips of the slice")
+  parser.add_argument("--topologies", help="one slice per row, comma-separated, each compiled with context = its "
+                      "chips (e.g. v5p:1x1x1,v5p:2x1x1,v5p:2x2x1,v5p:2x2x2); replaces --topology, --context, --chips")
   parser.add_argument("--json", help="write the rows to this file")
   args = parser.parse_args()
   batch_axis = "data" if args.program == "upscale" else "fsdp"
+  if args.topologies:
+    runs = [(topology, chips, f"context={chips}") for topology in args.topologies.split(",")
+            for chips in [math.prod(int(size) for size in topology.partition(":")[2].split("x"))]]
+  else:
+    runs = [(args.topology, n, f"{batch_axis}={args.chips // n},context={n}") for n in map(int, args.context.split(","))]
   rows = []
   with tempfile.TemporaryDirectory() as scratch:
-    for n in map(int, args.context.split(",")):
-      mesh = f"{batch_axis}={args.chips // n},context={n}"
-      result = compile_row(args, mesh, pathlib.Path(scratch) / f"{n}.json")
+    for topology, n, mesh in runs:
+      result = compile_row(args, topology, mesh, pathlib.Path(scratch) / f"{n}.json")
       beyond = result["peak_bytes_per_device"] - result["argument_bytes"]
       rows.append({"context": n, "mesh": mesh, **result, "beyond_argument_bytes": beyond})
       print(f"context={n} done: {beyond / GIB:.2f} GiB beyond arguments", file=sys.stderr, flush=True)
   base = rows[0]["beyond_argument_bytes"] * rows[0]["context"]
-  print(f"{args.program} {args.clip} on {args.topology} ({args.config}"
+  print(f"{args.program} {args.clip} on {args.topologies or args.topology} ({args.config}"
         f"{f', stage {args.stage}' if args.program == 'train' else ''})\n")
-  print("| context N | mesh | arguments GiB | beyond arguments GiB | peak GiB per chip | beyond / (N=1 row / N) "
+  print("| context N | slice | mesh | arguments GiB | beyond arguments GiB | peak GiB per chip | beyond / (N=1 row / N) "
         "| compile s |")
-  print("|---:|---|---:|---:|---:|---:|---:|")
+  print("|---:|---|---|---:|---:|---:|---:|---:|")
   for row in rows:
-    print(f"| {row['context']} | {row['mesh']} | {row['argument_bytes'] / GIB:.2f} | "
+    print(f"| {row['context']} | {row['topology']} | {row['mesh']} | {row['argument_bytes'] / GIB:.2f} | "
           f"{row['beyond_argument_bytes'] / GIB:.2f} | {row['peak_bytes_per_device'] / GIB:.2f} | "
           f"{row['beyond_argument_bytes'] * row['context'] / base:.2f} | {row['compile_seconds']:.0f} |")
   if args.json:

@@ -15,6 +15,7 @@ peak = arguments + outputs - aliased (donated) + temporaries.
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
@@ -59,11 +60,22 @@ def devices(topology: str) -> list:
     return jax.devices("cpu")[:backend.cpu_device_count(topology)]
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   try:
-    return list(topologies.get_topology_desc(topology, "tpu").devices)
+    bounds = _host_bounds(topology)
+    options = {"chips_per_host_bounds": bounds} if bounds else {}
+    return list(topologies.get_topology_desc(topology, "tpu", **options).devices)
   except Exception as e:  # pylint: disable=broad-except  # libtpu missing, or a name it does not know
     detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f"--topology {topology}: not a TPU slice libtpu can compile for ({detail}); e.g. v5e:2x4, "
                      "v4:2x2x1, v5p:2x2x1, or cpu:8 (libtpu comes with pip install -e \".[tpu]\")") from e
+
+
+def _host_bounds(topology: str) -> tuple[int, ...] | None:
+  """A slice of fewer chips than one host holds (v5p:1x1x1, v5e:2x1, ...) is that host's whole shape; libtpu's
+  default host bounds (2x2x1) refuse it."""
+  shape = topology.partition(":")[2].split("x")
+  if not all(size.isdigit() for size in shape) or math.prod(int(size) for size in shape) >= 4:
+    return None
+  return tuple(int(size) for size in shape) + (1,) * (3 - len(shape))
 
 
 def _replicated(shape, dtype, mesh):

@@ -48,6 +48,13 @@ def test_the_tiny_train_step_compiles_for_a_tpu_slice(monkeypatch):
   assert 0 < numbers["peak_bytes_per_device"] < 2 << 30
 
 
+@pytest.mark.parametrize("topology, chips", [("v5p:1x1x1", 1), ("v5e:2x1", 2), ("v5e:2x2", 4), ("v5p:2x2x2", 8)])
+def test_slices_smaller_than_a_host_are_slices_too(monkeypatch, topology, chips):
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  found = aot.devices(topology)
+  assert len(found) == chips and {device.platform for device in found} == {"tpu"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--topology", "v9z:3x3"], "--topology v9z:3x3: not a TPU slice libtpu can compile for"),
     (["--topology", "v5e:2x2", "--mesh", "context=8"], "mesh: {'data': 1, 'fsdp': 1, 'context': 8, 'tensor': 1} "

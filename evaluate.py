@@ -20,7 +20,7 @@ import sys
 
 
 def parse_args(argv):
-  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
+  from diffst_jax import chunking  # pylint: disable=import-outside-toplevel
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
 
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +36,7 @@ def parse_args(argv):
   parser.add_argument("--no-dists", action="store_true", help="skip DISTS (it needs the torch extra's weights)")
   parser.add_argument("--no-ablations", action="store_true", help="skip the CFCA-off and VRG-off runs")
   parser.add_argument("--strip-frames", type=int, default=3, help="synthesized frames per comparison strip")
-  inference.add_plan_flags(parser)
+  chunking.add_plan_flags(parser)
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
   if (args.protocol == "paired") != (args.lq is not None):
@@ -60,7 +60,7 @@ def evaluate(args) -> dict:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
+  from diffst_jax import chunking, inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import outputs  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
@@ -70,7 +70,7 @@ def evaluate(args) -> dict:
   checkpoint = pathlib.Path(args.checkpoint)
   model = diffst.load(checkpoint)
   s_x, s_t = model.config.space_scale, model.config.time_scale
-  plan = inference.plan_from_flags(args, diffst.trained_sizes(checkpoint))
+  plan = chunking.plan_from_flags(args, diffst.trained_sizes(checkpoint))
   clips = _read_clips(args.gt, s_x, s_t)
   paired = _read_clips(args.lq, 1, s_t) if args.lq else None
   if paired is not None and sorted(paired) != sorted(clips):

@@ -22,7 +22,7 @@ DEFAULT_CHECKPOINT = ROOT / "weights" / "tiny"
 
 
 def parse_args(argv):
-  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
+  from diffst_jax import chunking  # pylint: disable=import-outside-toplevel
 
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--input", required=True, help="video file or folder of PNG frames")
@@ -32,7 +32,7 @@ def parse_args(argv):
                       "initialization (untrained)")
   parser.add_argument("--time-scale", type=int, choices=(2, 4), help="s_t (default: the model's)")
   parser.add_argument("--space-scale", type=int, choices=(1, 2, 4), help="s_x (default: the model's)")
-  inference.add_plan_flags(parser)
+  chunking.add_plan_flags(parser)
   parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                       help="compute dtype of the VAE and DiT (parameters keep theirs)")
   parser.add_argument("--mesh", help="spread the model and each clip over devices, e.g. context=8 or "
@@ -87,7 +87,7 @@ def run(args) -> pathlib.Path:
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
+  from diffst_jax import chunking, inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import distributed, rules  # pylint: disable=import-outside-toplevel
@@ -101,7 +101,7 @@ def run(args) -> pathlib.Path:
   if not 0 <= args.crf <= 51:
     raise ValueError(f"--crf {args.crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
   path = checkpoint_path(args)
-  plan = inference.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
+  plan = chunking.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
   info = video.probe(source)
   if info.frames < 2:
     raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")

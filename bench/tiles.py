@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from diffst_jax import inference
+from diffst_jax import chunking, inference
 from diffst_jax.models import diffst
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def main():
   args = parser.parse_args()
   model = diffst.load(args.checkpoint)
   trained = diffst.trained_sizes(args.checkpoint)
-  plans = {tile: inference.plan_for(trained, tile=(tile, tile)) for tile in args.tiles}
+  plans = {tile: chunking.plan_for(trained, tile=(tile, tile)) for tile in args.tiles}
   clip = np.random.default_rng(0).integers(0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8)
   out_frames = model.config.time_scale * (args.frames - 1) + 1
   times = {tile: [] for tile in plans}
@@ -49,8 +49,8 @@ def main():
   print("|---|---:|---:|---:|---:|")
   first = statistics.median(times[args.tiles[0]])
   for tile, plan in plans.items():
-    count = (len(inference.spans(args.height, tile, plan.tile_overlap))
-             * len(inference.spans(args.width, tile, plan.tile_overlap)))
+    count = (len(chunking.spans(args.height, tile, plan.tile_overlap))
+             * len(chunking.spans(args.width, tile, plan.tile_overlap)))
     seconds = statistics.median(times[tile])
     print(f"| {tile}x{tile} ({plan.tile_overlap}) | {count} | {seconds:.2f} | {seconds / out_frames:.3f} | "
           f"{seconds / first:.2f} |")

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffst_jax import inference
+from diffst_jax import chunking, inference
 from diffst_jax.models import diffst
 
 
@@ -25,39 +25,39 @@ def _run(model, clip, plan, run_tile=None):
 
 
 def test_spans_and_ramps():
-  assert inference.spans(9, 5, 2) == [(0, 5), (3, 8), (4, 9)]
-  assert inference.spans(9, 20, 2) == [(0, 9)]
-  first, second = inference.ramp(7, 0, 3), inference.ramp(6, 3, 0)  # two windows sharing 3 entries
+  assert chunking.spans(9, 5, 2) == [(0, 5), (3, 8), (4, 9)]
+  assert chunking.spans(9, 20, 2) == [(0, 9)]
+  first, second = chunking.ramp(7, 0, 3), chunking.ramp(6, 3, 0)  # two windows sharing 3 entries
   np.testing.assert_allclose(first[-3:] + second[:3], 1.0)
   np.testing.assert_array_equal(first[:-3], 1.0)
   np.testing.assert_array_equal(second[3:], 1.0)
 
 
-def _plan(flags: list[str], trained: dict[str, int]) -> inference.Plan:
+def _plan(flags: list[str], trained: dict[str, int]) -> chunking.Plan:
   parser = argparse.ArgumentParser()
-  inference.add_plan_flags(parser)
-  return inference.plan_from_flags(parser.parse_args(flags), trained)
+  chunking.add_plan_flags(parser)
+  return chunking.plan_from_flags(parser.parse_args(flags), trained)
 
 
 def test_plans_default_to_the_trained_clip_and_crop():
   trained = {"chunk_frames": 5, "tile": 16}
-  assert _plan([], {}) == inference.DEFAULT_PLAN == inference.Plan(17, 4, (128, 128), 32)
-  assert _plan([], trained) == inference.Plan(5, 1, (16, 16), 4)  # overlaps: a quarter
-  assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == inference.Plan(9, 2, (32, 48), 8)
-  assert _plan(["--overlap-frames", "0", "--tile-overlap", "0"], trained) == inference.Plan(5, 0, (16, 16), 0)
-  assert _plan([], {"tile": 8}).tile == (inference.MIN_TILE,) * 2  # a crop under the smallest tile the model takes
+  assert _plan([], {}) == chunking.DEFAULT_PLAN == chunking.Plan(17, 4, (128, 128), 32)
+  assert _plan([], trained) == chunking.Plan(5, 1, (16, 16), 4)  # overlaps: a quarter
+  assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == chunking.Plan(9, 2, (32, 48), 8)
+  assert _plan(["--overlap-frames", "0", "--tile-overlap", "0"], trained) == chunking.Plan(5, 0, (16, 16), 0)
+  assert _plan([], {"tile": 8}).tile == (chunking.MIN_TILE,) * 2  # a crop under the smallest tile the model takes
   with pytest.raises(ValueError, match="tile-overlap"):
     _plan(["--tile-overlap", "8"], trained)
 
 
 def test_one_chunk_one_tile_equals_whole_clip(model, clip):
-  got = _run(model, clip, inference.Plan(9, 0, (64, 64), 0))
+  got = _run(model, clip, chunking.Plan(9, 0, (64, 64), 0))
   whole = np.asarray(diffst.upscale(model, jnp.asarray(clip[None].astype(np.float32) / 127.5 - 1)))[0]
   np.testing.assert_array_equal(got, np.clip(np.round((whole + 1) * 127.5), 0, 255).astype(np.uint8))
 
 
 def test_chunks_with_overlap_give_every_frame(model, clip):
-  got = _run(model, clip, inference.Plan(5, 2, (64, 64), 0))
+  got = _run(model, clip, chunking.Plan(5, 2, (64, 64), 0))
   assert got.shape == (17, 80, 96, 3)
 
 
@@ -68,7 +68,7 @@ def _offset_tiles(frames):
 
 
 def test_tiles_blend_without_seams(model, clip):
-  plan = inference.Plan(9, 0, (16, 16), 4)
+  plan = chunking.Plan(9, 0, (16, 16), 4)
   got = _run(model, clip, plan, run_tile=_offset_tiles).astype(np.float32)
   assert got.shape == (17, 80, 96, 3)
   # Where tiles overlap, the output steps from one tile's value to the other's in ramps of at most
@@ -83,7 +83,7 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
   """Two tiles side by side, sharing 8 LR columns: outside the shared band the output is each tile's own; inside it
   lies between the two tiles' predictions."""
   frames = clip.astype(np.float32) / 127.5 - 1
-  got = _run(model, clip, inference.Plan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
+  got = _run(model, clip, chunking.Plan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
   run = inference.model_tiles(model)
   to_uint8 = lambda a: np.clip(np.round((a + 1) * 127.5), 0, 255)  # noqa: E731
   left, right = to_uint8(run(frames[:, :, :16])), to_uint8(run(frames[:, :, 8:24]))
@@ -95,10 +95,10 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
 
 
 @pytest.mark.parametrize("plan, message", [
-    (inference.Plan(1, 0, (64, 64), 0), "chunk-frames"),
-    (inference.Plan(5, 5, (64, 64), 0), "overlap-frames"),
-    (inference.Plan(5, 1, (8, 64), 0), "smaller than the model allows"),
-    (inference.Plan(5, 1, (32, 32), 16), "tile-overlap"),
+    (chunking.Plan(1, 0, (64, 64), 0), "chunk-frames"),
+    (chunking.Plan(5, 5, (64, 64), 0), "overlap-frames"),
+    (chunking.Plan(5, 1, (8, 64), 0), "smaller than the model allows"),
+    (chunking.Plan(5, 1, (32, 32), 16), "tile-overlap"),
 ])
 def test_bad_plans(plan, message):
   with pytest.raises(ValueError, match=message):
@@ -107,4 +107,4 @@ def test_bad_plans(plan, message):
 
 def test_a_stream_shorter_than_announced_is_a_clear_error(model, clip):
   with pytest.raises(ValueError, match="ended after 9 frames, 12 were expected"):
-    list(inference.upscale_video(model, iter(clip), 12, inference.Plan(12, 0, (64, 64), 0)))
+    list(inference.upscale_video(model, iter(clip), 12, chunking.Plan(12, 0, (64, 64), 0)))

@@ -8,7 +8,7 @@ are scored.
 import numpy as np
 from PIL import Image
 
-from diffst_jax import inference
+from diffst_jax import chunking, inference
 from diffst_jax.eval import metrics, run
 from diffst_jax.models import diffst
 from tests.conftest import ROOT
@@ -31,7 +31,7 @@ def test_shipped_weights_against_bicubic_and_blending_on_held_out_frames():
   hr = run.ground_truth(hr, 4, 2)
   lr = run.low_quality(hr, "realistic", 4, 2, seed=0)
   model = diffst.load(WEIGHTS)
-  plan = inference.plan_for(diffst.trained_sizes(WEIGHTS))  # as infer.py runs it: 16x16 LR tiles
+  plan = chunking.plan_for(diffst.trained_sizes(WEIGHTS))  # as infer.py runs it: 16x16 LR tiles
   ours = np.stack(list(inference.upscale_video(model, lr, len(lr), plan)))
   baseline = run.bicubic_blend(lr, 4, 2)
   assert ours.shape == baseline.shape == hr.shape

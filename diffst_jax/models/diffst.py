@@ -155,7 +155,7 @@ def save(model: DiffST, directory: str | pathlib.Path, source: dict[str, Any] | 
          trained_sizes: dict[str, int] | None = None) -> pathlib.Path:
   """Writes the model as our Orbax checkpoint (model.json + params); the directory must be new or empty.
   `trained_sizes`: the input frames ("chunk_frames") and LR crop size ("tile") of its training clips, the chunk and
-  tile infer.py then defaults to (inference.plan_for)."""
+  tile infer.py then defaults to (chunking.plan_for)."""
   return checkpoint.save(directory, MODEL_NAME, dataclasses.asdict(model.config),
                          nnx.to_pure_dict(nnx.state(model)), source, trained_sizes)
 

@@ -18,7 +18,7 @@ from timing import median_seconds
 
 from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
 from diffst_jax.parallel import plan
-from diffst_jax.train import defaults
+from diffst_jax import config_files
 
 
 def _reconstruction_fns(config: WanVAEConfig, shape: tuple[int, ...], implementation: str):
@@ -50,7 +50,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
-  tiny = WanVAEConfig(**defaults.load_config_file("configs/tiny.py").model.vae)
+  tiny = WanVAEConfig(**config_files.load("configs/tiny.py").model.vae)
   cases = [("tiny VAE, stage-0 batch 8x5x32x32", tiny, (8, 5, 32, 32, 3)),
            ("tiny VAE, 1x17x64x64", tiny, (1, 17, 64, 64, 3)),
            ("Wan2.1 VAE, 1x5x64x64", wan21_vae_config(), (1, 5, 64, 64, 3))]

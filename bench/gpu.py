@@ -30,7 +30,7 @@ from diffst_jax.models import diffst  # noqa: E402
 from diffst_jax.ops.attention import dot_product_attention  # noqa: E402
 from diffst_jax.parallel import plan, rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
-from diffst_jax.train import defaults, loop  # noqa: E402
+from diffst_jax import config_files
 
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}  # dense, per chip
 REPEATS = 3
@@ -97,7 +97,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--tiny", action="store_true", help="configs/tiny.py at small sizes (a smoke run)")
   args = parser.parse_args()
-  config = defaults.load_config_file(ROOT / "configs" / ("tiny.py" if args.tiny else "wan21_1_3b.py"))
+  config = config_files.load(ROOT / "configs" / ("tiny.py" if args.tiny else "wan21_1_3b.py"))
   frames, height, width = (9, 64, 64) if args.tiny else (33, 480, 832)
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   s_t, s_x = model_config.time_scale, model_config.space_scale

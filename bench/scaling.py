@@ -45,7 +45,7 @@ from diffst_jax.models.vae import WanVAE, wan21_vae_config  # noqa: E402
 from diffst_jax.parallel import attention as context_parallel  # noqa: E402
 from diffst_jax.parallel import plan, rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
-from diffst_jax.train import defaults  # noqa: E402
+from diffst_jax import config_files
 
 MB = 1 << 20
 COLLECTIVE = re.compile(r"=\s*(\(?[^=]*?)\s+(all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter)"
@@ -132,7 +132,7 @@ def vae_rows(clip: tuple[int, int, int]) -> list[dict]:
 
 def train_row(clip: tuple[int, int, int], mesh_text: str) -> dict:
   """The stage-1 train step train.py runs (diffst_jax.aot builds it), one clip per device of the batch axes."""
-  config = defaults.load_config_file(ROOT / "configs" / "wan21_1_3b.py")
+  config = config_files.load(ROOT / "configs" / "wan21_1_3b.py")
   mesh, axis_rules = make_mesh(mesh_text), rules.rules_from_config(config.logical_axis_rules)
   start = time.perf_counter()
   compiled = aot.lower_train(config, mesh, axis_rules, 1, clip, None).compile()

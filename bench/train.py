@@ -30,7 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402
-from diffst_jax.train import defaults, perceptual  # noqa: E402
+from diffst_jax import config_files
 from diffst_jax.train import step as train_step  # noqa: E402
 
 MB = 1 << 20
@@ -39,7 +39,7 @@ ALL_TERMS = dict(latent=1.0, rec=1.0, perceptual=1.0, consistency=1.0)
 
 def _setup(config_name: str, weights: dict, perceptual_kind: str, abstract: bool):
   """The train step of a config's model, its initial state (abstract: shapes only) and frozen part."""
-  config = defaults.load_config_file(ROOT / "configs" / f"{config_name}.py")
+  config = config_files.load(ROOT / "configs" / f"{config_name}.py")
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   model = (nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))) if abstract else
            diffst.init(model_config))

@@ -9,13 +9,14 @@ import pathlib
 
 import ml_collections
 
+from diffst_jax import config_files
 from diffst_jax.train import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = defaults.training_defaults()
   config.task = "autoencoder"
-  config.model = defaults.load_config_file(pathlib.Path(__file__).with_name("tiny.py"), arg).model
+  config.model = config_files.load(pathlib.Path(__file__).with_name("tiny.py"), arg).model
   # A convolutional autoencoder learns from small crops (5 frames of 32x32), several clips per step (with one the
   # decoder collapses to the data mean); 3e-4 learns fastest of 1e-4 / 3e-4 / 1e-3 (docs/TRAINING.md). LPIPS-Alex:
   # LPIPS-VGG would take 12 of the 15 CPU-seconds of a step.

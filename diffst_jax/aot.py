@@ -40,6 +40,10 @@ def parse_args(argv):
   parser.add_argument("--batch", type=int, help="train: clips per step (default: one per device of data x fsdp)")
   parser.add_argument("--precision", choices=("config", "bf16"), default="config",
                       help="upscale: the config's compute dtypes, or bf16 as infer.py --precision bf16")
+  parser.add_argument("--hbm-limit", type=float, metavar="GIB", help="TPU: compile as for chips of this much memory "
+                      "(libtpu's xla_tpu_max_hbm_size_mib). Given room, the compiler spends memory on speed, so a "
+                      "program's peak on a 95 GiB chip says little about what it needs; a program that cannot fit "
+                      "fails to compile")
   parser.add_argument("--json", help="write the numbers to this file")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   return parser.parse_args(argv)
@@ -155,11 +159,11 @@ def memory(compiled) -> dict[str, int]:
 def compile_program(args) -> dict:
   from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
-  from diffst_jax.train import defaults  # pylint: disable=import-outside-toplevel
+  from diffst_jax import config_files  # pylint: disable=import-outside-toplevel
 
   clip = parse_clip(args.clip)
   config_file, _, preset = args.config.partition(":")
-  config = defaults.load_config_file(config_file, preset or None)
+  config = config_files.load(config_file, preset or None)
   mesh_text = args.mesh or config.mesh or "data=-1"
   target = devices(args.topology)
   mesh = make_mesh(mesh_text, target)
@@ -172,7 +176,7 @@ def compile_program(args) -> dict:
   compiled = lowered.compile()
   return {"topology": args.topology, "platform": target[0].platform, "config": args.config, "mesh": mesh_text,
           "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
-          "clip": list(clip), "precision": args.precision, **memory(compiled),
+          "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit, **memory(compiled),
           "compile_seconds": time.perf_counter() - start}
 
 
@@ -190,6 +194,11 @@ def main(argv=None) -> int:
     if args.topology.startswith("cpu"):
       os.environ["XLA_FLAGS"] = backend.with_cpu_devices(os.environ.get("XLA_FLAGS", ""),
                                                          backend.cpu_device_count(args.topology))
+    if args.hbm_limit is not None:
+      if args.topology.startswith("cpu") or args.hbm_limit <= 0:
+        raise ValueError(f"--hbm-limit {args.hbm_limit}: a positive size in GiB, for a TPU --topology only")
+      os.environ["LIBTPU_INIT_ARGS"] = (f"{os.environ.get('LIBTPU_INIT_ARGS', '')} "
+                                        f"--xla_tpu_max_hbm_size_mib={int(args.hbm_limit * 1024)}").strip()
     result = compile_program(args)
     print(table(result))
     if args.json:
@@ -199,6 +208,11 @@ def main(argv=None) -> int:
       raise
     print(f"diffst_jax.aot: error: {str(error).splitlines()[0]}", file=sys.stderr)
     return 2
+  except Exception as error:  # pylint: disable=broad-except  # XlaRuntimeError, whose module moves between jax versions
+    if args.debug or "RESOURCE_EXHAUSTED" not in str(error):
+      raise
+    print(f"diffst_jax.aot: does not fit: {str(error).splitlines()[0][:300]}", file=sys.stderr)
+    return 3
   return 0
 
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 
 from diffst_jax.io import outputs
-from diffst_jax.train import defaults
+from diffst_jax import config_files
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "dists", "tof", "tlp")
@@ -37,7 +37,7 @@ SUMMARY_FILES = ("summary.md", "summary.png")
 
 
 def load_sweep(path: str | pathlib.Path) -> dict:
-  sweep = defaults.call_python_file(path, "sweep", "get_sweep")
+  sweep = config_files.call_python_file(path, "sweep", "get_sweep")
   if not isinstance(sweep, dict):
     raise ValueError(f"{path}: get_sweep() must return a dict, got {type(sweep).__name__}")
   unknown = set(sweep) - {"config", "base", "grid", "trials", "evaluate"}

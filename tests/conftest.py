@@ -21,9 +21,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def load_config(name: str, arg: str | None = None):
   """`get_config(arg)` of configs/<name>.py."""
-  from diffst_jax.train import defaults  # pylint: disable=import-outside-toplevel
+  from diffst_jax import config_files  # pylint: disable=import-outside-toplevel
 
-  return defaults.load_config_file(ROOT / "configs" / f"{name}.py", arg)
+  return config_files.load(ROOT / "configs" / f"{name}.py", arg)
 
 
 @pytest.fixture(scope="session")

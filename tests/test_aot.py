@@ -60,9 +60,17 @@ def test_slices_smaller_than_a_host_are_slices_too(monkeypatch, topology, chips)
     (["--topology", "v5e:2x2", "--mesh", "context=8"], "mesh: {'data': 1, 'fsdp': 1, 'context': 8, 'tensor': 1} "
      "needs 8 devices, there are 4"),
     (["--topology", "v5e:2x2", "--clip", "33x480"], "--clip 33x480: expected FRAMESxHEIGHTxWIDTH"),
+    (["--topology", "cpu:4", "--hbm-limit", "8"], "--hbm-limit 8.0: a positive size in GiB, for a TPU --topology only"),
 ])
 def test_bad_topologies_meshes_and_clips_are_one_line(args, message):
   defaults = {"--config": ROOT / "configs" / "tiny.py", "--program": "upscale", "--clip": "9x64x64"}
   given = dict(zip(args[::2], args[1::2]))
   line = error_line(_aot(*[item for key, value in (defaults | given).items() for item in (key, value)]))
   assert line.startswith(f"diffst_jax.aot: error: {message}"), line
+
+
+def test_a_program_that_does_not_fit_the_memory_limit_is_one_line():
+  result = _aot("--topology", "v5e:2x2", "--config", ROOT / "configs" / "tiny.py", "--mesh", "context=4",
+                "--program", "upscale", "--clip", "9x64x64", "--hbm-limit", "0.001")
+  assert result.returncode == 3
+  assert error_line(result).startswith("diffst_jax.aot: does not fit: RESOURCE_EXHAUSTED")

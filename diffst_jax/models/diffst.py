@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diffst_jax import config_files
 from diffst_jax.io import checkpoint
 from diffst_jax.models.cfca import CFCA, CFCAConfig
 from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise
@@ -55,9 +56,7 @@ class DiffSTConfig:
 
 def config_from_file(path: str | pathlib.Path, arg: str | None = None) -> DiffSTConfig:
   """The DiffSTConfig of an experiment config file (its `model` section; e.g. configs/tiny.py)."""
-  from diffst_jax.train import defaults  # pylint: disable=import-outside-toplevel
-
-  return DiffSTConfig.from_dict(defaults.load_config_file(path, arg).model.to_dict())
+  return DiffSTConfig.from_dict(config_files.load(path, arg).model.to_dict())
 
 
 class NullContext(nnx.Variable):

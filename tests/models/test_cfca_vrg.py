@@ -8,9 +8,10 @@ import torch
 from flax import nnx
 
 from diffst_jax.convert import CheckpointError
+from diffst_jax.convert.spynet import basicsr_state_dict, load_basicsr_weights
 from diffst_jax.models.cfca import CFCA, CFCAConfig, linear_blend
 from diffst_jax.models.dit import WanDiT, WanDiTConfig
-from diffst_jax.models.flow import SpyNet, basicsr_state_dict, load_basicsr_weights
+from diffst_jax.models.flow import SpyNet
 from diffst_jax.models.vrg import VRG, VRGConfig
 
 

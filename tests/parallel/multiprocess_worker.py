@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT))
 from diffst_jax.models import diffst  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel import distributed, plan, rules  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel.mesh import make_mesh, parse_mesh  # noqa: E402  pylint: disable=wrong-import-position
-from diffst_jax.train import defaults, perceptual  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax import config_files
 from diffst_jax.train import step as train_step  # noqa: E402  pylint: disable=wrong-import-position
 
 WEIGHTS = dict(latent=1.0, rec=1.0, perceptual=1.0, consistency=1.0)
 
 
 def _inputs():
-  config = diffst.DiffSTConfig.from_dict(defaults.load_config_file(ROOT / "configs" / "tiny.py").model.to_dict())
+  config = diffst.DiffSTConfig.from_dict(config_files.load(ROOT / "configs" / "tiny.py").model.to_dict())
   model = diffst.init(config, seed=5)
   hr = np.random.default_rng(0).integers(0, 256, (2, 5, 32, 32, 3), dtype=np.uint8)
   frames = np.random.default_rng(1).uniform(-1, 1, (1, 3, 16, 16, 3)).astype(np.float32)

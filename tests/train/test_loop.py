@@ -141,9 +141,9 @@ def test_changed_config_on_resume_is_refused(videos, tmp_path):
 
 
 def test_a_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
-  from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
+  from diffst_jax import config_files  # pylint: disable=import-outside-toplevel
 
-  config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
+  config = config_files.load(ROOT / "configs" / "tiny.py")
   recorded = json.loads(json.dumps(config.to_dict(), default=list))
   # as a run recorded before they existed
   del recorded["init"]["cfca"], recorded["stages"]["stage1"]["decay"], recorded["optimizer"]["ema_decay"]
@@ -184,7 +184,7 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   vae, dit = WanVAE(WanVAEConfig(**tiny_config.vae), rngs=rngs), WanDiT(WanDiTConfig(**tiny_config.dit), rngs=rngs)
   vae_convert.save(vae, tmp_path / "vae")  # our checkpoint, as train.py's autoencoder task writes it
   dit_convert.export_diffusers(dit, tmp_path / "dit")  # a diffusers directory, as released weights come
-  config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
+  config = config_files.load(ROOT / "configs" / "tiny.py")
   config.init.vae, config.init.dit = str(tmp_path / "vae"), str(tmp_path / "dit")
   model = loop.build_model(config)
 
@@ -224,7 +224,7 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
 def test_the_exported_model_records_its_training_clip_and_crop(tmp_path):
   from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
 
-  config = defaults.load_config_file(ROOT / "configs" / "tiny.py")
+  config = config_files.load(ROOT / "configs" / "tiny.py")
   model = diffst.init(diffst.DiffSTConfig.from_dict(config.model.to_dict()))
   loop._export(model, config, tmp_path / "model")  # pylint: disable=protected-access
   assert (config.data.clip_frames, config.data.crop_size) == (9, 64)

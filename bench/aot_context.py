@@ -32,16 +32,27 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1 << 30
+TOLERANCE = 1.15  # issue 25: within 15% of 1/N
 
 
-def compile_row(args, topology: str, mesh: str, out: pathlib.Path) -> dict:
+def compile_row(args, topology: str, mesh: str, out: pathlib.Path, hbm_limit: float | None = None) -> dict | None:
+  """aot's numbers for one row; None where the program does not fit `hbm_limit` GiB."""
   command = [sys.executable, "-m", "diffst_jax.aot", "--topology", topology, "--config", args.config, "--mesh",
              mesh, "--program", args.program, "--clip", args.clip, "--json", str(out)]
   if args.program == "train":
     command += ["--stage", str(args.stage)]
+  if hbm_limit is not None:
+    command += ["--hbm-limit", f"{hbm_limit:.3f}"]
   env = {**os.environ, "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
-  subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+  done = subprocess.run(command, cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)
+  if done.returncode == 3:  # aot: does not fit
+    return None
+  done.check_returncode()
   return json.loads(out.read_text())
+
+
+def beyond_arguments(result: dict) -> int:
+  return result["peak_bytes_per_device"] - result["argument_bytes"]
 
 
 def main():
@@ -55,6 +66,9 @@ def main():
   parser.add_argument("--chips", type=int, default=8, help="chips of the slice")
   parser.add_argument("--topologies", help="one slice per row, comma-separated, each compiled with context = its "
                       "chips (e.g. v5p:1x1x1,v5p:2x1x1,v5p:2x2x1,v5p:2x2x2); replaces --topology, --context, --chips")
+  parser.add_argument("--fit", action="store_true", help="a row over the target (beyond arguments more than "
+                      f"{TOLERANCE} x 1/N of the first row's) is compiled again for chips of its arguments plus that "
+                      "share (aot --hbm-limit): does the compiler fit it there, when it cannot spend memory on speed")
   parser.add_argument("--json", help="write the rows to this file")
   args = parser.parse_args()
   batch_axis = "data" if args.program == "upscale" else "fsdp"
@@ -67,19 +81,33 @@ def main():
   with tempfile.TemporaryDirectory() as scratch:
     for topology, n, mesh in runs:
       result = compile_row(args, topology, mesh, pathlib.Path(scratch) / f"{n}.json")
-      beyond = result["peak_bytes_per_device"] - result["argument_bytes"]
-      rows.append({"context": n, "mesh": mesh, **result, "beyond_argument_bytes": beyond})
-      print(f"context={n} done: {beyond / GIB:.2f} GiB beyond arguments", file=sys.stderr, flush=True)
+      row = {"context": n, "mesh": mesh, **result, "beyond_argument_bytes": beyond_arguments(result)}
+      if rows and args.fit:
+        share = TOLERANCE * rows[0]["beyond_argument_bytes"] * rows[0]["context"] / n
+        if row["beyond_argument_bytes"] > share:
+          limit = (row["argument_bytes"] + share) / GIB
+          limited = compile_row(args, topology, mesh, pathlib.Path(scratch) / f"{n}_limited.json", limit)
+          row["limited"] = {"hbm_limit_gib": limit, "fits": limited is not None,
+                            **({"beyond_argument_bytes": beyond_arguments(limited), **limited} if limited else {})}
+      rows.append(row)
+      print(f"context={n} done: {row['beyond_argument_bytes'] / GIB:.2f} GiB beyond arguments", file=sys.stderr,
+            flush=True)
   base = rows[0]["beyond_argument_bytes"] * rows[0]["context"]
   print(f"{args.program} {args.clip} on {args.topologies or args.topology} ({args.config}"
         f"{f', stage {args.stage}' if args.program == 'train' else ''})\n")
   print("| context N | slice | mesh | arguments GiB | beyond arguments GiB | peak GiB per chip | beyond / (N=1 row / N) "
-        "| compile s |")
-  print("|---:|---|---|---:|---:|---:|---:|---:|")
+        "| compile s | under a limit of arguments + 1.15 x (N=1 row / N) |")
+  print("|---:|---|---|---:|---:|---:|---:|---:|---|")
   for row in rows:
+    limited = row.get("limited")
+    under_limit = ("" if not limited else
+                   f"{limited['hbm_limit_gib']:.2f} GiB: does not fit" if not limited["fits"] else
+                   f"{limited['hbm_limit_gib']:.2f} GiB: fits, {limited['beyond_argument_bytes'] / GIB:.2f} beyond "
+                   f"({limited['beyond_argument_bytes'] * row['context'] / base:.2f})")
     print(f"| {row['context']} | {row['topology']} | {row['mesh']} | {row['argument_bytes'] / GIB:.2f} | "
           f"{row['beyond_argument_bytes'] / GIB:.2f} | {row['peak_bytes_per_device'] / GIB:.2f} | "
-          f"{row['beyond_argument_bytes'] * row['context'] / base:.2f} | {row['compile_seconds']:.0f} |")
+          f"{row['beyond_argument_bytes'] * row['context'] / base:.2f} | {row['compile_seconds']:.0f} | "
+          f"{under_limit} |")
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

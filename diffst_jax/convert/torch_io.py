@@ -1,7 +1,8 @@
 """Safe reading of PyTorch checkpoints: `.pth`/`.pt`/`.bin` (weights only), `.safetensors` (one file or shards),
-and diffusers model directories. Tensors come back as numpy arrays (bfloat16 and float16 as float32).
+and diffusers model directories. Tensors come back as numpy arrays (bfloat16 as ml_dtypes.bfloat16).
 
-torch is imported only here and only when a torch file is read; safetensors files need the `safetensors` package.
+torch is imported only here and only when a torch file (.pth, .pt, .bin, .ckpt) is read; safetensors files are read
+without it.
 """
 
 import collections.abc
@@ -59,32 +60,51 @@ def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
   return {k: _to_numpy(v) for k, v in state.items()}
 
 
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+                       "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2, "I64": np.int64,
+                       "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
 class _SafetensorsFile(collections.abc.Mapping):
-  """The tensors of one safetensors file, each read from disk only when it is looked up."""
+  """The tensors of one safetensors file as numpy arrays mapped from disk, read without torch or the safetensors
+  package (the format is an 8-byte little-endian header size, a JSON header of dtype, shape and byte offsets per
+  tensor, then the bytes); bfloat16 and float8 come back as ml_dtypes arrays."""
 
   def __init__(self, path: pathlib.Path):
     try:
-      from safetensors import SafetensorError, safe_open  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-      raise CheckpointError(f"{path}: reading safetensors needs the safetensors package; "
-                            "pip install 'diffst-jax[torch]'") from e
-    try:
-      self._file = safe_open(path, framework="pt")
-      self._keys = list(self._file.keys())
-    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+      with open(path, "rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+        data_start = 8 + header_size
+        if header_size < 2 or data_start > path.stat().st_size:
+          raise ValueError(f"a header of {header_size} bytes in a file of {path.stat().st_size}")
+        header = json.loads(f.read(header_size))
+      self._entries = {name: self._entry(name, entry, data_start, path.stat().st_size)
+                       for name, entry in header.items() if name != "__metadata__"}
+    except (OSError, ValueError, TypeError, KeyError) as e:
       raise CheckpointError(f"{path}: not a readable safetensors file, damaged or cut short ({e}); download or copy "
                             "it again") from e
+    self._path = path
+
+  @staticmethod
+  def _entry(name: str, entry: dict, data_start: int, file_size: int) -> tuple[np.dtype, tuple[int, ...], int]:
+    dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
+    shape = tuple(int(size) for size in entry["shape"])
+    begin, end = (data_start + int(offset) for offset in entry["data_offsets"])
+    if end - begin != int(np.prod(shape)) * dtype.itemsize or end > file_size:
+      raise ValueError(f"tensor {name}: {end - begin} bytes for shape {shape} of {entry['dtype']}")
+    return dtype, shape, begin
 
   def __getitem__(self, key: str) -> np.ndarray:
-    if key not in self._keys:
-      raise KeyError(key)
-    return _to_numpy(self._file.get_tensor(key))
+    dtype, shape, offset = self._entries[key]
+    if not np.prod(shape):
+      return np.zeros(shape, dtype)
+    return np.memmap(self._path, dtype, "r", offset, shape)
 
   def __iter__(self):
-    return iter(self._keys)
+    return iter(self._entries)
 
   def __len__(self) -> int:
-    return len(self._keys)
+    return len(self._entries)
 
 
 def weight_files(path: pathlib.Path) -> list[pathlib.Path]:

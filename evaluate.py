@@ -64,7 +64,9 @@ def evaluate(args) -> dict:
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import outputs  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import backend  # pylint: disable=import-outside-toplevel
 
+  backend.enable_compilation_cache()
   out = outputs.check_destination(args.out, [args.gt, args.checkpoint, *([args.lq] if args.lq else [])], folder=True)
   outputs.check_new_folder(out, "--out")
   checkpoint = pathlib.Path(args.checkpoint)

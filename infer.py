@@ -33,8 +33,9 @@ def parse_args(argv):
   parser.add_argument("--time-scale", type=int, choices=(2, 4), help="s_t (default: the model's)")
   parser.add_argument("--space-scale", type=int, choices=(1, 2, 4), help="s_x (default: the model's)")
   chunking.add_plan_flags(parser)
-  parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                      help="compute dtype of the VAE and DiT (parameters keep theirs)")
+  parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                      help="compute dtype of the VAE and DiT (parameters keep theirs); auto: bf16 on GPU and TPU, "
+                      "fp32 on CPU")
   parser.add_argument("--mesh", help="spread the model and each clip over devices, e.g. context=8 or "
                       "fsdp=2,context=4 (default: one device)")
   parser.add_argument("--coordinator-address", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
@@ -74,7 +75,11 @@ def build_model(args, path: pathlib.Path | None):
     changes["cfca"] = dataclasses.replace(model.config.cfca, time_scale=args.time_scale)
   if args.space_scale:
     changes["space_scale"] = args.space_scale
-  if args.precision == "bf16":
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.parallel import backend  # pylint: disable=import-outside-toplevel
+
+  if backend.compute_precision(args.precision, jax.default_backend()) == "bf16":
     changes["vae"] = dataclasses.replace(model.config.vae, dtype="bfloat16")
     changes["dit"] = dataclasses.replace(model.config.dit, dtype="bfloat16")
   if changes:
@@ -90,9 +95,11 @@ def run(args) -> pathlib.Path:
   from diffst_jax import chunking, inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import distributed, rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import backend, distributed, rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import plan as execution_plan  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
+
+  backend.enable_compilation_cache()
 
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 

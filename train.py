@@ -10,8 +10,6 @@ over devices (e.g. --mesh data=2,fsdp=2,context=2,tensor=1); a run resumes on an
 command on every host with --coordinator_address, --num_processes and --process_id (or the JAX_* variables).
 """
 
-import os
-import pathlib
 import sys
 
 from absl import app, flags, logging
@@ -26,8 +24,6 @@ flags.DEFINE_integer("process_id", None, "multi-host: this process's index (or J
 flags.DEFINE_bool("debug", False, "show tracebacks")
 flags.mark_flags_as_required(["config", "workdir"])
 
-CACHE_DIR = pathlib.Path.home() / ".cache" / "diffst_jax" / "xla"
-
 
 def main(argv):
   if len(argv) > 1:
@@ -36,12 +32,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax.parallel import distributed  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import backend, distributed  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
 
   # A resumed run reuses the compiled programs of the interrupted one.
-  jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", str(CACHE_DIR)))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  backend.enable_compilation_cache()
 
   config, options = flags.FLAGS.config, flags.FLAGS
   if options.mesh is not None:

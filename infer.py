@@ -42,6 +42,12 @@ def parse_args(argv):
   parser.add_argument("--num-processes", type=int, help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
   parser.add_argument("--process-id", type=int, help="multi-host: this process's index (or JAX_PROCESS_ID)")
   parser.add_argument("--crf", type=int, default=18, help="H.264 quality for .mp4 output (0 = lossless)")
+  parser.add_argument("--pix-fmt", choices=("yuv420p", "yuv444p"), help="pixel format of .mp4 output (default: "
+                      "yuv420p, which every player opens; yuv444p at --crf 0, the lossless one many players cannot)")
+  parser.add_argument("--fps", help="frame rate of PNG-folder input, e.g. 25, 29.97 or 30000/1001 (default 30); a "
+                      "video's own rate is kept")
+  parser.add_argument("--no-audio", action="store_true", help="leave the input's audio out of the output (kept by "
+                      "default: copied unchanged into .mp4 output)")
   parser.add_argument("--overwrite", action="store_true", help="replace a previous output of infer.py (a folder "
                       "holding anything else, or a video it did not write, is kept)")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -109,11 +115,20 @@ def run(args) -> pathlib.Path:
     raise ValueError(f"--crf {args.crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
   path = checkpoint_path(args)
   plan = chunking.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
-  info = video.probe(source)
+  if args.fps is not None and not source.is_dir():
+    raise ValueError(f"--fps {args.fps}: for a folder of PNG frames only; {source} keeps its own frame rate")
+  info = video.probe(source, **({"png_rate": video.parse_rate(args.fps)} if args.fps else {}))
   if info.frames < 2:
     raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")
   model, which = build_model(args, path)
   print(f"diffst: {which}", file=sys.stderr)
+  keep_audio = info.audio and not args.no_audio and output.suffix
+  if info.audio and not args.no_audio and not output.suffix:
+    print(f"note: {source}'s audio is not written to a folder of PNG frames; write an .mp4 to keep it",
+          file=sys.stderr)
+  if output.suffix and (args.pix_fmt == "yuv444p" or (args.pix_fmt is None and args.crf == 0)):
+    print(f"note: {args.output} is yuv444p H.264 (lossless at --crf 0), which many players and browsers cannot "
+          "open; --pix-fmt yuv420p writes one they can", file=sys.stderr)
   s_t, s_x = model.config.time_scale, model.config.space_scale
   height, width = video.encoded_size(s_x * info.height, s_x * info.width, output)
   if (height, width) != (s_x * info.height, s_x * info.width):
@@ -128,11 +143,12 @@ def run(args) -> pathlib.Path:
     frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
                                      progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk"))
     if jax.process_index() == 0:
-      video.write_video(output, frames, info.fps * s_t, crf=args.crf)
+      video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
+                        audio_from=source if keep_audio else None)
     else:
       collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
   print(f"diffst: wrote {args.output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
-        f"{info.fps * s_t:g} fps", file=sys.stderr)
+        f"{float(info.rate * s_t):g} fps{', audio copied' if keep_audio else ''}", file=sys.stderr)
   return output
 
 

@@ -1,16 +1,18 @@
 """infer.py, the main job, as a user runs it: a real clip in, a x4 / x2 clip out; every bad input is one line."""
 
+import fractions
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import av
 import numpy as np
 import pytest
 
 from diffst_jax.io import video
-from tests.conftest import ROOT
+from tests.conftest import ROOT, error_line
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of carphone (distorted), 64x48
 
@@ -42,7 +44,76 @@ def test_png_folder_in_and_out_in_bfloat16(tmp_path):
   assert result.returncode == 0, result.stderr
   outputs = sorted((tmp_path / "out").glob("*.png"))
   assert len(outputs) == 5
-  assert video.probe(tmp_path / "out")[2:] == (48, 64)
+  assert video.probe(tmp_path / "out")[2:4] == (48, 64)
+
+
+def _phone_clip(path, frames: np.ndarray, rate: fractions.Fraction, rotation: int, seconds_of_audio: float):
+  """An .mp4 as phones write them: landscape frames with a display rotation, an AAC track (a 440 Hz tone)."""
+  with av.open(str(path), "w") as container:
+    picture = container.add_stream("libx264", rate=rate)
+    picture.height, picture.width = frames.shape[1:3]
+    picture.pix_fmt = "yuv420p"
+    picture.set_display_rotation(rotation)
+    sound = container.add_stream("aac", rate=48000)
+    sound.layout = "stereo"
+    for frame in frames:
+      container.mux(picture.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(picture.encode())
+    samples = np.sin(2 * np.pi * 440 * np.arange(int(48000 * seconds_of_audio)) / 48000).astype(np.float32)
+    for start in range(0, samples.size, 1024):
+      chunk = av.AudioFrame.from_ndarray(np.stack([samples[start:start + 1024]] * 2), format="fltp", layout="stereo")
+      chunk.sample_rate = 48000
+      container.mux(sound.encode(chunk))
+    container.mux(sound.encode())
+
+
+def _audio_track(path):
+  with av.open(str(path)) as container:
+    track = container.streams.audio[0]
+    return track.codec_context.name, float(track.duration * track.time_base)
+
+
+def test_a_phone_clip_comes_out_upright_with_its_audio_and_exact_rate(tmp_path):
+  """Stored landscape with a 90-degree display rotation (counterclockwise, the display matrix's sense), shown
+  portrait: the output is the portrait picture; its AAC track is copied; 30000/1001 fps becomes 60000/1001."""
+  frames, _ = video.read_video(CLIP)  # 48x64 landscape
+  frames = frames[:5].copy()
+  frames[:, :8, :8] = (255, 0, 0)  # a red corner, top left as stored
+  rate = fractions.Fraction(30000, 1001)
+  source = tmp_path / "phone.mp4"
+  _phone_clip(source, frames, rate, rotation=90, seconds_of_audio=5 / float(rate))
+  shown = video.read_video(source)[0]
+  assert shown.shape[1:3] == (64, 48)
+  assert np.abs(shown[0, -8:, :8].astype(int) - (255, 0, 0)).mean() < 40  # turned counterclockwise: bottom left
+  out = tmp_path / "out.mp4"
+  result = _infer("--input", source, "--output", out, "--space-scale", "1")
+  assert result.returncode == 0, result.stderr
+  written = video.probe(out)
+  assert (written.height, written.width, written.rotation) == (64, 48, 0)
+  assert written.rate == 2 * rate
+  upscaled = video.read_video(out)[0][0].astype(float)
+  upright, turned_the_other_way = shown[0].astype(float), np.rot90(shown[0], 2).astype(float)
+  assert np.abs(upscaled - upright).mean() < 0.6 * np.abs(upscaled - turned_the_other_way).mean()
+  codec, seconds = _audio_track(out)
+  assert codec == "aac"
+  assert abs(seconds - _audio_track(source)[1]) < 1 / float(rate)
+  assert abs(seconds - written.frames / float(written.rate)) < 1 / float(rate) + 1024 / 48000  # one frame, one packet
+  with av.open(str(out)) as container:
+    context = container.streams.video[0].codec_context
+    assert (context.color_primaries, context.color_trc, context.colorspace) == (1, 1, 1)  # BT.709, tagged
+  result = _infer("--input", source, "--output", tmp_path / "silent.mp4", "--space-scale", "1", "--no-audio")
+  assert result.returncode == 0, result.stderr
+  assert not video.probe(tmp_path / "silent.mp4").audio
+
+
+def test_fps_sets_the_rate_of_png_frames(tmp_path):
+  frames, _ = video.read_video(CLIP)
+  video.write_video(tmp_path / "in", frames[:3], 30)
+  result = _infer("--input", tmp_path / "in", "--output", tmp_path / "out.mp4", "--space-scale", "1", "--fps", "29.97")
+  assert result.returncode == 0, result.stderr
+  assert video.probe(tmp_path / "out.mp4").rate == fractions.Fraction(60000, 1001)
+  assert error_line(_infer("--input", CLIP, "--output", tmp_path / "x.mp4", "--fps", "25")).startswith(
+      "error: --fps 25: for a folder of PNG frames only")
 
 
 

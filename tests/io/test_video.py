@@ -1,5 +1,7 @@
-"""Reading videos cut short: fewer frames decode than the container declares (a count, or a duration), and it is
-said with both numbers."""
+"""Reading videos: cut short (fewer frames decode than the container declares, a count or a duration) it is said
+with both numbers; what is not kept (a variable rate, more than 8 bits, HDR) is said; rates stay exact."""
+
+import fractions
 
 import av
 import numpy as np
@@ -28,3 +30,45 @@ def test_a_video_cut_short_is_said_with_both_counts(tmp_path, capsys, container,
   assert capsys.readouterr().err.strip() == (f"warning: {cut}: the file declares {declared} frames but only {frames} "
                                              f"decode; it is cut short or damaged, and only those {frames} frames "
                                              "are used")
+
+
+@pytest.mark.parametrize("text, rate", [
+    ("25", 25), ("30000/1001", fractions.Fraction(30000, 1001)), ("29.97", fractions.Fraction(30000, 1001)),
+    ("23.976", fractions.Fraction(24000, 1001)), ("12.5", fractions.Fraction(25, 2))])
+def test_frame_rates_are_kept_exact(text, rate):
+  assert video.parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["fast", "0", "-25", "1/0"])
+def test_bad_frame_rates_are_named(text):
+  with pytest.raises(video.VideoError, match=f"--fps {text}:"):
+    video.parse_rate(text)
+
+
+def _write(path, pix_fmt: str, times_ms=None, color_trc=None):
+  with av.open(str(path), "w", format="matroska") as output:
+    stream = output.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+    if color_trc:
+      stream.codec_context.color_trc = color_trc
+    stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    for i, frame in enumerate(video.read_video(CLIP)[0]):
+      picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
+      picture.pts, picture.time_base = (times_ms[i] if times_ms else 40 * i), fractions.Fraction(1, 1000)
+      output.mux(stream.encode(picture))
+    output.mux(stream.encode())
+
+
+def test_what_is_not_kept_is_said(tmp_path, capsys):
+  _write(tmp_path / "plain.mkv", "yuv420p")
+  video.probe(tmp_path / "plain.mkv")
+  assert capsys.readouterr().err == ""
+  _write(tmp_path / "deep.mkv", "yuv420p10le")
+  video.probe(tmp_path / "deep.mkv")
+  assert "has 10-bit samples; it is converted to 8-bit BT.709" in capsys.readouterr().err
+  _write(tmp_path / "hdr.mkv", "yuv420p10le", color_trc=16)
+  video.probe(tmp_path / "hdr.mkv")
+  assert "10-bit samples and an HDR transfer (PQ (SMPTE 2084))" in capsys.readouterr().err
+  _write(tmp_path / "variable.mkv", "yuv420p", times_ms=[0, 40, 80, 100, 200, 240, 280, 290, 400])
+  video.probe(tmp_path / "variable.mkv")
+  assert "the frame rate varies (frames 10.0 to 110.0 ms apart); it is treated as constant" in capsys.readouterr().err

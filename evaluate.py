@@ -59,6 +59,7 @@ def _read_clips(folder: str, s_x: int, s_t: int) -> dict:
 def evaluate(args) -> dict:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import chunking, inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
@@ -86,7 +87,7 @@ def evaluate(args) -> dict:
   methods[baseline] = lambda lr: run.bicubic_blend(lr, s_x, s_t)
   scorer = run.Scorer(dists=not args.no_dists, crop_border=args.crop_border)
   results = run.evaluate(methods, clips, args.protocol, s_x, s_t, args.seed, scorer, paired, keep_outputs=True,
-                         draws=args.draws)
+                         draws=args.draws, progress=lambda runs: tqdm(runs, desc="clips x methods", unit="run"))
   outputs_by_clip = results.pop("outputs")
   table = run.markdown_table(results)
   draws = f", {args.draws} degradation draws per clip (scores: their means)" if args.draws > 1 else ""
@@ -102,7 +103,9 @@ def evaluate(args) -> dict:
       synthesized = list(range(1, len(hr), s_t)) or [0]  # frames no input shows: what the model had to make
       picks = [synthesized[i] for i in np.linspace(0, len(synthesized) - 1, min(
           args.strip_frames, len(synthesized))).round().astype(int)]
-      strip = run.comparison_strip([by_method[baseline], by_method[next(iter(methods))], hr], picks)
+      shown = [baseline, next(iter(methods))]
+      labels = [(name.split(" (")[0], f"{results[name]['clips'][clip_name]['psnr']:.2f} dB") for name in shown]
+      strip = run.comparison_strip([by_method[name] for name in shown] + [hr], picks, labels + [("ground truth",)])
       Image.fromarray(strip).save(folder / "strips" / f"{clip_name}.png")
   print(table)
   return results

@@ -148,13 +148,19 @@ def _check_clips(name: str, output: np.ndarray, target: np.ndarray) -> None:
                      f"{target.shape}")
 
 
-def tof(output: np.ndarray, target: np.ndarray) -> float:
-  """tOF of a clip (T, H, W, 3) uint8 against its ground truth; 0 when the motion is the ground truth's."""
+def clip_flows(clip: np.ndarray) -> np.ndarray:
+  """The Horn-Schunck flows (T - 1, H, W, 2) between consecutive frames of a clip (T, H, W, 3) uint8, as tOF takes
+  them: a ground truth's can be computed once and scored against every method."""
+  luma = clip.astype(np.float64) @ _LUMA
+  return np.stack([horn_schunck_flow(luma[t], luma[t + 1]) for t in range(len(luma) - 1)])
+
+
+def tof(output: np.ndarray, target: np.ndarray, target_flows: np.ndarray | None = None) -> float:
+  """tOF of a clip (T, H, W, 3) uint8 against its ground truth; 0 when the motion is the ground truth's.
+  `target_flows`: `clip_flows(target)`, when already computed."""
   _check_clips("tof", output, target)
-  luma = lambda clip: clip.astype(np.float64) @ _LUMA  # noqa: E731
-  out, gt = luma(output), luma(target)
-  return float(np.mean([np.mean(np.abs(horn_schunck_flow(out[t], out[t + 1]) - horn_schunck_flow(gt[t], gt[t + 1])))
-                        for t in range(len(out) - 1)]))
+  target_flows = clip_flows(target) if target_flows is None else target_flows
+  return float(np.mean(np.abs(clip_flows(output) - target_flows)))
 
 
 def tlp(output: np.ndarray, target: np.ndarray, lpips: Lpips) -> float:

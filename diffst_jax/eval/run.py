@@ -11,10 +11,10 @@ Every one of the 2N-1 output frames is scored against the ground truth (frame me
 metrics of `diffst_jax.eval.metrics` (METRICS).
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from diffst_jax.data import degrade
 from diffst_jax.eval import metrics
@@ -79,7 +79,9 @@ class Scorer:
     self.dists = metrics.Dists() if dists else None
     self.crop_border = crop_border
 
-  def __call__(self, output: np.ndarray, hr: np.ndarray, time_scale: int = 1) -> dict[str, float]:
+  def __call__(self, output: np.ndarray, hr: np.ndarray, time_scale: int = 1,
+               hr_flows: np.ndarray | None = None) -> dict[str, float]:
+    """The scores of `output`; `hr_flows` (metrics.clip_flows(hr)) spares recomputing the ground truth's flows."""
     if output.shape != hr.shape:
       raise ValueError(f"the method returned {output.shape}, the ground truth is {hr.shape}")
     batched = lambda metric: float(np.mean(np.concatenate(  # noqa: E731
@@ -94,13 +96,14 @@ class Scorer:
       scores.update(psnr_key=float(np.mean(psnr[kept])), psnr_between=float(np.mean(psnr[~kept])))
     if self.dists is not None:
       scores["dists"] = batched(self.dists)
-    scores.update(tof=metrics.tof(output, hr), tlp=metrics.tlp(output, hr, self.lpips), frames=len(hr))
+    scores.update(tof=metrics.tof(output, hr, hr_flows), tlp=metrics.tlp(output, hr, self.lpips), frames=len(hr))
     return scores
 
 
 def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], protocol: str, s_x: int, s_t: int,
              seed: int = 0, scorer: Scorer | None = None, paired: Mapping[str, np.ndarray] | None = None,
-             keep_outputs: bool = False, draws: int = 1) -> dict[str, dict]:
+             keep_outputs: bool = False, draws: int = 1,
+             progress: Callable[[Iterable], Iterable] = iter) -> dict[str, dict]:
   """{method: {"clips": {clip: scores}, "mean": scores over clips}} for ground-truth `clips` (uint8 T, H, W, 3);
   with `keep_outputs`, also {"outputs": {clip: (hr, {method: output of the first draw})}} for comparison strips.
 
@@ -108,7 +111,7 @@ def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], pro
   seed + i + d * len(clips) (so draw 0 is the single-draw protocol), a clip's scores are the means over its draws,
   and {method: {"draws": {clip: [scores of each draw]}}} keeps them. One draw of SPEC §8's degradations is a
   single blur, resize, noise, JPEG and codec setting per clip, and scores move by more than a dB from one to the
-  next."""
+  next. `progress` wraps the list of (clip, draw, method) runs (a progress bar)."""
   if draws < 1 or (draws > 1 and protocol != "realistic"):
     raise ValueError(f"draws must be 1, or more with the realistic protocol (random degradations), got {draws} "
                      f"with {protocol!r}")
@@ -116,20 +119,25 @@ def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], pro
   results = {name: {"clips": {}} | ({"draws": {}} if draws > 1 else {}) for name in methods}
   outputs = {}
   truths = {clip_name: ground_truth(frames, s_x, s_t, clip_name) for clip_name, frames in clips.items()}
-  for index, (clip_name, hr) in enumerate(truths.items()):
-    per_draw = {name: [] for name in methods}
-    for draw in range(draws):
+  per_draw = {(clip_name, name): [] for clip_name in truths for name in methods}
+  hr_flows, lr = {}, None
+  runs = [(index, clip_name, draw, name) for index, clip_name in enumerate(truths) for draw in range(draws)
+          for name in methods]
+  for index, clip_name, draw, name in progress(runs):
+    hr = truths[clip_name]
+    if name == next(iter(methods)):  # the first method of a (clip, draw): degrade once for all methods
       lr = low_quality(hr, protocol, s_x, s_t, seed + index + draw * len(clips),
                        paired.get(clip_name) if paired else None)
-      for name, method in methods.items():
-        output = method(lr)
-        per_draw[name].append(scorer(output, hr, s_t))
-        if keep_outputs and draw == 0:
-          outputs.setdefault(clip_name, (hr, {}))[1][name] = output
-    for name, scores in per_draw.items():
-      results[name]["clips"][clip_name] = _means(scores, scores[0]) | {"frames": len(hr)}
-      if draws > 1:
-        results[name]["draws"][clip_name] = scores
+    if clip_name not in hr_flows:
+      hr_flows = {clip_name: metrics.clip_flows(hr)}  # the ground truth's motion, once per clip
+    output = methods[name](lr)
+    per_draw[clip_name, name].append(scorer(output, hr, s_t, hr_flows[clip_name]))
+    if keep_outputs and draw == 0:
+      outputs.setdefault(clip_name, (hr, {}))[1][name] = output
+  for (clip_name, name), scores in per_draw.items():
+    results[name]["clips"][clip_name] = _means(scores, scores[0]) | {"frames": len(truths[clip_name])}
+    if draws > 1:
+      results[name]["draws"][clip_name] = scores
   for result in results.values():
     result["mean"] = _means(list(result["clips"].values()), METRICS)
   return results | ({"outputs": outputs} if keep_outputs else {})
@@ -168,14 +176,37 @@ def _format(key: str, value: float) -> str:
   return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4f}"
 
 
-def comparison_strip(columns: Sequence[np.ndarray], frame_indices: Sequence[int]) -> np.ndarray:
-  """One image: a row per frame index, a column per clip (T, H, W, 3) given, side by side with 4-pixel gaps."""
+_TEXT_LINE = 12  # pixels per line of PIL's default bitmap font (6 pixels per character)
+
+
+def comparison_strip(columns: Sequence[np.ndarray], frame_indices: Sequence[int],
+                     labels: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+  """One image: a row per frame index, a column per clip (T, H, W, 3) given, side by side with 4-pixel gaps; with
+  `labels` (lines of text per column, e.g. the method and its PSNR) a header names the columns and each row
+  carries its frame number."""
   gap = 4
   height, width = columns[0].shape[1:3]
+  margin = 5 * _TEXT_LINE // 2 if labels else 0
   rows = []
   for t in frame_indices:
-    row = np.full((height, len(columns) * (width + gap) - gap, 3), 255, np.uint8)
+    row = np.full((height, margin + len(columns) * (width + gap) - gap, 3), 255, np.uint8)
     for c, clip in enumerate(columns):
-      row[:, c * (width + gap):c * (width + gap) + width] = clip[t]
-    rows += [row, np.full((gap, row.shape[1], 3), 255, np.uint8)]
-  return np.concatenate(rows[:-1])
+      row[:, margin + c * (width + gap):margin + c * (width + gap) + width] = clip[t]
+    rows += [_with_text(row, [(2, height // 2 - _TEXT_LINE // 2, f"{t}")]) if labels else row,
+             np.full((gap, row.shape[1], 3), 255, np.uint8)]
+  strip = np.concatenate(rows[:-1])
+  if not labels:
+    return strip
+  header = np.full((_TEXT_LINE * max(map(len, labels)) + gap, strip.shape[1], 3), 255, np.uint8)
+  fits = max(1, width // (_TEXT_LINE // 2))  # characters per column
+  texts = [(2, 0, "frame")] + [(margin + c * (width + gap), i * _TEXT_LINE, line[:fits])
+                               for c, lines in enumerate(labels) for i, line in enumerate(lines)]
+  return np.concatenate([_with_text(header, texts), strip])
+
+
+def _with_text(image: np.ndarray, texts: Sequence[tuple[int, int, str]]) -> np.ndarray:
+  picture = Image.fromarray(image)
+  draw = ImageDraw.Draw(picture)
+  for x, y, text in texts:
+    draw.text((x, y), text, fill=(0, 0, 0))
+  return np.asarray(picture)

@@ -30,7 +30,8 @@ from diffst_jax.models import diffst  # noqa: E402
 from diffst_jax.ops.attention import dot_product_attention  # noqa: E402
 from diffst_jax.parallel import plan, rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
-from diffst_jax import config_files
+from diffst_jax import config_files  # noqa: E402
+from diffst_jax.train import loop  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}  # dense, per chip
 REPEATS = 3

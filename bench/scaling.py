@@ -45,7 +45,7 @@ from diffst_jax.models.vae import WanVAE, wan21_vae_config  # noqa: E402
 from diffst_jax.parallel import attention as context_parallel  # noqa: E402
 from diffst_jax.parallel import plan, rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
-from diffst_jax import config_files
+from diffst_jax import config_files  # noqa: E402
 
 MB = 1 << 20
 COLLECTIVE = re.compile(r"=\s*(\(?[^=]*?)\s+(all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter)"

@@ -30,7 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402
-from diffst_jax import config_files
+from diffst_jax import config_files  # noqa: E402
+from diffst_jax.train import perceptual  # noqa: E402
 from diffst_jax.train import step as train_step  # noqa: E402
 
 MB = 1 << 20

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from diffst_jax.models import diffst  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel import distributed, plan, rules  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel.mesh import make_mesh, parse_mesh  # noqa: E402  pylint: disable=wrong-import-position
-from diffst_jax import config_files
+from diffst_jax import config_files  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax.train import perceptual  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.train import step as train_step  # noqa: E402  pylint: disable=wrong-import-position
 
 WEIGHTS = dict(latent=1.0, rec=1.0, perceptual=1.0, consistency=1.0)

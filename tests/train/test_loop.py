@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from diffst_jax import config_files
 from diffst_jax.convert.vae import load_vae
 from diffst_jax.models import diffst
 
@@ -141,7 +142,7 @@ def test_changed_config_on_resume_is_refused(videos, tmp_path):
 
 
 def test_a_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
-  from diffst_jax import config_files  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
 
   config = config_files.load(ROOT / "configs" / "tiny.py")
   recorded = json.loads(json.dumps(config.to_dict(), default=list))
@@ -178,7 +179,7 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   from diffst_jax.convert import vae as vae_convert  # pylint: disable=import-outside-toplevel
   from diffst_jax.models.dit import WanDiT, WanDiTConfig  # pylint: disable=import-outside-toplevel
   from diffst_jax.models.vae import WanVAE, WanVAEConfig  # pylint: disable=import-outside-toplevel
-  from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
 
   rngs = nnx.Rngs(jax.random.key(7, impl="rbg"))
   vae, dit = WanVAE(WanVAEConfig(**tiny_config.vae), rngs=rngs), WanDiT(WanDiTConfig(**tiny_config.dit), rngs=rngs)
@@ -222,7 +223,7 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
 
 
 def test_the_exported_model_records_its_training_clip_and_crop(tmp_path):
-  from diffst_jax.train import defaults, loop  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
 
   config = config_files.load(ROOT / "configs" / "tiny.py")
   model = diffst.init(diffst.DiffSTConfig.from_dict(config.model.to_dict()))

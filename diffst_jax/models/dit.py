@@ -299,6 +299,12 @@ class PatchEmbedding(nnx.Module):
     return y + _float32(self.bias[...])
 
 
+# The order of (t, h, w) in the token sequence. Attention does not depend on it (each token keeps its own rotary
+# position), and row-major order makes the contiguous token chunks context parallelism gives each device the rows
+# the VAE and the latents are split by: no device gathers the whole clip at the DiT's entry or exit.
+_ROWS_FIRST = (1, 0, 2, 3)
+
+
 class WanDiT(nnx.Module):
   """Wan2.1 DiT: `dit(x, t, context)` with x (B, T', H', W', in_channels), t (B,), context (B, L, text_dim)
   -> velocity (B, T', H', W', out_channels), float32."""
@@ -328,9 +334,12 @@ class WanDiT(nnx.Module):
     _check_inputs(config, x, t, context)
     b, frames, height, width, _ = x.shape
     grid = (frames // config.patch_size[0], height // config.patch_size[1], width // config.patch_size[2])
-    rope = rope_tables(config.attention_head_dim, grid)
+    # Tokens run row by row (h, t, w), not Wan's time-major (t, h, w): see _ROWS_FIRST.
+    rope = tuple(table.reshape(*grid, -1).transpose(_ROWS_FIRST).reshape(table.shape)
+                 for table in rope_tables(config.attention_head_dim, grid))
 
-    tokens = self.patch_embedding(constrain(x, LATENTS)).reshape(b, -1, config.dim)
+    patches = self.patch_embedding(constrain(x, LATENTS))  # (B, T', H', W', dim)
+    tokens = patches.transpose(0, *(1 + axis for axis in _ROWS_FIRST)).reshape(b, -1, config.dim)
     length = tokens.shape[1]
     padding = plan.current().token_padding(length)  # padded keys are masked
     key_mask = None
@@ -357,8 +366,8 @@ class WanDiT(nnx.Module):
     shift, scale = jnp.split(_float32(self.scale_shift_table[...]) + temb[:, None, :], 2, axis=1)
     out = _float32(self.proj_out(_layer_norm(tokens, config.eps) * (1 + scale) + shift))
     pt, ph, pw = config.patch_size
-    out = out.reshape(b, *grid, pt, ph, pw, config.out_channels)
-    out = out.transpose(0, 1, 4, 2, 5, 3, 6, 7)
+    out = out.reshape(b, grid[1], grid[0], grid[2], pt, ph, pw, config.out_channels)  # rows first, as the tokens
+    out = out.transpose(0, 2, 4, 1, 5, 3, 6, 7)
     return out.reshape(b, grid[0] * pt, grid[1] * ph, grid[2] * pw, config.out_channels)
 
 

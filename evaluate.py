@@ -63,7 +63,7 @@ def evaluate(args) -> dict:
 
   from diffst_jax import chunking, inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
-  from diffst_jax.io import outputs  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import outputs, strips  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import backend  # pylint: disable=import-outside-toplevel
 
@@ -105,7 +105,7 @@ def evaluate(args) -> dict:
           args.strip_frames, len(synthesized))).round().astype(int)]
       shown = [baseline, next(iter(methods))]
       labels = [(name.split(" (")[0], f"{results[name]['clips'][clip_name]['psnr']:.2f} dB") for name in shown]
-      strip = run.comparison_strip([by_method[name] for name in shown] + [hr], picks, labels + [("ground truth",)])
+      strip = strips.comparison_strip([by_method[name] for name in shown] + [hr], picks, labels + [("ground truth",)])
       Image.fromarray(strip).save(folder / "strips" / f"{clip_name}.png")
   print(table)
   return results

@@ -50,6 +50,7 @@ def training_defaults() -> ml_collections.ConfigDict:
   # "auto": matrix-product convolutions ("gemm") when training on CPU, XLA's own elsewhere; or "xla", "gemm".
   config.conv_implementation = "auto"
   config.log_every = 10
+  config.strip_every = 500  # steps between TensorBoard strips of a clip's output beside its ground truth; 0: none
   config.checkpoint_every = 500
   config.keep_checkpoints = 3
   return config

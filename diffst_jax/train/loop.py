@@ -22,21 +22,22 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from diffst_jax.convert import dit as dit_convert
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.data import builder, pipeline
-from diffst_jax.io import checkpoint
+from diffst_jax.io import checkpoint, strips
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import WanVAE
 from diffst_jax.parallel import plan, rules
 from diffst_jax.parallel.mesh import make_mesh
-from diffst_jax.train import defaults, perceptual, step as train_step
+from diffst_jax.train import curves, defaults, perceptual, step as train_step
 
 # Settings a resumed run may change; anything else must match the run in the work directory.
-RUN_CONTROL = ("log_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "mesh", "data.workers",
-               "data.videos", "data.prepared")
+RUN_CONTROL = ("log_every", "strip_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "mesh",
+               "data.workers", "data.videos", "data.prepared")
 
 
 @dataclasses.dataclass
@@ -199,6 +200,10 @@ class _Logger:
       self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
       self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
 
+  def image(self, step: int, name: str, picture: np.ndarray) -> None:
+    if self._enabled:
+      self._tensorboard.add_image(name, picture, step, dataformats="HWC")
+
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self._enabled:
       return
@@ -300,6 +305,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
   stop = _StopRequest()
   previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
   logger = _Logger(workdir)
+  preview = train_step.make_preview(config.task, graphdef) if config.strip_every else None
   metrics, step = {}, int(state.step)
   clip_frames = config.data.batch_size * config.data.clip_frames
   try:
@@ -324,6 +330,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
           logger.write(step, metrics)
           progress.set_postfix(loss=f"{metrics['loss']:.4g}")
           window_start, window = time.perf_counter(), []
+        if preview and step % config.strip_every == 0:
+          logger.image(step, "output | ground truth", _strip(*preview(state.trainable, frozen, batch)))
         if step % config.checkpoint_every == 0 or step == total_steps or stop.requested:
           _save(manager, step, state, frozen, iterator)
       if stop.requested:
@@ -333,6 +341,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
     if step == total_steps:
       average = train_step.averaged_parameters(state.opt_state)
       _export(nnx.merge(graphdef, state.trainable if average is None else average, frozen), config, workdir / "model")
+      if jax.process_index() == 0 and (workdir / "metrics.jsonl").is_file():
+        curves.plot_loss_curves([workdir], workdir / "loss.png")
     elif stop.requested:
       print(f"stopped at step {step}; run the same command again to resume", flush=True)
   finally:
@@ -340,6 +350,14 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
     for sig, handler in previous_handlers.items():
       signal.signal(sig, handler)
   return metrics
+
+
+def _strip(output: jax.Array, target: jax.Array, frames: int = 3) -> np.ndarray:
+  """The first clip's output beside its ground truth, at `frames` frames spread over the clip, uint8."""
+  clips = [np.clip(np.round((np.asarray(multihost_utils.process_allgather(clip, tiled=True))[0] + 1) * 127.5), 0,
+                   255).astype(np.uint8) for clip in (output, target)]
+  picks = np.linspace(0, len(clips[1]) - 1, min(frames, len(clips[1]))).round().astype(int)
+  return strips.comparison_strip(clips, list(picks), labels=[("output",), ("ground truth",)])
 
 
 def _window_means(window: list[dict]) -> dict[str, float]:

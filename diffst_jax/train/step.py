@@ -133,6 +133,20 @@ def _pixel_terms(output: jax.Array, target: jax.Array, weights: Mapping[str, flo
   return terms
 
 
+def make_preview(task: str, graphdef: nnx.GraphDef) -> Callable:
+  """`preview(trainable, frozen, batch) -> (output, target)`, jit-compiled: what the model makes of the batch's
+  first clip (the VAE's reconstruction of it, or its upscaled LR clip) and the HR clip, in [-1, 1]."""
+
+  @jax.jit
+  def preview(trainable, frozen, batch):
+    model = nnx.merge(graphdef, trainable, frozen)
+    hr = to_unit_range(batch["hr"][:1])
+    output = model.decode(model.encode(hr)) if task == "autoencoder" else model(to_unit_range(batch["lr"][:1]))
+    return output, hr
+
+  return preview
+
+
 def loss_terms(task: str, model: nnx.Module, batch: Mapping[str, jax.Array], weights: Mapping[str, float],
                perceptual_kind: str, perceptual_params) -> dict[str, jax.Array]:
   """The loss terms a stage weights (terms of weight 0 are not computed)."""

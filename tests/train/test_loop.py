@@ -71,12 +71,33 @@ def _uninterrupted_run(videos, tmp_path, env, extra=()) -> dict[int, float]:
   return _losses(tmp_path / "full")
 
 
+def _tensorboard_images(workdir: pathlib.Path) -> dict[int, tuple[int, int]]:
+  """step -> (height, width) of the images in a run's TensorBoard event files (TFRecords of Event protos)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+
+  images = {}
+  for path in (workdir / "tensorboard").glob("events.out.tfevents.*"):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        if value.HasField("image"):
+          images[event.step] = (value.image.height, value.image.width)
+  return images
+
+
 def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   env, average = _env(tmp_path), ["--config.optimizer.ema_decay=0.5"]
-  expected = _uninterrupted_run(videos, tmp_path, env, average)
+  expected = _uninterrupted_run(videos, tmp_path, env, average + ["--config.strip_every=3"])
   assert sorted(expected) == list(range(1, STEPS + 1))
   assert all(loss == loss and loss > 0 for loss in expected.values())  # finite (NaN != NaN)
   assert (tmp_path / "full" / "model" / "model.json").is_file()
+  assert (tmp_path / "full" / "loss.png").stat().st_size > 10_000  # the loss curves, plotted at the end
+  # a strip every 3 steps: the 32x32 crop's reconstruction beside it at 3 frames, under a one-line header
+  strip = (12 + 4 + 3 * 32 + 2 * 4, 30 + 2 * 32 + 4)
+  assert _tensorboard_images(tmp_path / "full") == {3: strip, 6: strip}
 
   workdir = tmp_path / "interrupted"
   interrupted = _train(workdir, videos, env, average)

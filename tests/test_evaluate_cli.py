@@ -1,7 +1,10 @@
 """evaluate.py as a user runs it: a checkpoint and a folder of real ground-truth clips in, scores and strips out."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -51,3 +54,18 @@ def test_bad_arguments_are_one_line(checkpoint, tmp_path, capsys):
                         "--checkpoint", str(checkpoint), "--protocol", "paired"]) == 2
   error = capsys.readouterr().err.strip().splitlines()
   assert len(error) == 1 and error[0].startswith("evaluate.py: error: --lq must hold the clips of --gt by name")
+
+
+def test_dists_scores_without_torch(checkpoint, tmp_path):
+  """evaluate.py with DISTS in the base install: torch and the torch extra's packages unimportable."""
+  (tmp_path / "gt").mkdir()
+  shutil.copy(CLIP, tmp_path / "gt" / "carphone.mp4")
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "no_torch"), str(ROOT)])}
+  probe = "import torch"
+  assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, check=False).returncode != 0
+  result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--gt", str(tmp_path / "gt"), "--out",
+                           str(tmp_path / "scores"), "--checkpoint", str(checkpoint), "--no-ablations"],
+                          env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for scores in json.loads((tmp_path / "scores" / "scores.json").read_text())["results"].values():
+    assert 0 < scores["mean"]["dists"] < 1

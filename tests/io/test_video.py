@@ -72,3 +72,39 @@ def test_what_is_not_kept_is_said(tmp_path, capsys):
   _write(tmp_path / "variable.mkv", "yuv420p", times_ms=[0, 40, 80, 100, 200, 240, 280, 290, 400])
   video.probe(tmp_path / "variable.mkv")
   assert "the frame rate varies (frames 10.0 to 110.0 ms apart); it is treated as constant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("container, codec, kept, copied", [("mp4", "aac", "aac", True),
+                                                            ("mov", "pcm_s16le", "aac", False),
+                                                            ("matroska", "libopus", "opus", True)])
+def test_audio_goes_into_the_mp4_copied_or_as_aac(tmp_path, container, codec, kept, copied):
+  """What an .mp4 takes is copied packet for packet; what it cannot hold (PCM from a .mov) is encoded to AAC."""
+  source = tmp_path / f"source.{container}"
+  frames = video.read_video(CLIP)[0]
+  rate = 48000
+  with av.open(str(source), "w", format=container) as output:
+    picture = output.add_stream("libx264", rate=25)
+    picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
+    sound = output.add_stream(codec, rate=rate)
+    sound.layout = "mono"
+    for frame in frames:
+      output.mux(picture.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    output.mux(picture.encode())
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * len(frames) / 25)) / rate)).astype(np.float32)
+    size = sound.codec_context.frame_size or 1024
+    resampler = av.AudioResampler(format=sound.codec_context.format, layout="mono", rate=rate)
+    for start in range(0, tone.size, size):
+      chunk = av.AudioFrame.from_ndarray(tone[None, start:start + size], format="flt", layout="mono")
+      chunk.sample_rate = rate
+      for resampled in resampler.resample(chunk):
+        output.mux(sound.encode(resampled))
+    output.mux(sound.encode())
+  out = video.write_video(tmp_path / "out.mp4", frames, 25, audio_from=source)
+  with av.open(str(out)) as written, av.open(str(source)) as original:
+    track = written.streams.audio[0]
+    assert track.codec_context.name == kept
+    seconds = float(track.duration * track.time_base) if track.duration else float(written.duration / av.time_base)
+    assert abs(seconds - len(frames) / 25) < 2 / 25
+    if copied:
+      packets = [bytes(packet) for packet in written.demux(track) if packet.size]
+      assert packets == [bytes(packet) for packet in original.demux(original.streams.audio[0]) if packet.size]

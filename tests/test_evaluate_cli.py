@@ -37,8 +37,8 @@ def test_scores_a_folder_of_real_clips(checkpoint, tmp_path):
     assert set(result["mean"]) == {"psnr", "psnr_y", "ssim", "lpips", "tof", "tlp", "psnr_key", "psnr_between"}
   assert "| DiffST (model) |" in (out / "scores.md").read_text()
   strip = Image.open(out / "strips" / "carphone.png")
-  # baseline, DiffST, ground truth after a 30-pixel column of frame numbers; a 2-line header; frames 1, 3 or 5, 7
-  assert strip.size == (30 + 3 * 64 + 2 * 4, 2 * 12 + 4 + 3 * 48 + 2 * 4)
+  # baseline, DiffST, ground truth after a 36-pixel column of frame numbers; a 2-line header; frames 1, 3 or 5, 7
+  assert strip.size == (36 + 3 * 64 + 2 * 4, 2 * 12 + 4 + 3 * 48 + 2 * 4)
 
 
 def test_bad_arguments_are_one_line(checkpoint, tmp_path, capsys):

@@ -16,7 +16,7 @@ def comparison_strip(columns: Sequence[np.ndarray], frame_indices: Sequence[int]
   carries its frame number."""
   gap = 4
   height, width = columns[0].shape[1:3]
-  margin = 5 * _TEXT_LINE // 2 if labels else 0
+  margin = 3 * _TEXT_LINE if labels else 0
   rows = []
   for t in frame_indices:
     row = np.full((height, margin + len(columns) * (width + gap) - gap, 3), 255, np.uint8)

@@ -21,7 +21,7 @@ def test_comparison_strip_lays_clips_side_by_side():
 def test_labelled_strip_names_columns_and_frames():
   a, b = _clip(3, 40, 64, seed=8), _clip(3, 40, 64, seed=9)
   strip = strips.comparison_strip([a, b], [0, 2], labels=[("bicubic", "28.01 dB"), ("ground truth",)])
-  header, margin = 2 * 12 + 4, 30
+  header, margin = 2 * 12 + 4, 36
   assert strip.shape == (header + 40 + 4 + 40, margin + 64 + 4 + 64, 3)
   np.testing.assert_array_equal(strip[header:header + 40, margin + 68:], b[0])  # the pictures are untouched
   np.testing.assert_array_equal(strip[header + 44:, margin:margin + 64], a[2])

@@ -96,7 +96,7 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   assert (tmp_path / "full" / "model" / "model.json").is_file()
   assert (tmp_path / "full" / "loss.png").stat().st_size > 10_000  # the loss curves, plotted at the end
   # a strip every 3 steps: the 32x32 crop's reconstruction beside it at 3 frames, under a one-line header
-  strip = (12 + 4 + 3 * 32 + 2 * 4, 30 + 2 * 32 + 4)
+  strip = (12 + 4 + 3 * 32 + 2 * 4, 36 + 2 * 32 + 4)
   assert _tensorboard_images(tmp_path / "full") == {3: strip, 6: strip}
 
   workdir = tmp_path / "interrupted"

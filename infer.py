@@ -41,6 +41,9 @@ def parse_args(argv):
   parser.add_argument("--coordinator-address", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
   parser.add_argument("--num-processes", type=int, help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
   parser.add_argument("--process-id", type=int, help="multi-host: this process's index (or JAX_PROCESS_ID)")
+  parser.add_argument("--multihost", choices=("auto", "off"), default="auto", help="auto: join the processes of a "
+                      "detected cluster (TPU VM, SLURM or Open MPI job of several tasks) as JAX finds them; off: one "
+                      "process")
   parser.add_argument("--crf", type=int, default=18, help="H.264 quality for .mp4 output (0 = lossless)")
   parser.add_argument("--pix-fmt", choices=("yuv420p", "yuv444p"), help="pixel format of .mp4 output (default: "
                       "yuv420p, which every player opens; yuv444p at --crf 0, the lossless one many players cannot)")
@@ -107,7 +110,7 @@ def run(args) -> pathlib.Path:
 
   backend.enable_compilation_cache()
 
-  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, args.multihost)
 
   source = pathlib.Path(args.input)
   output = video.check_output(args.output, [source], args.overwrite)

@@ -21,6 +21,8 @@ flags.DEFINE_string("mesh", None, "device mesh, e.g. data=1,fsdp=2,context=4,ten
 flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
 flags.DEFINE_integer("num_processes", None, "multi-host: number of processes (or JAX_NUM_PROCESSES)")
 flags.DEFINE_integer("process_id", None, "multi-host: this process's index (or JAX_PROCESS_ID)")
+flags.DEFINE_enum("multihost", "auto", ["auto", "off"], "auto: join the processes of a detected cluster (TPU VM, "
+                  "SLURM or Open MPI job of several tasks) as JAX finds them; off: one process")
 flags.DEFINE_bool("debug", False, "show tracebacks")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -42,7 +44,7 @@ def main(argv):
   if options.mesh is not None:
     config.mesh = options.mesh
   try:
-    distributed.initialize(options.coordinator_address, options.num_processes, options.process_id)
+    distributed.initialize(options.coordinator_address, options.num_processes, options.process_id, options.multihost)
     loop.train(config, options.workdir)
   except (ValueError, OSError) as error:
     if flags.FLAGS.debug:

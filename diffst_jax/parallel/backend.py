@@ -28,6 +28,24 @@ def quiet_libtpu_without_chips() -> None:
       os.environ.setdefault(name, value)
 
 
+def has_gpus() -> bool:
+  """Whether NVIDIA GPUs are attached (their device files)."""
+  return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def detected_cluster() -> str | None:
+  """The kind of multi-process job this process was started in, where `jax.distributed.initialize()` finds its
+  coordinator, process count and index by itself: a TPU VM (its metadata; one host is a cluster of one), a SLURM or
+  Open MPI job of several tasks. None elsewhere (then a multi-process run needs the explicit flags)."""
+  if has_tpu_chips():
+    return "TPU"
+  if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+    return "SLURM"
+  if "OMPI_MCA_orte_hnp_uri" in os.environ or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+    return "Open MPI"
+  return None
+
+
 def cpu_device_count(topology: str) -> int:
   """N of a "cpu:N" topology (simulated CPU devices)."""
   match = re.fullmatch(r"cpu(?::(\d+))?", topology)

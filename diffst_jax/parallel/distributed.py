@@ -4,24 +4,45 @@ import os
 
 import jax
 
+from diffst_jax.parallel import backend
+
+MULTIHOST_MODES = ("auto", "off")
+
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+               process_id: int | None = None, multihost: str = "auto") -> None:
   """Joins a multi-process run (`jax.distributed.initialize`) when one is asked for: by the arguments (train.py's and
-  infer.py's --coordinator_address, --num_processes, --process_id) or by the environment variables
-  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. With neither, the run is a single process.
-  On CPU the processes exchange data through gloo collectives."""
+  infer.py's --coordinator_address, --num_processes, --process_id), by the environment variables
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or, with `multihost` "auto", by the cluster the
+  process runs in (a TPU VM, a SLURM or Open MPI job of several tasks: backend.detected_cluster), whose settings JAX
+  reads by itself. "off" keeps a single process whatever the environment says. On CPU the processes exchange data
+  through gloo collectives."""
+  if multihost not in MULTIHOST_MODES:
+    raise ValueError(f"--multihost {multihost}: expected one of {', '.join(MULTIHOST_MODES)}")
+  if multihost == "off":
+    return
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   num_processes = num_processes or _environ_int("JAX_NUM_PROCESSES")
   process_id = process_id if process_id is not None else _environ_int("JAX_PROCESS_ID")
-  if coordinator_address is None and num_processes is None and process_id is None:
+  explicit = (coordinator_address, num_processes, process_id)
+  if explicit == (None, None, None):
+    if backend.detected_cluster() is None:
+      return
+    _use_cpu_collectives_on_cpu()
+    jax.distributed.initialize()
     return
-  if None in (coordinator_address, num_processes, process_id):
+  if None in explicit:
     raise ValueError("a multi-process run needs all of coordinator address, number of processes and process id "
                      f"(got {coordinator_address}, {num_processes}, {process_id}); set the three flags or "
                      "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID")
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  _use_cpu_collectives_on_cpu()
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def _use_cpu_collectives_on_cpu() -> None:
+  """Gloo collectives for processes whose devices are CPUs; accelerators bring their own (ICI, NCCL)."""
+  if not (backend.has_tpu_chips() or backend.has_gpus()) or os.environ.get("JAX_PLATFORMS", "").strip() == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def _environ_int(name: str) -> int | None:

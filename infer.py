@@ -14,6 +14,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import functools
 import pathlib
 import sys
 
@@ -120,38 +121,40 @@ def run(args) -> pathlib.Path:
   plan = chunking.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
   if args.fps is not None and not source.is_dir():
     raise ValueError(f"--fps {args.fps}: for a folder of PNG frames only; {source} keeps its own frame rate")
-  info = video.probe(source, **({"png_rate": video.parse_rate(args.fps)} if args.fps else {}))
+  info = video.probe(source, **({"png_rate": video.parse_rate(args.fps)} if args.fps else {}),
+                     quiet=jax.process_index() != 0)
   if info.frames < 2:
     raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")
   model, which = build_model(args, path)
-  print(f"diffst: {which}", file=sys.stderr)
+  say = functools.partial(distributed.say, file=sys.stderr)
+  say(f"diffst: {which}")
   keep_audio = info.audio and not args.no_audio and output.suffix
   if info.audio and not args.no_audio and not output.suffix:
-    print(f"note: {source}'s audio is not written to a folder of PNG frames; write an .mp4 to keep it",
-          file=sys.stderr)
+    say(f"note: {source}'s audio is not written to a folder of PNG frames; write an .mp4 to keep it")
   if output.suffix and (args.pix_fmt == "yuv444p" or (args.pix_fmt is None and args.crf == 0)):
-    print(f"note: {args.output} is yuv444p H.264 (lossless at --crf 0), which many players and browsers cannot "
-          "open; --pix-fmt yuv420p writes one they can", file=sys.stderr)
+    say(f"note: {args.output} is yuv444p H.264 (lossless at --crf 0), which many players and browsers cannot open; "
+        "--pix-fmt yuv420p writes one they can")
   s_t, s_x = model.config.time_scale, model.config.space_scale
   height, width = video.encoded_size(s_x * info.height, s_x * info.width, output)
   if (height, width) != (s_x * info.height, s_x * info.width):
-    print(f"warning: {args.output}: H.264 needs even frame sizes, so the {s_x * info.width}x{s_x * info.height} "
-          f"output is written at {width}x{height}, its last column or row repeated; write PNG frames (an --output "
-          "without suffix) for the exact size", file=sys.stderr)
+    say(f"warning: {args.output}: H.264 needs even frame sizes, so the {s_x * info.width}x{s_x * info.height} "
+        f"output is written at {width}x{height}, its last column or row repeated; write PNG frames (an --output "
+        "without suffix) for the exact size")
   with contextlib.ExitStack() as stack:
     if args.mesh:
       mesh = make_mesh(args.mesh)
       stack.enter_context(execution_plan.activate(mesh))
       nnx.update(model, rules.place_state(nnx.state(model), mesh))
     frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
-                                     progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk"))
+                                     progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk",
+                                                                  disable=jax.process_index() != 0))
     if jax.process_index() == 0:
       video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
                         audio_from=source if keep_audio else None)
     else:
       collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
-  print(f"diffst: wrote {args.output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
-        f"{float(info.rate * s_t):g} fps{', audio copied' if keep_audio else ''}", file=sys.stderr)
+  say(f"diffst: wrote {args.output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
+      f"{float(info.rate * s_t):g} fps{', audio copied' if keep_audio else ''}")
   return output
 
 

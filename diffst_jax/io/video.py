@@ -87,9 +87,11 @@ def _quarter_turns(frame) -> int:
   return round((frame.rotation or 0) / RIGHT_ANGLE) % 4
 
 
-def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_RATE) -> VideoInfo:
+def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_RATE, quiet: bool = False
+          ) -> VideoInfo:
   """Frame count (of the frames that decode), fps and size of a video file or PNG folder. Raises for frames of
-  different sizes; warns (on stderr) when fewer frames decode than the file declares, as in a file cut short."""
+  different sizes; warns (on stderr, unless `quiet`: the other processes of a multi-host run) when fewer frames
+  decode than the file declares, as in a file cut short, and about what is not kept."""
   path = pathlib.Path(path)
   _check_source(path)
   if path.is_dir():
@@ -119,9 +121,10 @@ def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_R
     declared = stream.frames  # containers without a count (Matroska, WebM) give a duration
     timed = round(container.duration / av.time_base * fps) if container.duration and not declared else 0
     audio = bool(container.streams.audio)
-  _warn_about_timing_and_colour(path, first, times, rate)
+  if not quiet:
+    _warn_about_timing_and_colour(path, first, times, rate)
   short = declared > frames or timed > frames + 1  # one frame more or less is the duration's rounding
-  if short or errors:
+  if (short or errors) and not quiet:
     why = (f"the file declares {declared or f'about {timed}'} frames but only {frames} decode" if short else
            f"decoding stopped with an error after {frames} frames ({errors[0]})")
     print(f"warning: {path}: {why}; it is cut short or damaged, and only those {frames} frames are used",

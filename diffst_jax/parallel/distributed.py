@@ -52,3 +52,9 @@ def _environ_int(name: str) -> int | None:
   if not value.isdigit():
     raise ValueError(f"{name}={value!r} is not a whole number")
   return int(value)
+
+
+def say(*args, **kwargs) -> None:
+  """print() on the first process of a run only: the others stay quiet unless something fails."""
+  if jax.process_index() == 0:
+    print(*args, **kwargs)

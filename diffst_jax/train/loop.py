@@ -31,7 +31,7 @@ from diffst_jax.data import builder, pipeline
 from diffst_jax.io import checkpoint, strips
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import WanVAE
-from diffst_jax.parallel import plan, rules
+from diffst_jax.parallel import distributed, plan, rules
 from diffst_jax.parallel.mesh import make_mesh
 from diffst_jax.train import curves, defaults, perceptual, step as train_step
 
@@ -47,7 +47,8 @@ class _StopRequest:
   def __call__(self, signum, frame):
     del frame
     self.requested = True
-    print(f"\nsignal {signal.Signals(signum).name}: saving a checkpoint and stopping after this step", flush=True)
+    distributed.say(f"\nsignal {signal.Signals(signum).name}: saving a checkpoint and stopping after this step",
+                    flush=True)
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -152,14 +153,14 @@ def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pat
   if checkpoint.is_checkpoint(directory):
     return
   if checkpoint.is_incomplete(directory):
-    print(f"{directory}: the export of the trained model was cut short; writing it again", flush=True)
+    distributed.say(f"{directory}: the export of the trained model was cut short; writing it again", flush=True)
   if config.task == "autoencoder":
     vae_convert.save(model, directory)
   else:  # the model's input is every time_scale-th frame of the HR training crop
     diffst.save(model, directory, trained_sizes={
         "chunk_frames": (config.data.clip_frames - 1) // model.config.time_scale + 1,
         "tile": config.data.crop_size // model.config.space_scale})
-  print(f"trained model written to {directory}", flush=True)
+  distributed.say(f"trained model written to {directory}", flush=True)
 
 
 def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
@@ -297,7 +298,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
     state, frozen = restored.state
     state = train_step.TrainState(*state)
     iterator.set_state(restored.data)
-    print(f"resumed {workdir} at step {latest}", flush=True)
+    distributed.say(f"resumed {workdir} at step {latest}", flush=True)
 
   weights_needed = any(stage["loss"].get("perceptual") for stage in stages)
   perceptual_params = perceptual.load(config.perceptual) if weights_needed else None
@@ -309,7 +310,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
   metrics, step = {}, int(state.step)
   clip_frames = config.data.batch_size * config.data.clip_frames
   try:
-    progress = tqdm(total=total_steps, initial=step, desc=workdir.name, dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=step, desc=workdir.name, dynamic_ncols=True,
+                    disable=jax.process_index() != 0)
     end = 0
     for stage in stages:
       end += stage["steps"]
@@ -344,7 +346,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
       if jax.process_index() == 0 and (workdir / "metrics.jsonl").is_file():
         curves.plot_loss_curves([workdir], workdir / "loss.png")
     elif stop.requested:
-      print(f"stopped at step {step}; run the same command again to resume", flush=True)
+      distributed.say(f"stopped at step {step}; run the same command again to resume", flush=True)
   finally:
     logger.close()
     for sig, handler in previous_handlers.items():

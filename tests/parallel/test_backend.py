@@ -68,3 +68,10 @@ def test_explicit_flags_win_over_detection(bare_machine, monkeypatch):
   assert bare_machine == [("initialize", ("host:1234", 2, 1))]  # GPUs: NCCL, no CPU collectives
   with pytest.raises(ValueError, match="--multihost maybe: expected one of auto, off"):
     distributed.initialize(multihost="maybe")
+
+
+@pytest.mark.parametrize("index, printed", [(0, "step 3\n"), (1, "")])
+def test_only_the_first_process_talks(monkeypatch, capsys, index, printed):
+  monkeypatch.setattr(jax, "process_index", lambda: index)
+  distributed.say("step 3")
+  assert capsys.readouterr().out == printed

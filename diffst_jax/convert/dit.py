@@ -56,6 +56,26 @@ def infer_config(state_dict: Mapping[str, np.ndarray], layout: Layout) -> WanDiT
       cross_attn_norm=keys["cross_norm"] in state_dict)
 
 
+def diffusers_config(config: Mapping) -> Mapping:
+  """A DiT directory's config.json as diffusers' fields: the original release's (`WanModel`: dim, num_heads, in_dim,
+  ...; tables.WAN_MODEL_TO_DIFFUSERS) is translated, a diffusers one passes through."""
+  if config.get("_class_name") != "WanModel" and "num_heads" not in config:
+    return config
+  fields = {**tables.WAN_MODEL_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
+  unknown = sorted(set(fields) - set(tables.WAN_MODEL_DEFAULTS))
+  if unknown:
+    raise CheckpointError(f"Wan2.1 config.json: unknown WanModel field {unknown[0]!r}")
+  if fields["model_type"] != "t2v" or tuple(fields["window_size"]) != (-1, -1):
+    raise CheckpointError(f"Wan2.1 config.json: model_type {fields['model_type']!r}, window_size "
+                          f"{tuple(fields['window_size'])}; only text-to-video with full attention (t2v, (-1, -1)) is "
+                          "supported")
+  if fields["dim"] % fields["num_heads"]:
+    raise CheckpointError(f"Wan2.1 config.json: dim {fields['dim']} does not divide into {fields['num_heads']} heads")
+  return {**{theirs: fields[ours] for ours, theirs in tables.WAN_MODEL_TO_DIFFUSERS.items()},
+          "num_attention_heads": fields["num_heads"], "attention_head_dim": fields["dim"] // fields["num_heads"],
+          "qk_norm": "rms_norm_across_heads" if fields["qk_norm"] else None}
+
+
 def key_table(config: WanDiTConfig, layout: Layout) -> dict[str, mapping.Entry]:
   """{source key: Entry} for every DiT parameter (one entry per layer of the stacked blocks)."""
   _, state = mapping.abstract_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
@@ -69,7 +89,7 @@ def key_table(config: WanDiTConfig, layout: Layout) -> dict[str, mapping.Entry]:
 
 
 SPEC = loader.ModelSpec("wan21_dit", WanDiTConfig, WanDiT, detect_layout, infer_config, key_table,
-                        strip_prefix="model.diffusion_model.")
+                        strip_prefix="model.diffusion_model.", diffusers_config=diffusers_config)
 
 load_dit = functools.partial(loader.load, SPEC)
 from_state_dict = functools.partial(loader.from_state_dict, SPEC)

@@ -23,6 +23,8 @@ class ModelSpec(NamedTuple):
   infer_config: Callable[[Mapping[str, np.ndarray], str], Any]
   key_table: Callable[[Any, str], dict[str, mapping.Entry]]
   strip_prefix: str = ""  # a prefix some original checkpoints put on every key
+  # a directory's config.json -> diffusers' fields (the original release's config.json differs)
+  diffusers_config: Callable[[Mapping], Mapping] = lambda config: config
 
 
 class _Unprefixed(Mapping):
@@ -83,7 +85,7 @@ def load(spec: ModelSpec, path: str | pathlib.Path, config=None, **overrides):
     return from_params(spec, config, checkpoint.restore(path, nnx.to_pure_dict(state)))
   diffusers_config = torch_io.read_diffusers_config(path) if path.is_dir() else None
   if config is None and diffusers_config is not None:
-    config = spec.config_class.from_diffusers(diffusers_config)
+    config = spec.config_class.from_diffusers(spec.diffusers_config(diffusers_config))
   return from_state_dict(spec, torch_io.StateDict(path), config, what=str(path), **overrides)
 
 

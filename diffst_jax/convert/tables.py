@@ -156,3 +156,16 @@ DIT_DIFFUSERS_TO_ORIGINAL: Rules = (
     (r"\.ffn\.net\.2\.", ".ffn.2."),
     (r"\.norm2\.", ".norm3."),
 )
+
+# The original release's config.json (Wan2.1 `WanModel`, wan/modules/model.py) -> diffusers `WanTransformer3DModel`.
+# WanModel keeps patch_size, qk_norm, cross_attn_norm, text_dim and window_size out of its config.json, so a
+# release config is read over WanModel's own defaults; dim and num_heads give num_attention_heads and
+# attention_head_dim, qk_norm (a bool) diffusers' norm name.
+WAN_MODEL_DEFAULTS: dict[str, object] = {
+    "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 512, "in_dim": 16, "dim": 2048, "ffn_dim": 8192,
+    "freq_dim": 256, "text_dim": 4096, "out_dim": 16, "num_heads": 16, "num_layers": 32, "window_size": (-1, -1),
+    "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
+WAN_MODEL_TO_DIFFUSERS: dict[str, str] = {
+    "patch_size": "patch_size", "in_dim": "in_channels", "out_dim": "out_channels", "text_dim": "text_dim",
+    "freq_dim": "freq_dim", "ffn_dim": "ffn_dim", "num_layers": "num_layers", "cross_attn_norm": "cross_attn_norm",
+    "eps": "eps"}

@@ -1,5 +1,6 @@
 """DiT conversion: original Wan2.1 and diffusers layouts, stacking into scanned blocks, round trips, failures."""
 
+import json
 import subprocess
 import sys
 
@@ -100,3 +101,22 @@ def test_a_vae_is_not_a_dit(tmp_path):
   save_file({"encoder.conv1.weight": torch.zeros(1)}, tmp_path / "x.safetensors")
   with pytest.raises(CheckpointError, match="not a Wan2.1 DiT checkpoint"):
     load_dit(tmp_path / "x.safetensors")
+
+
+def test_the_original_release_directory_converts_with_its_head_count(tmp_path):
+  """A release folder as Wan-AI publishes it: config.json with WanModel's fields (here dim 96 in 3 heads of 32,
+  which the weights alone cannot tell) and diffusion_pytorch_model.safetensors in the original layout."""
+  dit = WanDiT(WanDiTConfig(num_attention_heads=3, attention_head_dim=32, ffn_dim=64, num_layers=2, text_dim=16,
+                            freq_dim=32), rngs=rbg_rngs(1))
+  release = tmp_path / "Wan2.1-T2V-tiny"
+  release.mkdir()
+  save_file({k: torch.from_numpy(v) for k, v in convert_dit.state_dict(dit, "original").items()},
+            release / "diffusion_pytorch_model.safetensors")
+  config = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 96, "eps": 1e-06, "ffn_dim": 64,
+            "freq_dim": 32, "in_dim": 16, "model_type": "t2v", "num_heads": 3, "num_layers": 2, "out_dim": 16,
+            "text_len": 512, "text_dim": 16}
+  (release / "config.json").write_text(json.dumps(config))
+  _assert_bit_exact(dit, load_dit(release))
+  (release / "config.json").write_text(json.dumps({**config, "model_type": "i2v"}))
+  with pytest.raises(CheckpointError, match="only text-to-video"):
+    load_dit(release)

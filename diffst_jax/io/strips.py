@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-_TEXT_LINE = 12  # pixels per line of PIL's default bitmap font (6 pixels per character)
+_TEXT_LINE = 12  # pixels per line of PIL's default font, which is at most 6 pixels wide per character
 
 
 def comparison_strip(columns: Sequence[np.ndarray], frame_indices: Sequence[int],

@@ -28,21 +28,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if explicit == (None, None, None):
     if backend.detected_cluster() is None:
       return
-    _use_cpu_collectives_on_cpu()
-    jax.distributed.initialize()
-    return
-  if None in explicit:
+  elif None in explicit:
     raise ValueError("a multi-process run needs all of coordinator address, number of processes and process id "
                      f"(got {coordinator_address}, {num_processes}, {process_id}); set the three flags or "
                      "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID")
-  _use_cpu_collectives_on_cpu()
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
-
-
-def _use_cpu_collectives_on_cpu() -> None:
-  """Gloo collectives for processes whose devices are CPUs; accelerators bring their own (ICI, NCCL)."""
   if not (backend.has_tpu_chips() or backend.has_gpus()) or os.environ.get("JAX_PLATFORMS", "").strip() == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices; accelerators bring their own
+  jax.distributed.initialize(*explicit)  # all None: JAX reads the detected cluster's settings
 
 
 def _environ_int(name: str) -> int | None:

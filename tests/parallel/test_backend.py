@@ -46,7 +46,7 @@ def test_clusters_are_detected_from_their_job_variables(bare_machine, monkeypatc
 def test_a_tpu_vm_is_a_cluster_jax_reads_itself(bare_machine, monkeypatch):
   monkeypatch.setattr(backend, "has_tpu_chips", lambda: True)
   distributed.initialize()
-  assert bare_machine == [("initialize", ())]  # no CPU collectives: TPUs bring their own
+  assert bare_machine == [("initialize", (None, None, None))]  # JAX's defaults; no CPU collectives on TPUs
 
 
 def test_multihost_auto_joins_a_detected_cluster_and_off_does_not(bare_machine, monkeypatch):
@@ -57,7 +57,7 @@ def test_multihost_auto_joins_a_detected_cluster_and_off_does_not(bare_machine, 
   distributed.initialize(multihost="off")
   assert bare_machine == []
   distributed.initialize()
-  assert bare_machine == [("jax_cpu_collectives_implementation", "gloo"), ("initialize", ())]
+  assert bare_machine == [("jax_cpu_collectives_implementation", "gloo"), ("initialize", (None, None, None))]
 
 
 def test_explicit_flags_win_over_detection(bare_machine, monkeypatch):

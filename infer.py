@@ -70,7 +70,7 @@ def checkpoint_path(args) -> pathlib.Path | None:
 
 def build_model(args, path: pathlib.Path | None):
   """The model to run (from the checkpoint at `path`, else --config's) and a sentence saying which weights it has."""
-  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models import diffst, layers  # pylint: disable=import-outside-toplevel
 
   if path is None:
     config_file, _, preset = args.config.partition(":")
@@ -94,6 +94,7 @@ def build_model(args, path: pathlib.Path | None):
     changes["dit"] = dataclasses.replace(model.config.dit, dtype="bfloat16")
   if changes:
     model = diffst.with_config(model, dataclasses.replace(model.config, **changes))
+  layers.store_in_compute_dtype(model)
   return model, which
 
 
@@ -143,8 +144,9 @@ def run(args) -> pathlib.Path:
   with contextlib.ExitStack() as stack:
     if args.mesh:
       mesh = make_mesh(args.mesh)
-      stack.enter_context(execution_plan.activate(mesh))
-      nnx.update(model, rules.place_state(nnx.state(model), mesh))
+      inference_rules = rules.for_inference(rules.DEFAULT_RULES)
+      stack.enter_context(execution_plan.activate(mesh, inference_rules))
+      nnx.update(model, rules.place_state(nnx.state(model), mesh, inference_rules))
     frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
                                      progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk",
                                                                   disable=jax.process_index() != 0))

@@ -126,7 +126,7 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models import diffst, layers  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
 
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
@@ -140,7 +140,10 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
                      f"divisible by s_x (s_t = {s_t}, s_x = {s_x})")
   lr = ((frames - 1) // s_t + 1, height // s_x, width // s_x)
   padding = diffst.padding_for(model_config, *lr)
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))))
+  axis_rules = rules.for_inference(axis_rules)  # as infer.py
+  model = nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
+  layers.store_in_compute_dtype(model)  # as infer.py
+  graphdef, state = nnx.split(model)
   with plan.activate(mesh, axis_rules):
     return diffst.forward.lower(graphdef, rules.abstract_state(state, mesh, axis_rules),
                                 _replicated((1, *(n + p for n, p in zip(lr, padding)), 3), jnp.float32, mesh))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffst_jax.parallel import plan
+from diffst_jax.parallel import convolution, plan
 
 
 class Conv(nnx.Module):
@@ -51,17 +51,22 @@ def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...], padding: 
   forward + backward of the tiny VAE runs about 2x faster and compiles longer (bench/conv.py). Both give the same
   results to fp32 rounding.
 
-  The current plan (parallel/plan.py) says when XLA's partitioner would get the kernel gradient wrong; then it is
-  taken tap by tap; otherwise input and output are laid out over every device axis and XLA's native gradient runs.
+  With the rows split over devices ("act_rows"), each device convolves its own rows and adds its neighbours' edge
+  rows (parallel/convolution.py). Where that does not apply (a neighbour's rows would not be enough), XLA
+  partitions the convolution; the current plan (parallel/plan.py) says when XLA's partitioner would then get the
+  kernel gradient wrong, and it is taken tap by tap; otherwise input and output are laid out over every device
+  axis and XLA's native gradient runs.
   """
   current = plan.current()
   stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
   if current.convolutions(implementation) == "gemm":
     return _gemm_conv(x, kernel, stride, padding)
-  if current.kernel_gradient_by_taps(x.shape):
-    return _conv_with_tap_kernel_grad(x, kernel, stride, padding)
   if current.axis_size("act_rows") == 1:
     return _native_conv(x, kernel, stride, padding)
+  if convolution.applies(x.shape, kernel.shape, stride, padding, current.axis_size("act_rows")):
+    return convolution.convolve_split_rows(_native_conv, x, kernel, stride, padding)
+  if current.kernel_gradient_by_taps(x.shape):
+    return _conv_with_tap_kernel_grad(x, kernel, stride, padding)
   layout = current.conv_layout(x.ndim)
   return current.constrain(_native_conv(current.constrain(x, layout), kernel, stride, padding), layout)
 
@@ -124,3 +129,24 @@ def _tap_backward(stride, padding, residuals, dy):
 
 
 _conv_with_tap_kernel_grad.defvjp(_tap_forward, _tap_backward)
+
+
+def store_in_compute_dtype(model: nnx.Module) -> None:
+  """Keeps each layer's kernel and bias in the dtype the layer computes in (`dtype`), where that is narrower: bf16
+  at inference. The numbers stay the same (layers cast them to that dtype when they run) in half the memory, and the
+  compiler makes no bf16 copy of the stacked DiT blocks before their loop. For programs without gradients only: a
+  training step keeps its float32 master weights. Works on abstract models (`nnx.eval_shape`) too."""
+  for _, module in nnx.iter_modules(model):
+    dtype = getattr(module, "dtype", None)
+    if not isinstance(dtype, jnp.dtype):
+      continue
+    for name in ("kernel", "bias"):
+      param = getattr(module, name, None)
+      if isinstance(param, nnx.Param) and dtype.itemsize < jnp.dtype(param.get_value().dtype).itemsize:
+        param.set_value(_cast(param.get_value(), dtype))
+
+
+def _cast(value, dtype):
+  if isinstance(value, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct(value.shape, dtype, sharding=value.sharding)
+  return value.astype(dtype)

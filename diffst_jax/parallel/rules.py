@@ -37,6 +37,18 @@ DEFAULT_RULES: Rules = (
     ("act_embed", None),
 )
 
+def for_inference(rules: Rules) -> Rules:
+  """`rules` for a program without gradients (infer.py): the weights whole on the chips that split one clip ("embed"
+  over its axes but context). Training spreads them over context too, since their gradient and AdamW state would
+  not fit otherwise; at inference the weights, stored in bf16, are all there is (2.8 GB for the 1.3B DiT), and
+  gathering every layer's on each chip would hold a slice of memory that no context size divides."""
+  def without_context(axes: MeshAxes) -> MeshAxes:
+    kept = tuple(axis for axis in mesh_axes(axes) if axis != "context")
+    return kept[0] if len(kept) == 1 else (kept or None)
+
+  return tuple((name, without_context(axes) if name == "embed" else axes) for name, axes in rules)
+
+
 def mesh_axes(axes: MeshAxes) -> tuple[str, ...]:
   return (axes,) if isinstance(axes, str) else tuple(axes or ())
 

@@ -72,3 +72,25 @@ def test_checkpoint_of_an_older_release_with_conv_implementation_loads(model, tm
   assert loaded.config == model.config
   x = jax.random.uniform(jax.random.key(1), (1, 3, 8, 8, 3), minval=-1, maxval=1)
   np.testing.assert_array_equal(diffst.upscale(loaded, x), diffst.upscale(model, x))
+
+
+def test_weights_stored_in_compute_dtype_give_the_same_upscale(model):
+  from flax import nnx
+
+  from diffst_jax.models import layers
+
+  bf16 = _with(model, vae={"dtype": "bfloat16"}, dit={"dtype": "bfloat16"})
+  frames = jax.random.uniform(jax.random.key(3), (1, 3, 8, 12, 3), minval=-1, maxval=1)
+  expected = diffst.upscale(bf16, frames)
+  stored = nnx.clone(bf16)
+  layers.store_in_compute_dtype(stored)
+  names = {jax.tree_util.keystr(path): leaf.dtype
+           for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(stored))[0]}
+  assert names["['dit']['blocks']['ffn']['proj_in']['kernel'].value"] == jnp.bfloat16  # stacked DiT blocks
+  assert names["['vae']['decoder']['conv_out']['kernel'].value"] == jnp.bfloat16
+  # computes in float32:
+  assert names["['dit']['condition_embedder']['time_embedder']['linear_1']['kernel'].value"] == jnp.float32
+  assert names["['dit']['patch_embedding']['kernel'].value"] == jnp.float32
+  assert sum(a.nbytes for a in jax.tree.leaves(nnx.state(stored))) < sum(
+      a.nbytes for a in jax.tree.leaves(nnx.state(bf16)))
+  np.testing.assert_array_equal(np.asarray(diffst.upscale(stored, frames)), np.asarray(expected))

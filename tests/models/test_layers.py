@@ -32,6 +32,18 @@ def test_gemm_convolution_matches_xla(case):
     np.testing.assert_allclose(g, w, rtol=0, atol=2e-5 * float(jnp.abs(w).max()), err_msg=name)
 
 
+@pytest.mark.parametrize("kernel_case, rows_devices, expected", [
+    ("3d", 8, True), ("2d_stride_2", 8, True), ("2d_7x7", 4, True),
+    ("2d_7x7", 8, False),  # 3 halo rows, 2 rows per device
+    ("2d_stride_2", 16, False),  # one row per device: the stride does not split
+])
+def test_which_convolutions_run_on_each_devices_own_rows(kernel_case, rows_devices, expected):
+  from diffst_jax.parallel import convolution  # pylint: disable=import-outside-toplevel
+
+  kernel_shape, stride, padding = KERNELS[kernel_case]
+  assert convolution.applies((2, 5, 16, 8, 3), kernel_shape, stride, padding, rows_devices) is expected
+
+
 def test_plan_chooses_the_convolution_implementation_at_run_time():
   from diffst_jax.parallel.plan import ExecutionPlan  # pylint: disable=import-outside-toplevel
 
@@ -81,8 +93,10 @@ def _gradients(conv, mesh=None, batch=2, kernel_case="3d"):
 @pytest.mark.parametrize("kernel_case", KERNELS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_kernel_gradient_exact_with_rows_over_context(layout, kernel_case):
-  """`layers.convolve` under context parallelism: native kernel gradients where every device holds its own part of
-  the input, tap by tap where some device axis holds copies; exact either way."""
+  """`layers.convolve` under context parallelism, forward and backward: each device on its own rows plus its
+  neighbours' edge rows (parallel/convolution.py), including the layouts where XLA's own partitioning gets the kernel
+  gradient wrong; where a neighbour's rows are not enough (7x7 over 2 rows per device), XLA's partitioning, tap by
+  tap where some device axis holds copies of the input. Exact every way."""
   mesh, batch = LAYOUTS[layout]
   want = _gradients(layers.convolve, batch=batch, kernel_case=kernel_case)
   got = _gradients(layers.convolve, mesh, batch, kernel_case)

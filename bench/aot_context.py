@@ -7,8 +7,10 @@ machine (no TPU needed; the `tpu` extra brings libtpu).
 
 Mesh per row, over all the slice's chips: upscale (one clip) "data=D/N,context=N", so each chip holds 1/N of the
 clip; train "fsdp=D/N,context=N" with one clip per fsdp group (the aot default), again 1/N of a clip per chip.
-Memory beyond arguments (outputs - aliased + temporaries) should fall as 1/N; the table gives it relative to the
-N = 1 row times 1/N. v5p's 95 GiB chips hold the N = 1 rows that a v5e chip (16 GiB) does not.
+Memory beyond arguments should fall as 1/N; the table gives it relative to the N = 1 row times 1/N, two ways: as
+allocated (memory_analysis: outputs - aliased + temporaries, the region the allocator lays buffers out in, which on a
+big chip it does not pack) and as live at the peak of the compiler's schedule (its live-range report, from the
+--xla_dump_to dump this script asks for): what the program holds at once. v5p's 95 GiB chips hold the N = 1 rows that a v5e chip (16 GiB) does not.
 
 The default clip, 33x512x896, is one whose rows divide over 8 devices at every resolution of the VAE (512, 256,
 128 and 64 rows): where a level's rows do not divide (720 rows' 90 at the coarsest, over 8) the VAE keeps that level

@@ -26,7 +26,7 @@ from flax import nnx
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diffst_jax.models import diffst  # noqa: E402
+from diffst_jax.models import diffst, layers  # noqa: E402
 from diffst_jax.ops.attention import dot_product_attention  # noqa: E402
 from diffst_jax.parallel import plan, rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
@@ -110,8 +110,10 @@ def main():
   dit = model_config.dit
   attention_rows(latent[0] * latent[1] * latent[2] // 4, dit.num_attention_heads, dit.attention_head_dim)
 
-  model = diffst.init(model_config)
-  graphdef, state = nnx.split(model.dit)
+  model = diffst.init(model_config)  # float32 weights: the train step's
+  inference = nnx.clone(model)
+  layers.store_in_compute_dtype(inference)  # the rows without gradients hold their weights as infer.py does
+  graphdef, state = nnx.split(inference.dit)
   z = jax.random.normal(jax.random.key(1), (1, *latent, dit.in_channels))
   context = jnp.zeros((1, model_config.context_tokens, dit.text_dim))
   inputs = (state, z, jnp.array([400.0]), context)
@@ -119,14 +121,14 @@ def main():
   row(f"DiT forward ({latent[0] * latent[1] * latent[2] // 4} tokens)", timed(forward, *inputs), flops(forward))
 
   hr = jax.random.uniform(jax.random.key(2), (1, frames, height, width, 3), minval=-1.0, maxval=1.0)
-  encode = compiled(jax.jit(lambda video: model.vae.encode(video)), hr)
+  encode = compiled(jax.jit(lambda video: inference.vae.encode(video)), hr)
   row("VAE encode", timed(encode, hr), flops(encode))
   code = encode(hr)
-  decode = compiled(jax.jit(lambda latent_clip: model.vae.decode(latent_clip)), code)
+  decode = compiled(jax.jit(lambda latent_clip: inference.vae.decode(latent_clip)), code)
   row("VAE decode", timed(decode, code), flops(decode))
 
   lr = hr[:, ::s_t, ::s_x, ::s_x]
-  row(f"upscale, end to end ({lr.shape[1]}x{lr.shape[2]}x{lr.shape[3]} in)", timed(diffst.upscale, model, lr))
+  row(f"upscale, end to end ({lr.shape[1]}x{lr.shape[2]}x{lr.shape[3]} in)", timed(diffst.upscale, inference, lr))
 
   mesh = make_mesh("", [device])
   axis_rules = rules.rules_from_config(config.logical_axis_rules)

@@ -1,0 +1,91 @@
+"""How well a checkpoint's VAE reconstructs clips (issue 26: 30 dB and the mean colour within 2 levels on scenes it
+never saw): encodes and decodes the first --frames frames of each clip, centre-cropped to --size, and prints per
+clip and over all the PSNR and the largest per-channel difference of the mean colour (0-255 levels).
+
+  python tools/vae_reconstruction.py --checkpoint weights/tiny --clips data/heldout_stills --size 128x192 --frames 9
+
+--clips: a folder of PNG frames (one clip) or a folder of such folders.
+"""
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from diffst_jax.eval import metrics  # noqa: E402
+
+
+def clip_folders(folder: pathlib.Path) -> list[pathlib.Path]:
+  if not folder.is_dir():
+    raise ValueError(f"--clips {folder}: not a folder")
+  if any(folder.glob("*.png")):
+    return [folder]
+  clips = sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("*.png")))
+  if not clips:
+    raise ValueError(f"--clips {folder}: no PNG frames in it or in its subfolders")
+  return clips
+
+
+def read_clip(folder: pathlib.Path, frames: int, size: tuple[int, int]) -> np.ndarray:
+  """The first `frames` frames, centre-cropped to `size`, uint8 (T, H, W, 3)."""
+  paths = sorted(folder.glob("*.png"))
+  if len(paths) < frames:
+    raise ValueError(f"{folder}: {len(paths)} frames, --frames {frames} asked for")
+  clip = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths[:frames]])
+  height, width = size
+  if clip.shape[1] < height or clip.shape[2] < width:
+    raise ValueError(f"{folder}: frames of {clip.shape[2]}x{clip.shape[1]} are smaller than --size {height}x{width}")
+  top, left = (clip.shape[1] - height) // 2, (clip.shape[2] - width) // 2
+  return clip[:, top:top + height, left:left + width]
+
+
+def reconstruct(vae, clip: np.ndarray) -> np.ndarray:
+  x = clip[None].astype(np.float32) / 127.5 - 1.0
+  y = np.asarray(vae.decode(vae.encode(x)))[0]
+  return np.clip(np.round((y + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def scores(clip: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+  """PSNR (dB, RGB, the mean of the frames') and the largest per-channel difference of the mean colour, in levels."""
+  colour = np.abs(output.reshape(-1, 3).mean(0) - clip.reshape(-1, 3).astype(np.float64).mean(0)).max()
+  return float(np.mean([metrics.psnr(o, c) for o, c in zip(output, clip)])), float(colour)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--checkpoint", required=True, help="our checkpoint directory (a DiffST's or an autoencoder's)")
+  parser.add_argument("--clips", required=True)
+  parser.add_argument("--size", default="128x192", help="HEIGHTxWIDTH of the centre crop")
+  parser.add_argument("--frames", type=int, default=9, help="4k+1 frames from the start of each clip")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  args = parser.parse_args(argv)
+  try:
+    height, width = (int(n) for n in args.size.lower().split("x"))
+    if (args.frames - 1) % 4:
+      raise ValueError(f"--frames {args.frames}: the VAE takes 4k+1 frames (5, 9, 13, ...)")
+    clips = clip_folders(pathlib.Path(args.clips))
+    from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel  # JAX after the checks
+
+    vae = diffst.load(args.checkpoint, "vae")
+    rows = []
+    for folder in clips:
+      clip = read_clip(folder, args.frames, (height, width))
+      rows.append((folder.name, *scores(clip, reconstruct(vae, clip))))
+      print(f"{folder.name}\t{rows[-1][1]:.2f} dB\tmean colour off by {rows[-1][2]:.1f}", flush=True)
+  except (ValueError, OSError) as error:
+    if args.debug:
+      raise
+    print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+    return 1
+  psnrs, colours = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+  print(f"{len(rows)} clips: PSNR mean {psnrs.mean():.2f} dB (min {psnrs.min():.2f}), mean colour off by "
+        f"{colours.mean():.1f} on average (max {colours.max():.1f}) levels")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

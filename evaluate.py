@@ -35,6 +35,8 @@ def parse_args(argv):
   parser.add_argument("--crop-border", type=int, default=0, help="pixels left out on each side for PSNR and SSIM")
   parser.add_argument("--no-dists", action="store_true", help="skip DISTS (it needs the torch extra's weights)")
   parser.add_argument("--no-ablations", action="store_true", help="skip the CFCA-off and VRG-off runs")
+  parser.add_argument("--color-fix", choices=("auto", "none", "wavelet", "adain"), default="auto",
+                      help="the DiffST runs' colour fix, as infer.py's; auto: what the checkpoint records, else none")
   parser.add_argument("--strip-frames", type=int, default=3, help="synthesized frames per comparison strip")
   chunking.add_plan_flags(parser)
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -65,6 +67,7 @@ def evaluate(args) -> dict:
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import outputs, strips  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.ops import resize  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import backend  # pylint: disable=import-outside-toplevel
 
   backend.enable_compilation_cache()
@@ -78,13 +81,15 @@ def evaluate(args) -> dict:
   paired = _read_clips(args.lq, 1, s_t) if args.lq else None
   if paired is not None and sorted(paired) != sorted(clips):
     raise ValueError(f"--lq must hold the clips of --gt by name: {sorted(clips)} vs {sorted(paired)}")
-  upscaler = lambda m: lambda lr: np.stack(list(inference.upscale_video(m, lr, len(lr), plan)))  # noqa: E731
+  color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(checkpoint)
+  upscaler = lambda m: lambda lr: np.stack(list(  # noqa: E731
+      inference.upscale_video(m, lr, len(lr), plan, color_fix=color_fix)))
   methods = {f"DiffST ({checkpoint.name})": upscaler(model)}
   if not args.no_ablations:
     methods |= {f"DiffST without {part.upper()}": upscaler(diffst.without(model, part))
                 for part in diffst.ABLATIONS if getattr(model.config, part).enabled}
   baseline = f"bicubic x{s_x} + linear blend x{s_t}"
-  methods[baseline] = lambda lr: run.bicubic_blend(lr, s_x, s_t)
+  methods[baseline] = lambda lr: resize.bicubic_blend(lr, s_x, s_t)
   scorer = run.Scorer(dists=not args.no_dists, crop_border=args.crop_border)
   results = run.evaluate(methods, clips, args.protocol, s_x, s_t, args.seed, scorer, paired, keep_outputs=True,
                          draws=args.draws, progress=lambda runs: tqdm(runs, desc="clips x methods", unit="run"))

@@ -35,8 +35,12 @@ def parse_args(argv):
   parser.add_argument("--space-scale", type=int, choices=(1, 2, 4), help="s_x (default: the model's)")
   chunking.add_plan_flags(parser)
   parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                      help="compute dtype of the VAE and DiT (parameters keep theirs); auto: bf16 on GPU and TPU, "
-                      "fp32 on CPU")
+                      help="compute dtype of the VAE and DiT, which hold their weights in it; auto: bf16 on GPU and "
+                      "TPU, fp32 on CPU")
+  parser.add_argument("--color-fix", choices=("auto", "none", "wavelet", "adain"), default="auto",
+                      help="correct each output frame's colour towards the bicubic-upscaled, time-blended input's "
+                      "(StableSR's wavelet or AdaIN colour fix); auto: what the checkpoint's model.json records, "
+                      "else none")
   parser.add_argument("--mesh", help="spread the model and each clip over devices, e.g. context=8 or "
                       "fsdp=2,context=4 (default: one device)")
   parser.add_argument("--coordinator-address", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
@@ -147,7 +151,8 @@ def run(args) -> pathlib.Path:
       inference_rules = rules.for_inference(rules.DEFAULT_RULES)
       stack.enter_context(execution_plan.activate(mesh, inference_rules))
       nnx.update(model, rules.place_state(nnx.state(model), mesh, inference_rules))
-    frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan,
+    color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(path) if path else "none"
+    frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan, color_fix=color_fix,
                                      progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk",
                                                                   disable=jax.process_index() != 0))
     if jax.process_index() == 0:

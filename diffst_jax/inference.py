@@ -15,6 +15,8 @@ import numpy as np
 
 from diffst_jax.chunking import Plan, overlaps, ramp, spans
 from diffst_jax.models.diffst import DiffST, upscale
+from diffst_jax.ops import color_fix as color_ops
+from diffst_jax.ops import resize
 
 TileFn = Callable[[np.ndarray], np.ndarray]
 
@@ -38,11 +40,15 @@ def upscale_chunk(run_tile: TileFn, frames: np.ndarray, plan: Plan, s_t: int, s_
 
 
 def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, plan: Plan,
-                  progress: Callable[[Iterable], Iterable] = iter, run_tile: TileFn | None = None
-                  ) -> Iterator[np.ndarray]:
+                  progress: Callable[[Iterable], Iterable] = iter, run_tile: TileFn | None = None,
+                  color_fix: str = "none") -> Iterator[np.ndarray]:
   """Streams the output frames (uint8, s_x h x s_x w x 3) of `num_frames` uint8 input frames, chunk by chunk;
-  holds at most a chunk of input and of output in memory. `run_tile` replaces the model's tile function."""
+  holds at most a chunk of input and of output in memory. `run_tile` replaces the model's tile function.
+  `color_fix` ("none", "wavelet", "adain"; ops/color_fix.py) corrects each output frame's colour towards the
+  bicubic-upscaled, time-blended input's."""
   plan.check()
+  if color_fix not in color_ops.COLOR_FIXES:
+    raise ValueError(f"colour fix {color_fix!r} is unknown; use one of {', '.join(color_ops.COLOR_FIXES)}")
   s_t, s_x = model.config.time_scale, model.config.space_scale
   run_tile = run_tile or model_tiles(model)
   chunks = spans(num_frames, plan.chunk_frames, plan.overlap_frames)
@@ -58,6 +64,9 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
         raise ValueError(f"the input ended after {start + len(window)} frames, {num_frames} were expected")
       window.append(frame)
     chunk_out = upscale_chunk(run_tile, np.stack(window).astype(np.float32) / 127.5 - 1.0, plan, s_t, s_x)
+    if color_fix != "none":
+      reference = resize.bicubic_blend(np.stack(window), s_x, s_t).astype(np.float32) / 127.5 - 1.0
+      chunk_out = np.array(color_ops.color_fix(color_fix, jnp.asarray(chunk_out), jnp.asarray(reference)))
     chunk_out *= ramp(len(chunk_out), before, after)[:, None, None, None]
     if before:
       chunk_out[:before] += pending[len(pending) - before:]

@@ -108,3 +108,32 @@ def test_bad_plans(plan, message):
 def test_a_stream_shorter_than_announced_is_a_clear_error(model, clip):
   with pytest.raises(ValueError, match="ended after 9 frames, 12 were expected"):
     list(inference.upscale_video(model, iter(clip), 12, chunking.Plan(12, 0, (64, 64), 0)))
+
+
+def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
+  """AdaIN: each output frame's channel means and deviations become the reference's (the input upscaled bicubic and
+  blended in time, ops/resize.py); wavelet: the output keeps its high frequencies over the reference's low ones. A
+  made-up colour cast in the model's output is gone either way; "none" keeps it."""
+  from diffst_jax.ops import resize  # pylint: disable=import-outside-toplevel
+
+  smooth = np.linspace(40, 200, 20 * 24 * 3).reshape(20, 24, 3)
+  clip = np.stack([np.roll(smooth, shift, axis=1) for shift in range(5)]).astype(np.uint8)
+  reference = resize.bicubic_blend(clip, 4, 2).astype(np.float64)
+  cast = lambda frames: np.stack([frames[:, 0] * 0.5 + 0.3, frames[:, 1], frames[:, 2] - 0.2], axis=1)  # noqa: E731
+  run_tile = lambda frames: cast(np.asarray(diffst.upscale(model, jnp.asarray(frames[None])))[0].transpose(  # noqa: E731
+      0, 3, 1, 2)).transpose(0, 2, 3, 1)
+  plan = chunking.Plan(5, 0, (64, 64), 0)
+
+  def upscaled(kind):
+    return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tile=run_tile,
+                                                 color_fix=kind))).astype(np.float64)
+
+  means = lambda frames: frames.mean(axis=(1, 2))  # noqa: E731  (frames, channels)
+  assert np.abs(means(upscaled("none")) - means(reference)).max() > 20  # the cast
+  adain = upscaled("adain")
+  np.testing.assert_allclose(means(adain), means(reference), atol=1.0)  # uint8 rounding and clipping
+  np.testing.assert_allclose(adain.std(axis=(1, 2)), reference.std(axis=(1, 2)), rtol=0.06)  # clipping
+  np.testing.assert_allclose(means(upscaled("wavelet")), means(reference), atol=4.0)
+  assert inference.upscale_video.__defaults__[-1] == "none"
+  with pytest.raises(ValueError, match="colour fix 'gray' is unknown"):
+    next(inference.upscale_video(model, iter(clip), len(clip), plan, color_fix="gray"))

@@ -11,6 +11,7 @@ from PIL import Image
 from diffst_jax import chunking, inference
 from diffst_jax.eval import metrics, run
 from diffst_jax.models import diffst
+from diffst_jax.ops import resize
 from tests.conftest import ROOT
 
 WEIGHTS = ROOT / "weights" / "tiny"
@@ -33,7 +34,7 @@ def test_shipped_weights_against_bicubic_and_blending_on_held_out_frames():
   model = diffst.load(WEIGHTS)
   plan = chunking.plan_for(diffst.trained_sizes(WEIGHTS))  # as infer.py runs it: 16x16 LR tiles
   ours = np.stack(list(inference.upscale_video(model, lr, len(lr), plan)))
-  baseline = run.bicubic_blend(lr, 4, 2)
+  baseline = resize.bicubic_blend(lr, 4, 2)
   assert ours.shape == baseline.shape == hr.shape
   lpips = metrics.Lpips()
   psnr = {name: np.mean([metrics.psnr(o, g) for o, g in zip(out, hr)]) for name, out in (("ours", ours),

@@ -14,10 +14,10 @@ metrics of `diffst_jax.eval.metrics` (METRICS).
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from diffst_jax.data import degrade
 from diffst_jax.eval import metrics
+from diffst_jax.ops import resize
 
 PROTOCOLS = ("bicubic", "realistic", "paired")
 Method = Callable[[np.ndarray], np.ndarray]  # LR uint8 (N, h, w, 3) -> output uint8 (s_t (N-1) + 1, H, W, 3)
@@ -35,10 +35,6 @@ def ground_truth(frames: np.ndarray, s_x: int, s_t: int, name: object = "a groun
   return frames[:usable, :height, :width]
 
 
-def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-  return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC))
-
-
 def low_quality(hr: np.ndarray, protocol: str, s_x: int, s_t: int, seed: int,
                 paired: np.ndarray | None = None) -> np.ndarray:
   """The LR input (N, H/s_x, W/s_x, 3) of a ground-truth clip (2N-1 frames when s_t = 2); "paired" takes it from
@@ -49,19 +45,11 @@ def low_quality(hr: np.ndarray, protocol: str, s_x: int, s_t: int, seed: int,
                        f"{hr.shape[1] // s_x}x{hr.shape[2] // s_x}, got {None if paired is None else paired.shape}")
     return paired[:len(hr):s_t]
   if protocol == "bicubic":
-    return np.stack([_resize(frame, frame.shape[0] // s_x, frame.shape[1] // s_x) for frame in hr[::s_t]])
+    return np.stack([resize.resize_bicubic(frame, frame.shape[0] // s_x, frame.shape[1] // s_x)
+                     for frame in hr[::s_t]])
   if protocol == "realistic":
     return degrade.degrade(hr, seed, space_scale=s_x, time_scale=s_t)
   raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-
-
-def bicubic_blend(lr: np.ndarray, s_x: int, s_t: int) -> np.ndarray:
-  """The trivial baseline: bicubic x s_x per frame, in-between frames as linear blends of their neighbours."""
-  up = np.stack([_resize(frame, frame.shape[0] * s_x, frame.shape[1] * s_x) for frame in lr]).astype(np.float64)
-  out = [up[0]]
-  for previous, following in zip(up[:-1], up[1:]):
-    out += [(1 - j / s_t) * previous + j / s_t * following for j in range(1, s_t + 1)]
-  return np.clip(np.round(np.stack(out)), 0, 255).astype(np.uint8)
 
 
 # psnr_key / psnr_between: PSNR of the kept frames (0, s_t, ...) and of the frames made in between them alone.

@@ -169,6 +169,11 @@ def trained_sizes(directory: str | pathlib.Path) -> dict[str, int]:
   return checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {})
 
 
+def recorded_color_fix(directory: str | pathlib.Path) -> str:
+  """The colour fix measured best for the checkpoint, if its model.json records one, else "none"."""
+  return trained_sizes(directory).get("color_fix", "none")
+
+
 def load(directory: str | pathlib.Path, part: str | None = None) -> nnx.Module:
   """A ready DiffST from our checkpoint directory; with `part` ("vae", "dit", ...) only that part, reading only its
   parameters (e.g. a trained DiffST's VAE to initialize another run)."""

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from diffst_jax.eval import metrics, run
+from diffst_jax.ops import resize
 
 
 def _clip(frames=9, height=36, width=44, seed=0):
@@ -44,7 +45,7 @@ def test_low_quality_keeps_every_second_frame_at_quarter_size(protocol):
 
 def test_bicubic_blend_interpolates_between_upscaled_neighbours():
   lr = _clip(3, 9, 11)
-  out = run.bicubic_blend(lr, 4, 2)
+  out = resize.bicubic_blend(lr, 4, 2)
   assert out.shape == (5, 36, 44, 3)
   up = [np.asarray(Image.fromarray(f).resize((44, 36), Image.Resampling.BICUBIC)).astype(np.float64) for f in lr]
   np.testing.assert_array_equal(out[2], up[1])
@@ -54,7 +55,7 @@ def test_bicubic_blend_interpolates_between_upscaled_neighbours():
 def test_evaluate_scores_the_perfect_method_best():
   clips = {"a": _clip(5, 64, 64, seed=4), "b": _clip(5, 64, 48, seed=5)}
   answers = {run.low_quality(c, "bicubic", 4, 2, seed=0).tobytes(): c for c in clips.values()}
-  methods = {"perfect": lambda lr: answers[lr.tobytes()], "baseline": lambda lr: run.bicubic_blend(lr, 4, 2)}
+  methods = {"perfect": lambda lr: answers[lr.tobytes()], "baseline": lambda lr: resize.bicubic_blend(lr, 4, 2)}
   results = run.evaluate(methods, clips, "bicubic", 4, 2, scorer=run.Scorer(dists=False), keep_outputs=True)
   perfect, baseline = results["perfect"]["mean"], results["baseline"]["mean"]
   assert perfect["psnr"] == perfect["psnr_y"] == float("inf") and perfect["ssim"] == pytest.approx(1.0)
@@ -73,7 +74,7 @@ def test_evaluate_scores_the_perfect_method_best():
 
 def test_several_draws_average_the_scores_of_single_draw_evaluations():
   clips = {"a": _clip(5, 64, 64, seed=4), "b": _clip(5, 64, 48, seed=5)}
-  methods = {"baseline": lambda lr: run.bicubic_blend(lr, 4, 2)}
+  methods = {"baseline": lambda lr: resize.bicubic_blend(lr, 4, 2)}
   scorer = run.Scorer(dists=False)
   results = run.evaluate(methods, clips, "realistic", 4, 2, seed=10, scorer=scorer, draws=2)["baseline"]
   # Draw d of clip i has seed 10 + i + 2 d: draw 0 is the single-draw protocol, draw 1 that protocol at seed 12.
@@ -98,7 +99,7 @@ def test_paired_protocol_takes_the_captured_low_quality_frames():
 
 def test_the_ground_truths_motion_is_computed_once_per_clip(monkeypatch):
   clips = {"a": _clip(5, 32, 32, seed=4), "b": _clip(5, 32, 48, seed=5)}
-  methods = {"one": lambda lr: run.bicubic_blend(lr, 4, 2), "two": lambda lr: run.bicubic_blend(lr, 4, 2)}
+  methods = {"one": lambda lr: resize.bicubic_blend(lr, 4, 2), "two": lambda lr: resize.bicubic_blend(lr, 4, 2)}
   flows, seen = metrics.clip_flows, []
   monkeypatch.setattr(metrics, "clip_flows", lambda clip: seen.append(clip.shape) or flows(clip))
   runs = []
@@ -107,6 +108,6 @@ def test_the_ground_truths_motion_is_computed_once_per_clip(monkeypatch):
   assert len(runs) == 2 * 2 * 2  # clips x draws x methods, each once through the progress bar
   assert len(seen) == 2 + 2 * 2 * 2  # each ground truth once, each output once
   hr = run.ground_truth(clips["b"], 4, 2)
-  output = run.bicubic_blend(run.low_quality(hr, "bicubic", 4, 2, seed=0), 4, 2)
+  output = resize.bicubic_blend(run.low_quality(hr, "bicubic", 4, 2, seed=0), 4, 2)
   assert metrics.tof(output, hr, flows(hr)) == metrics.tof(output, hr) > 0
   assert results["one"]["mean"]["tof"] == results["two"]["mean"]["tof"]

@@ -20,6 +20,7 @@ from PIL import Image
 
 from diffst_jax.eval import metrics, run
 from diffst_jax.models import diffst
+from diffst_jax.ops import resize
 
 WINDOW = 9
 
@@ -86,7 +87,7 @@ def main():
     psnr = np.mean([metrics.psnr(out, gt) for out, gt in zip(frames, hr)])
     print(f"| {name} | {np.mean((z - z_hr) ** 2):.5f} | {psnr:.2f} |")
   print(f"| bicubic x4 + linear blending (pixels) | | "
-        f"{np.mean([metrics.psnr(o, g) for o, g in zip(run.bicubic_blend(lr, s_x, s_t), hr)]):.2f} |")
+        f"{np.mean([metrics.psnr(o, g) for o, g in zip(resize.bicubic_blend(lr, s_x, s_t), hr)]):.2f} |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ reference's colour.
 Frames are (..., H, W, C) floats, each frame corrected on its own.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -47,6 +49,7 @@ def adain(x: jax.Array, reference: jax.Array) -> jax.Array:
   return (x - mean) / std * ref_std + ref_mean
 
 
+@functools.partial(jax.jit, static_argnums=0)  # one fused program per chunk shape, not ~60 eager ops
 def color_fix(kind: str, x: jax.Array, reference: jax.Array) -> jax.Array:
   """`x` corrected towards `reference` (same shape) by `kind`, one of COLOR_FIXES."""
   if kind not in COLOR_FIXES:

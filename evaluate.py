@@ -35,8 +35,9 @@ def parse_args(argv):
   parser.add_argument("--crop-border", type=int, default=0, help="pixels left out on each side for PSNR and SSIM")
   parser.add_argument("--no-dists", action="store_true", help="skip DISTS (it needs the torch extra's weights)")
   parser.add_argument("--no-ablations", action="store_true", help="skip the CFCA-off and VRG-off runs")
-  parser.add_argument("--color-fix", choices=("auto", "none", "wavelet", "adain"), default="auto",
-                      help="the DiffST runs' colour fix, as infer.py's; auto: what the checkpoint records, else none")
+  parser.add_argument("--color-fix", choices=("auto", "none", "wavelet", "adain"), nargs="+", default=["auto"],
+                      help="the DiffST runs' colour fix, as infer.py's; auto: what the checkpoint records, else none. "
+                      "Several: a DiffST row for each, side by side (the ablations take the first)")
   parser.add_argument("--strip-frames", type=int, default=3, help="synthesized frames per comparison strip")
   chunking.add_plan_flags(parser)
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -81,12 +82,16 @@ def evaluate(args) -> dict:
   paired = _read_clips(args.lq, 1, s_t) if args.lq else None
   if paired is not None and sorted(paired) != sorted(clips):
     raise ValueError(f"--lq must hold the clips of --gt by name: {sorted(clips)} vs {sorted(paired)}")
-  color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(checkpoint)
-  upscaler = lambda m: lambda lr: np.stack(list(  # noqa: E731
-      inference.upscale_video(m, lr, len(lr), plan, color_fix=color_fix)))
-  methods = {f"DiffST ({checkpoint.name})": upscaler(model)}
+  color_fixes = list(dict.fromkeys(kind if kind != "auto" else diffst.recorded_color_fix(checkpoint)
+                                    for kind in args.color_fix))
+  upscaler = lambda m, kind: lambda lr: np.stack(list(  # noqa: E731
+      inference.upscale_video(m, lr, len(lr), plan, color_fix=kind)))
+  if len(color_fixes) == 1:
+    methods = {f"DiffST ({checkpoint.name})": upscaler(model, color_fixes[0])}
+  else:
+    methods = {f"DiffST ({checkpoint.name}, colour fix {kind})": upscaler(model, kind) for kind in color_fixes}
   if not args.no_ablations:
-    methods |= {f"DiffST without {part.upper()}": upscaler(diffst.without(model, part))
+    methods |= {f"DiffST without {part.upper()}": upscaler(diffst.without(model, part), color_fixes[0])
                 for part in diffst.ABLATIONS if getattr(model.config, part).enabled}
   baseline = f"bicubic x{s_x} + linear blend x{s_t}"
   methods[baseline] = lambda lr: resize.bicubic_blend(lr, s_x, s_t)
@@ -99,6 +104,7 @@ def evaluate(args) -> dict:
   with outputs.writing(out, outputs.EVALUATION) as folder:
     (folder / "scores.json").write_text(json.dumps({"protocol": args.protocol, "draws": args.draws,
                                                     "checkpoint": str(checkpoint), "crop_border": args.crop_border,
+                                                    "color_fix": dict(zip(methods, color_fixes)),
                                                     "results": results}, indent=2) + "\n")
     (folder / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time{draws}); all frames, "
                                       f"RGB PSNR / Y PSNR / Y SSIM with a {args.crop_border}-pixel border crop "

@@ -27,15 +27,20 @@ def test_scores_a_folder_of_real_clips(checkpoint, tmp_path):
   shutil.copy(CLIP, tmp_path / "gt" / "carphone.mp4")
   out = tmp_path / "scores"
   assert evaluate.main(["--gt", str(tmp_path / "gt"), "--out", str(out), "--checkpoint", str(checkpoint),
-                        "--no-dists", "--no-ablations", "--crop-border", "4"]) == 0
+                        "--no-dists", "--no-ablations", "--crop-border", "4", "--color-fix", "none", "wavelet"]) == 0
   report = json.loads((out / "scores.json").read_text())
   assert report["protocol"] == "bicubic" and report["crop_border"] == 4
   methods = report["results"]
-  assert list(methods) == ["DiffST (model)", "bicubic x4 + linear blend x2"]
+  uncorrected, corrected = "DiffST (model, colour fix none)", "DiffST (model, colour fix wavelet)"
+  assert list(methods) == [uncorrected, corrected, "bicubic x4 + linear blend x2"]
+  assert report["color_fix"] == {uncorrected: "none", corrected: "wavelet"}
   for result in methods.values():
     assert result["clips"]["carphone"]["frames"] == 9
-    assert set(result["mean"]) == {"psnr", "psnr_y", "ssim", "lpips", "tof", "tlp", "psnr_key", "psnr_between"}
-  assert "| DiffST (model) |" in (out / "scores.md").read_text()
+    assert set(result["mean"]) == {"psnr", "psnr_y", "ssim", "lpips", "tof", "tlp", "psnr_key", "psnr_between",
+                                   "colour"}
+  # the untrained model's colours are arbitrary (60 levels off); the wavelet fix takes the baseline's low frequencies
+  assert methods[corrected]["mean"]["colour"] < methods[uncorrected]["mean"]["colour"] / 4
+  assert f"| {corrected} |" in (out / "scores.md").read_text()
   strip = Image.open(out / "strips" / "carphone.png")
   # baseline, DiffST, ground truth after a 36-pixel column of frame numbers; a 2-line header; frames 1, 3 or 5, 7
   assert strip.size == (36 + 3 * 64 + 2 * 4, 2 * 12 + 4 + 3 * 48 + 2 * 4)

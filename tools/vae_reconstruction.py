@@ -51,8 +51,7 @@ def reconstruct(vae, clip: np.ndarray) -> np.ndarray:
 
 def scores(clip: np.ndarray, output: np.ndarray) -> tuple[float, float]:
   """PSNR (dB, RGB, the mean of the frames') and the largest per-channel difference of the mean colour, in levels."""
-  colour = np.abs(output.reshape(-1, 3).mean(0) - clip.reshape(-1, 3).astype(np.float64).mean(0)).max()
-  return float(np.mean([metrics.psnr(o, c) for o, c in zip(output, clip)])), float(colour)
+  return float(np.mean([metrics.psnr(o, c) for o, c in zip(output, clip)])), metrics.colour_offset(output, clip)
 
 
 def main(argv=None) -> int:

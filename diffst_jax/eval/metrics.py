@@ -48,6 +48,15 @@ def psnr(output: np.ndarray, target: np.ndarray, *, y_channel: bool = False, cro
   return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
+def colour_offset(output: np.ndarray, target: np.ndarray) -> float:
+  """How far a clip's (or frame's) mean colour is from its ground truth's: the largest per-channel difference of the
+  means over all pixels, in 0-255 levels (a colour cast that PSNR spreads thin over the frame)."""
+  if output.shape != target.shape or output.shape[-1] != 3:
+    raise ValueError(f"colour_offset: expected two RGB arrays of one shape, got {output.shape} and {target.shape}")
+  means = [np.asarray(x, np.float64).reshape(-1, 3).mean(0) for x in (output, target)]
+  return float(np.abs(means[0] - means[1]).max())
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
   offsets = np.arange(size) - (size - 1) / 2
   window = np.exp(-offsets**2 / (2 * sigma**2))

@@ -53,9 +53,10 @@ def low_quality(hr: np.ndarray, protocol: str, s_x: int, s_t: int, seed: int,
 
 
 # psnr_key / psnr_between: PSNR of the kept frames (0, s_t, ...) and of the frames made in between them alone.
-METRICS = ("psnr", "psnr_y", "ssim", "lpips", "dists", "tof", "tlp", "psnr_key", "psnr_between")
+# colour: the clip's mean colour offset from the ground truth's (metrics.colour_offset), in levels.
+METRICS = ("psnr", "psnr_y", "ssim", "lpips", "dists", "tof", "tlp", "psnr_key", "psnr_between", "colour")
 HIGHER_IS_BETTER = {"psnr": True, "psnr_y": True, "ssim": True, "lpips": False, "dists": False, "tof": False,
-                    "tlp": False, "psnr_key": True, "psnr_between": True}
+                    "tlp": False, "psnr_key": True, "psnr_between": True, "colour": False}
 _BATCH = 8  # frames per LPIPS / DISTS call
 
 
@@ -84,7 +85,8 @@ class Scorer:
       scores.update(psnr_key=float(np.mean(psnr[kept])), psnr_between=float(np.mean(psnr[~kept])))
     if self.dists is not None:
       scores["dists"] = batched(self.dists)
-    scores.update(tof=metrics.tof(output, hr, hr_flows), tlp=metrics.tlp(output, hr, self.lpips), frames=len(hr))
+    scores.update(tof=metrics.tof(output, hr, hr_flows), tlp=metrics.tlp(output, hr, self.lpips),
+                  colour=metrics.colour_offset(output, hr), frames=len(hr))
     return scores
 
 
@@ -161,4 +163,4 @@ def markdown_table(results: Mapping[str, dict]) -> str:
 
 
 def _format(key: str, value: float) -> str:
-  return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4f}"
+  return f"{value:.2f}" if key.startswith("psnr") or key == "colour" else f"{value:.4f}"

@@ -69,6 +69,17 @@ def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], para
   return directory
 
 
+def record_inference(directory: str | pathlib.Path, **fields: Any) -> None:
+  """Adds `fields` to how the checkpoint is best run (model.json's "inference"), e.g. a colour fix measured after
+  training; model.json is replaced whole, the parameters are not touched."""
+  path = pathlib.Path(directory) / METADATA_FILE
+  metadata = _metadata(directory)
+  metadata["inference"] = {**metadata.get("inference", {}), **fields}
+  partial = path.with_name(f".{METADATA_FILE}.partial")
+  partial.write_text(json.dumps(metadata, indent=2) + "\n")
+  os.replace(partial, path)
+
+
 def params_files(directory: str | pathlib.Path) -> dict[str, int]:
   """The size of every file of a checkpoint's params/, by path: what `restore` checks before reading (a missing or
   cut-short file is named in one line, not met deep inside the reader)."""

@@ -79,6 +79,17 @@ def test_tlp_is_zero_for_the_ground_truth_and_grows_with_temporal_jitter(real_cl
   assert 0 < metrics.tlp(_jitter(real_clip, 1), real_clip, lpips) < metrics.tlp(_jitter(real_clip, 3), real_clip, lpips)
 
 
+def test_colour_offset_is_the_largest_channel_shift_of_the_mean():
+  target = np.full((2, 4, 4, 3), 100, np.uint8)
+  output = target.copy()
+  output[0, :2, :, 1] = 140  # a quarter of the green pixels up 40 levels: the mean up 10
+  output[..., 2] = 97  # blue down 3 everywhere
+  assert metrics.colour_offset(output, target) == pytest.approx(10.0)
+  assert metrics.colour_offset(target, target) == 0.0
+  with pytest.raises(ValueError, match="colour_offset: expected two RGB arrays of one shape"):
+    metrics.colour_offset(output[:1], target)
+
+
 def test_bad_shapes_are_named():
   with pytest.raises(ValueError, match="ssim: frames of different shapes"):
     metrics.ssim(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 17, 3), np.uint8))

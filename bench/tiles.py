@@ -1,11 +1,14 @@
-"""Seconds per output frame of chunked, tiled inference (`inference.upscale_video`, what infer.py runs) by tile size.
+"""Seconds per output frame of chunked, tiled inference (`inference.upscale_video`, what infer.py runs) by tile size
+and tiles per model call.
 
   python bench/tiles.py                                   # weights/tiny on a bikes-sized clip
   python bench/tiles.py --tiles 16 32 128 --height 68 --width 160 --frames 9 --repeats 3
+  python bench/tiles.py --tiles 16 --tile-batches 1 0 --height 180 --width 320   # 720p output, batched or not
 
-Each tile size runs with a quarter of it as overlap and the checkpoint's chunk length. The runs of the tile sizes
-take turns (one of each, then again), so load on a shared machine reaches all of them alike; the table gives the
-median per size and its ratio to the first size's. The first, untimed round compiles.
+Each tile size runs with a quarter of it as overlap and the checkpoint's chunk length; --tile-batches 0 is the
+default batch (chunking.plan_for). The runs take turns (one of each, then again), so load on a shared machine reaches
+all of them alike; the table gives the median per run and its ratio to the first's. The first, untimed round
+compiles.
 """
 
 import argparse
@@ -28,32 +31,35 @@ def main():
   parser.add_argument("--frames", type=int, default=9, help="LR input frames")
   parser.add_argument("--height", type=int, default=68, help="LR height (bikes at x4: 68)")
   parser.add_argument("--width", type=int, default=160, help="LR width (bikes at x4: 160)")
+  parser.add_argument("--tile-batches", type=int, nargs="+", default=[0], help="tiles per model call (0: default)")
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   model = diffst.load(args.checkpoint)
   trained = diffst.trained_sizes(args.checkpoint)
-  plans = {tile: chunking.plan_for(trained, tile=(tile, tile)) for tile in args.tiles}
+  plans = {(tile, batch): chunking.plan_for(trained, tile=(tile, tile), tile_batch=batch or None)
+           for tile in args.tiles for batch in args.tile_batches}
   clip = np.random.default_rng(0).integers(0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8)
   out_frames = model.config.time_scale * (args.frames - 1) + 1
-  times = {tile: [] for tile in plans}
+  times = {run: [] for run in plans}
   for round_index in range(args.repeats + 1):
-    for tile, plan in plans.items():
+    for run, plan in plans.items():
       start = time.perf_counter()
       for _ in inference.upscale_video(model, clip, len(clip), plan):
         pass
       if round_index:  # round 0 compiles
-        times[tile].append(time.perf_counter() - start)
+        times[run].append(time.perf_counter() - start)
   print(f"{args.checkpoint}: {args.frames} LR frames {args.height}x{args.width} -> {out_frames} frames, chunks of "
-        f"{plans[args.tiles[0]].chunk_frames}, median of {args.repeats}")
-  print("| LR tile (overlap) | tiles per chunk | s | s per output frame | ratio to the first |")
-  print("|---|---:|---:|---:|---:|")
-  first = statistics.median(times[args.tiles[0]])
-  for tile, plan in plans.items():
+        f"{next(iter(plans.values())).chunk_frames}, median of {args.repeats}")
+  print("| LR tile (overlap) | tiles per chunk | tiles per call | s | s per output frame | ratio to the first |")
+  print("|---|---:|---:|---:|---:|---:|")
+  first = statistics.median(next(iter(times.values())))
+  for (tile, batch), plan in plans.items():
     count = (len(chunking.spans(args.height, tile, plan.tile_overlap))
              * len(chunking.spans(args.width, tile, plan.tile_overlap)))
-    seconds = statistics.median(times[tile])
-    print(f"| {tile}x{tile} ({plan.tile_overlap}) | {count} | {seconds:.2f} | {seconds / out_frames:.3f} | "
-          f"{seconds / first:.2f} |")
+    seconds = statistics.median(times[tile, batch])
+    per_call = -(-count // -(-count // plan.tile_batch))  # inference.upscale_chunk's equal batches
+    print(f"| {tile}x{tile} ({plan.tile_overlap}) | {count} | {per_call} | {seconds:.2f} | "
+          f"{seconds / out_frames:.3f} | {seconds / first:.2f} |")
 
 
 if __name__ == "__main__":

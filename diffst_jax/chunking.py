@@ -14,12 +14,14 @@ MIN_TILE = 16  # LR pixels: smaller tiles leave the VAE and DiT almost nothing b
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """How to cut a clip of `frames` x `height` x `width` LR pixels."""
+  """How to cut a clip of `frames` x `height` x `width` LR pixels; `tile_batch`: at most how many tiles of a chunk
+  go through the model in one call (they share one compiled program and its per-call overhead)."""
 
   chunk_frames: int
   overlap_frames: int
   tile: tuple[int, int]
   tile_overlap: int
+  tile_batch: int = 1
 
   def check(self) -> None:
     if self.chunk_frames < 2:
@@ -30,6 +32,8 @@ class Plan:
     if min(self.tile) < MIN_TILE:
       raise ValueError(f"--tile {self.tile[0]} {self.tile[1]} is smaller than the model allows; tiles must be at "
                        f"least {MIN_TILE}x{MIN_TILE} LR pixels")
+    if self.tile_batch < 1:
+      raise ValueError(f"--tile-batch must be at least 1, got {self.tile_batch}")
     if not 0 <= 2 * self.tile_overlap < min(self.tile):
       raise ValueError(f"--tile-overlap must be under half the tile size, got {self.tile_overlap} for "
                        f"{self.tile[0]}x{self.tile[1]}")
@@ -48,27 +52,32 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
                       f"checkpoint's training crop, else {DEFAULT_PLAN.tile[0]}x{DEFAULT_PLAN.tile[1]})")
   parser.add_argument("--tile-overlap", type=int, help="LR pixels shared by neighbouring tiles (default: a quarter "
                       "of the tile)")
+  parser.add_argument("--tile-batch", type=int, help="at most this many tiles per model call (default: as many as "
+                      f"cover one {DEFAULT_PLAN.tile[0]}x{DEFAULT_PLAN.tile[1]} tile, the memory of one default tile)")
 
 
 def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overlap_frames: int | None = None,
-             tile: Sequence[int] | None = None, tile_overlap: int | None = None) -> Plan:
+             tile: Sequence[int] | None = None, tile_overlap: int | None = None,
+             tile_batch: int | None = None) -> Plan:
   """A checked Plan: each size as given, else the one the checkpoint was trained on (`trained`: its "chunk_frames"
   and "tile", diffst.trained_sizes; a tile at least MIN_TILE), else DEFAULT_PLAN's; each overlap a quarter of its
-  chunk or tile (at least 1) unless given. A model sees no longer clips and no larger crops in training: its causal
-  VAE drifts beyond the clip, and its attention spreads over more tokens than it learnt on beyond the crop."""
+  chunk or tile (at least 1) unless given; tiles batched up to the area of one DEFAULT_PLAN tile unless given. A
+  model sees no longer clips and no larger crops in training: its causal VAE drifts beyond the clip, and its
+  attention spreads over more tokens than it learnt on beyond the crop."""
   chunk = chunk_frames or trained.get("chunk_frames") or DEFAULT_PLAN.chunk_frames
   trained_tile = max(trained["tile"], MIN_TILE) if trained.get("tile") else None
   tile = tuple(tile) if tile else (trained_tile,) * 2 if trained_tile else DEFAULT_PLAN.tile
   quarter = lambda size: max(1, size // 4)  # noqa: E731
+  same_area = max(1, DEFAULT_PLAN.tile[0] * DEFAULT_PLAN.tile[1] // (tile[0] * tile[1]))
   plan = Plan(chunk, quarter(chunk) if overlap_frames is None else overlap_frames, tile,
-              quarter(min(tile)) if tile_overlap is None else tile_overlap)
+              quarter(min(tile)) if tile_overlap is None else tile_overlap, tile_batch or same_area)
   plan.check()
   return plan
 
 
 def plan_from_flags(args: argparse.Namespace, trained: Mapping[str, int]) -> Plan:
   """`plan_for` with the sizes of `add_plan_flags`' flags."""
-  return plan_for(trained, args.chunk_frames, args.overlap_frames, args.tile, args.tile_overlap)
+  return plan_for(trained, args.chunk_frames, args.overlap_frames, args.tile, args.tile_overlap, args.tile_batch)
 
 
 def spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:

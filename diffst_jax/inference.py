@@ -18,39 +18,48 @@ from diffst_jax.models.diffst import DiffST, upscale
 from diffst_jax.ops import color_fix as color_ops
 from diffst_jax.ops import resize
 
-TileFn = Callable[[np.ndarray], np.ndarray]
+TilesFn = Callable[[np.ndarray], np.ndarray]
 
 
-def model_tiles(model: DiffST) -> TileFn:
-  """The model as a tile function: (L, h, w, 3) in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3)."""
-  return lambda frames: multihost_utils.process_allgather(upscale(model, jnp.asarray(frames[None])), tiled=True)[0]
+def model_tiles(model: DiffST) -> TilesFn:
+  """The model as a function of a batch of tiles: (B, L, h, w, 3) in [-1, 1] -> (B, s_t (L-1) + 1, s_x h, s_x w, 3)."""
+  return lambda tiles: multihost_utils.process_allgather(upscale(model, jnp.asarray(tiles)), tiled=True)
 
 
-def upscale_chunk(run_tile: TileFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int) -> np.ndarray:
-  """(L, h, w, 3) float frames in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3), tile by tile."""
+def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int) -> np.ndarray:
+  """(L, h, w, 3) float frames in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3), in batches of tiles. The tiles of a
+  chunk share one shape; the batches share one size (the last padded with copies of its last tile), so one compiled
+  program runs them all."""
   length, h, w, _ = frames.shape
   rows, cols = spans(h, plan.tile[0], plan.tile_overlap), spans(w, plan.tile[1], plan.tile_overlap)
+  places = [(row, row_overlaps, col, col_overlaps)
+            for row, row_overlaps in zip(rows, overlaps(rows, lambda n: s_x * n))
+            for col, col_overlaps in zip(cols, overlaps(cols, lambda n: s_x * n))]
+  calls = -(-len(places) // plan.tile_batch)
+  batch = -(-len(places) // calls)
   out = np.zeros((s_t * (length - 1) + 1, s_x * h, s_x * w, 3), np.float32)
-  for (top, bottom), (row_before, row_after) in zip(rows, overlaps(rows, lambda n: s_x * n)):
-    for (left, right), (col_before, col_after) in zip(cols, overlaps(cols, lambda n: s_x * n)):
-      tile = run_tile(frames[:, top:bottom, left:right])
+  for first in range(0, len(places), batch):
+    group = places[first:first + batch]
+    tiles = [frames[:, top:bottom, left:right] for (top, bottom), _, (left, right), _ in group]
+    results = np.asarray(run_tiles(np.stack(tiles + tiles[-1:] * (batch - len(tiles)))))
+    for ((top, bottom), (row_before, row_after), (left, right), (col_before, col_after)), tile in zip(group, results):
       weight = np.outer(ramp(tile.shape[1], row_before, row_after), ramp(tile.shape[2], col_before, col_after))
       out[:, s_x * top: s_x * bottom, s_x * left: s_x * right] += tile * weight[None, :, :, None]
   return out
 
 
 def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, plan: Plan,
-                  progress: Callable[[Iterable], Iterable] = iter, run_tile: TileFn | None = None,
+                  progress: Callable[[Iterable], Iterable] = iter, run_tiles: TilesFn | None = None,
                   color_fix: str = "none") -> Iterator[np.ndarray]:
   """Streams the output frames (uint8, s_x h x s_x w x 3) of `num_frames` uint8 input frames, chunk by chunk;
-  holds at most a chunk of input and of output in memory. `run_tile` replaces the model's tile function.
+  holds at most a chunk of input and of output in memory. `run_tiles` replaces the model (model_tiles).
   `color_fix` ("none", "wavelet", "adain"; ops/color_fix.py) corrects each output frame's colour towards the
   bicubic-upscaled, time-blended input's."""
   plan.check()
   if color_fix not in color_ops.COLOR_FIXES:
     raise ValueError(f"colour fix {color_fix!r} is unknown; use one of {', '.join(color_ops.COLOR_FIXES)}")
   s_t, s_x = model.config.time_scale, model.config.space_scale
-  run_tile = run_tile or model_tiles(model)
+  run_tiles = run_tiles or model_tiles(model)
   chunks = spans(num_frames, plan.chunk_frames, plan.overlap_frames)
   shared_outputs = overlaps(chunks, lambda n: s_t * (n - 1) + 1)
   source = iter(frames)
@@ -63,7 +72,7 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
       if frame is None:
         raise ValueError(f"the input ended after {start + len(window)} frames, {num_frames} were expected")
       window.append(frame)
-    chunk_out = upscale_chunk(run_tile, np.stack(window).astype(np.float32) / 127.5 - 1.0, plan, s_t, s_x)
+    chunk_out = upscale_chunk(run_tiles, np.stack(window).astype(np.float32) / 127.5 - 1.0, plan, s_t, s_x)
     if color_fix != "none":
       reference = resize.bicubic_blend(np.stack(window), s_x, s_t).astype(np.float32) / 127.5 - 1.0
       chunk_out = np.array(color_ops.color_fix(color_fix, jnp.asarray(chunk_out), jnp.asarray(reference)))

@@ -20,8 +20,8 @@ def clip():
   return np.random.default_rng(0).integers(0, 256, (9, 20, 24, 3), dtype=np.uint8)
 
 
-def _run(model, clip, plan, run_tile=None):
-  return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tile=run_tile)))
+def _run(model, clip, plan, run_tiles=None):
+  return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tiles=run_tiles)))
 
 
 def test_spans_and_ramps():
@@ -41,10 +41,12 @@ def _plan(flags: list[str], trained: dict[str, int]) -> chunking.Plan:
 
 def test_plans_default_to_the_trained_clip_and_crop():
   trained = {"chunk_frames": 5, "tile": 16}
-  assert _plan([], {}) == chunking.DEFAULT_PLAN == chunking.Plan(17, 4, (128, 128), 32)
-  assert _plan([], trained) == chunking.Plan(5, 1, (16, 16), 4)  # overlaps: a quarter
-  assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == chunking.Plan(9, 2, (32, 48), 8)
-  assert _plan(["--overlap-frames", "0", "--tile-overlap", "0"], trained) == chunking.Plan(5, 0, (16, 16), 0)
+  assert _plan([], {}) == chunking.DEFAULT_PLAN == chunking.Plan(17, 4, (128, 128), 32, tile_batch=1)
+  # overlaps: a quarter; tiles batched up to one 128x128 tile's area
+  assert _plan([], trained) == chunking.Plan(5, 1, (16, 16), 4, tile_batch=64)
+  assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == chunking.Plan(9, 2, (32, 48), 8, 10)
+  assert _plan(["--overlap-frames", "0", "--tile-overlap", "0", "--tile-batch", "3"], trained) == chunking.Plan(
+      5, 0, (16, 16), 0, 3)
   assert _plan([], {"tile": 8}).tile == (chunking.MIN_TILE,) * 2  # a crop under the smallest tile the model takes
   with pytest.raises(ValueError, match="tile-overlap"):
     _plan(["--tile-overlap", "8"], trained)
@@ -61,19 +63,23 @@ def test_chunks_with_overlap_give_every_frame(model, clip):
   assert got.shape == (17, 80, 96, 3)
 
 
-def _offset_tiles(frames):
+def _offset_tile(frames):
   """A stand-in model whose tiles disagree: x4 nearest upscaling plus an offset that depends on the tile."""
   up = np.repeat(np.repeat(np.repeat(frames, 2, axis=0)[:-1], 4, axis=1), 4, axis=2)
   return np.clip(up + 0.2 * np.tanh(frames.mean()), -1, 1)
 
 
+def _offset_tiles(tiles):
+  return np.stack([_offset_tile(tile) for tile in tiles])
+
+
 def test_tiles_blend_without_seams(model, clip):
   plan = chunking.Plan(9, 0, (16, 16), 4)
-  got = _run(model, clip, plan, run_tile=_offset_tiles).astype(np.float32)
+  got = _run(model, clip, plan, run_tiles=_offset_tiles).astype(np.float32)
   assert got.shape == (17, 80, 96, 3)
   # Where tiles overlap, the output steps from one tile's value to the other's in ramps of at most
   # offset difference / (overlap + 1), so the largest column-to-column jump stays that of the content.
-  smooth = np.asarray(_offset_tiles(clip.astype(np.float32) / 127.5 - 1))
+  smooth = np.asarray(_offset_tile(clip.astype(np.float32) / 127.5 - 1))
   jumps = np.abs(np.diff(got, axis=2)).max(axis=(0, 1, 3))
   content = np.abs(np.diff((smooth + 1) * 127.5, axis=2)).max(axis=(0, 1, 3))
   assert float((jumps - content).max()) <= 0.4 * 127.5 / 17 + 1  # one ramp step (+ rounding)
@@ -86,7 +92,7 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
   got = _run(model, clip, chunking.Plan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
   run = inference.model_tiles(model)
   to_uint8 = lambda a: np.clip(np.round((a + 1) * 127.5), 0, 255)  # noqa: E731
-  left, right = to_uint8(run(frames[:, :, :16])), to_uint8(run(frames[:, :, 8:24]))
+  left, right = to_uint8(run(frames[None, :, :, :16])[0]), to_uint8(run(frames[None, :, :, 8:24])[0])
   np.testing.assert_array_equal(got[:, :, :32], left[:, :, :32])
   np.testing.assert_array_equal(got[:, :, 64:], right[:, :, 32:])
   low, high = np.minimum(left[:, :, 32:], right[:, :, :32]), np.maximum(left[:, :, 32:], right[:, :, :32])
@@ -94,11 +100,38 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
   print(f"[tiles] max difference of neighbouring tiles in their overlap: {np.abs(high - low).max() / 127.5:.3f}")
 
 
+def test_batched_tiles_equal_tiles_one_by_one(model, clip):
+  """Tiles batched in calls of equal size (the last padded) give the outputs of one call per tile."""
+  calls = []
+  run = inference.model_tiles(model)
+
+  def counted(tiles):
+    calls.append(len(tiles))
+    return run(tiles)
+
+  one_by_one = _run(model, clip, chunking.Plan(9, 0, (16, 16), 4, tile_batch=1), run_tiles=counted)
+  assert calls == [1] * 4  # 2 rows x 2 columns of tiles
+  calls.clear()
+  batched = _run(model, clip, chunking.Plan(9, 0, (16, 16), 4, tile_batch=3), run_tiles=counted)
+  assert calls == [2, 2]  # 4 tiles in two calls of 2, not 3 + 1
+  assert np.abs(batched.astype(int) - one_by_one).max() <= 1  # float summation order of the batched convolutions
+  calls.clear()
+  _run(model, clip, chunking.Plan(9, 0, (16, 16), 4, tile_batch=64), run_tiles=counted)
+  assert calls == [4]
+  wide = np.random.default_rng(1).integers(0, 256, (5, 20, 64, 3), dtype=np.uint8)  # 2 x 5 tiles
+  calls.clear()
+  padded = _run(model, wide, chunking.Plan(5, 0, (16, 16), 4, tile_batch=4),
+                run_tiles=lambda tiles: calls.append(len(tiles)) or _offset_tiles(tiles))
+  assert calls == [4, 4, 4]  # 10 tiles and 2 copies of the last
+  np.testing.assert_array_equal(padded, _run(model, wide, chunking.Plan(5, 0, (16, 16), 4), run_tiles=_offset_tiles))
+
+
 @pytest.mark.parametrize("plan, message", [
     (chunking.Plan(1, 0, (64, 64), 0), "chunk-frames"),
     (chunking.Plan(5, 5, (64, 64), 0), "overlap-frames"),
     (chunking.Plan(5, 1, (8, 64), 0), "smaller than the model allows"),
     (chunking.Plan(5, 1, (32, 32), 16), "tile-overlap"),
+    (chunking.Plan(5, 1, (32, 32), 8, tile_batch=0), "tile-batch must be at least 1"),
 ])
 def test_bad_plans(plan, message):
   with pytest.raises(ValueError, match=message):
@@ -120,12 +153,12 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
   clip = np.stack([np.roll(smooth, shift, axis=1) for shift in range(5)]).astype(np.uint8)
   reference = resize.bicubic_blend(clip, 4, 2).astype(np.float64)
   cast = lambda frames: np.stack([frames[:, 0] * 0.5 + 0.3, frames[:, 1], frames[:, 2] - 0.2], axis=1)  # noqa: E731
-  run_tile = lambda frames: cast(np.asarray(diffst.upscale(model, jnp.asarray(frames[None])))[0].transpose(  # noqa: E731
-      0, 3, 1, 2)).transpose(0, 2, 3, 1)
+  run_tiles = lambda tiles: np.stack([cast(tile.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)  # noqa: E731
+                                      for tile in np.asarray(diffst.upscale(model, jnp.asarray(tiles)))])
   plan = chunking.Plan(5, 0, (64, 64), 0)
 
   def upscaled(kind):
-    return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tile=run_tile,
+    return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tiles=run_tiles,
                                                  color_fix=kind))).astype(np.float64)
 
   means = lambda frames: frames.mean(axis=(1, 2))  # noqa: E731  (frames, channels)

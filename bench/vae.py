@@ -5,7 +5,8 @@
 
 (a) compiles `vae.decode` (the public API, under jit) for each output length and reads XLA's memory analysis;
 no weights are allocated. (b) runs encode and decode on the same random clip/latents and random weights in both
-implementations, side by side, and reports medians over --repeats runs after one warm-up run each.
+implementations (ours with each convolution implementation, and "auto", what inference picks on this backend),
+side by side, and reports medians over --repeats runs after one warm-up run each.
 """
 
 import argparse
@@ -18,6 +19,7 @@ from timing import median_seconds
 
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.models.vae import WanVAE, wan21_vae_config
+from diffst_jax.parallel import plan
 
 MB = 1 << 20
 
@@ -31,7 +33,8 @@ def decode_memory(config, frames: int, height: int, width: int) -> dict:
           "temp": stats.temp_size_in_bytes}
 
 
-def wall_times(frames: int, height: int, width: int, repeats: int) -> list[tuple[str, float, float]]:
+def wall_times(frames: int, height: int, width: int, repeats: int) -> list[tuple[str, dict[str, float], float]]:
+  """(op, {convolution implementation: our seconds}, diffusers' seconds) for encode and decode."""
   import diffusers  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
 
@@ -44,14 +47,16 @@ def wall_times(frames: int, height: int, width: int, repeats: int) -> list[tuple
   x_torch = torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous()
   z_torch = torch.from_numpy(z).permute(0, 4, 1, 2, 3).contiguous()
   x_jax, z_jax = jnp.asarray(x), jnp.asarray(z)
-  rows = []
+  ops = {"encode": (lambda: ours.encode(x_jax).block_until_ready(), lambda: reference.encode(x_torch)),
+         "decode": (lambda: ours.decode(z_jax).block_until_ready(), lambda: reference.decode(z_torch))}
+  ours_seconds = {name: {} for name in ops}
+  for implementation in ("auto", *plan.CONV_IMPLEMENTATIONS[1:]):
+    jax.clear_caches()  # the jitted encode and decode trace the convolutions of the plan in scope
+    with plan.use(plan.ExecutionPlan(conv_implementation=implementation)):
+      for name, (ours_fn, _) in ops.items():
+        ours_seconds[name][implementation] = median_seconds(ours_fn, repeats)
   with torch.no_grad():
-    for name, ours_fn, torch_fn in [
-        ("encode", lambda: ours.encode(x_jax).block_until_ready(), lambda: reference.encode(x_torch)),
-        ("decode", lambda: ours.decode(z_jax).block_until_ready(), lambda: reference.decode(z_torch)),
-    ]:
-      rows.append((name, median_seconds(ours_fn, repeats), median_seconds(torch_fn, repeats)))
-  return rows
+    return [(name, ours_seconds[name], median_seconds(torch_fn, repeats)) for name, (_, torch_fn) in ops.items()]
 
 
 def main():
@@ -75,10 +80,12 @@ def main():
 
   print(f"\n(b) CPU wall time, Wan2.1 config, random weights, {args.time_frames} frames "
         f"{args.time_size}x{args.time_size}, median of {args.repeats}")
-  print("| op | diffst-jax s | diffusers s | ratio (ours / diffusers) |")
-  print("|---|---:|---:|---:|")
+  print("| op | convolutions | diffst-jax s | diffusers s | ratio (ours / diffusers) |")
+  print("|---|---|---:|---:|---:|")
   for name, ours, theirs in wall_times(args.time_frames, args.time_size, args.time_size, args.repeats):
-    print(f"| {name} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |")
+    for implementation, seconds in ours.items():
+      label = f"auto ({plan.ExecutionPlan().convolutions()})" if implementation == "auto" else implementation
+      print(f"| {name} | {label} | {seconds:.3f} | {theirs:.3f} | {seconds / theirs:.2f} |")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...], padding: 
   ((top, bottom), (left, right)).
 
   `implementation`, by default the current plan's (parallel/plan.py): "xla", XLA's native convolutions, or
-  "gemm", for training on CPU, whose XLA backend runs 3D convolutions and convolution kernel gradients slowly: a 3D
+  "gemm", for CPU, whose XLA backend runs 3D convolutions and convolution kernel gradients slowly: a 3D
   convolution becomes a 2D one over time-stacked frames and each kernel gradient a matrix product per kernel tap;
   forward + backward of the tiny VAE runs about 2x faster and compiles longer (bench/conv.py). Both give the same
   results to fp32 rounding.

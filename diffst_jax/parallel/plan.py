@@ -33,7 +33,6 @@ class ExecutionPlan:
   rules: rules_lib.Rules = rules_lib.DEFAULT_RULES
   platform: str = ""  # default: the mesh's devices', else JAX's default backend
   conv_implementation: str = "auto"  # the run's choice: "auto", "xla" or "gemm" (`convolutions`)
-  training: bool = False  # whether the program takes gradients (train.py)
 
   def __post_init__(self):
     rules_lib.check_rules(self.rules)
@@ -67,12 +66,12 @@ class ExecutionPlan:
 
   def convolutions(self, requested: str | None = None) -> str:
     """What a convolution runs as (`layers.convolve`): `requested`, else this plan's `conv_implementation`, with
-    "auto" resolved from the platform and the program: "gemm" when training on CPU, whose XLA backend runs 3D
-    convolutions and kernel gradients slowly (2.3x faster steps, 2-5x longer compiles: bench/conv.py), XLA's native
-    convolutions otherwise (GPU, TPU, and CPU inference, which compiles faster)."""
+    "auto" resolved from the platform: "gemm" on CPU, whose XLA backend runs 3D convolutions and kernel gradients
+    slowly (training steps 2.3x faster, the Wan2.1 VAE's encode and decode 1.8x and 2x, compiles 2-5x longer:
+    bench/conv.py, bench/vae.py), XLA's native convolutions on GPU and TPU."""
     choice = requested or self.conv_implementation
     if choice == "auto":
-      return "gemm" if self.platform == "cpu" and self.training else "xla"
+      return "gemm" if self.platform == "cpu" else "xla"
     return choice
 
   def token_padding(self, length: int) -> int:
@@ -149,7 +148,7 @@ def use(plan: ExecutionPlan) -> Iterator[ExecutionPlan]:
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES, **choices) -> Iterator[Mesh]:
   """Makes `mesh` current (for jit, shard_map and the plan's layouts) with `rules` and the run's `choices`
-  (`conv_implementation`, `training`)."""
+  (`conv_implementation`)."""
   with use(ExecutionPlan(mesh, rules, **choices)), jax.set_mesh(mesh):
     yield mesh
 

@@ -240,7 +240,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
 
 def run_choices(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What a training run tells the execution plan (parallel/plan.py) beyond mesh and rules."""
-  return {"conv_implementation": config.conv_implementation, "training": True}
+  return {"conv_implementation": config.conv_implementation}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,12 +47,11 @@ def test_which_convolutions_run_on_each_devices_own_rows(kernel_case, rows_devic
 def test_plan_chooses_the_convolution_implementation_at_run_time():
   from diffst_jax.parallel.plan import ExecutionPlan  # pylint: disable=import-outside-toplevel
 
-  assert ExecutionPlan(platform="cpu", training=True).convolutions() == "gemm"
-  assert ExecutionPlan(platform="cpu").convolutions() == "xla"
-  assert ExecutionPlan(platform="tpu", training=True).convolutions() == "xla"
-  assert ExecutionPlan(platform="gpu", training=True).convolutions() == "xla"
+  assert ExecutionPlan(platform="cpu").convolutions() == "gemm"
+  assert ExecutionPlan(platform="tpu").convolutions() == "xla"
+  assert ExecutionPlan(platform="gpu").convolutions() == "xla"
   assert ExecutionPlan(platform="tpu", conv_implementation="gemm").convolutions() == "gemm"
-  assert ExecutionPlan(platform="cpu", training=True).convolutions("xla") == "xla"
+  assert ExecutionPlan(platform="cpu").convolutions("xla") == "xla"
   with pytest.raises(ValueError, match="conv_implementation = 'cudnn' is unknown: use one of auto, xla, gemm"):
     ExecutionPlan(conv_implementation="cudnn")
 

@@ -145,7 +145,7 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
   layers.store_in_compute_dtype(model)  # as infer.py
   graphdef, state = nnx.split(model)
   with plan.activate(mesh, axis_rules):
-    return diffst.forward.lower(graphdef, rules.abstract_state(state, mesh, axis_rules),
+    return diffst.forward.lower(graphdef, plan.current(), rules.abstract_state(state, mesh, axis_rules),
                                 _replicated((1, *(n + p for n, p in zip(lr, padding)), 3), jnp.float32, mesh))
 
 

@@ -21,6 +21,7 @@ from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise
 from diffst_jax.models.vae import WanVAE, WanVAEConfig
 from diffst_jax.models.vrg import VRG, VRGConfig
 from diffst_jax.ops.resize import resize_bilinear
+from diffst_jax.parallel import plan
 
 MODEL_NAME = "diffst"
 _PARTS = {"vae": WanVAEConfig, "dit": WanDiTConfig, "cfca": CFCAConfig, "vrg": VRGConfig}
@@ -117,10 +118,13 @@ def without(model: DiffST, part: str) -> DiffST:
                                                                                      enabled=False)}))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def forward(graphdef: nnx.GraphDef, state: nnx.State, frames: jax.Array) -> jax.Array:
-  """The compiled program of `upscale` (and of `python -m diffst_jax.aot --program upscale`), on valid sizes."""
-  return nnx.merge(graphdef, state)(frames)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def forward(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State,
+            frames: jax.Array) -> jax.Array:
+  """The compiled program of `upscale` (and of `python -m diffst_jax.aot --program upscale`), on valid sizes, under
+  `execution_plan` (a static argument: a program traced under one plan is not reused under another)."""
+  with plan.use(execution_plan):
+    return nnx.merge(graphdef, state)(frames)
 
 
 def padding_for(config: DiffSTConfig, frames: int, height: int, width: int) -> tuple[int, int, int]:
@@ -145,7 +149,8 @@ def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
   if extra_rows or extra_cols:
     mode = "reflect" if extra_rows < h and extra_cols < w else "edge"
     frames = jnp.pad(frames, ((0, 0), (0, 0), (0, extra_rows), (0, extra_cols), (0, 0)), mode=mode)
-  out = forward(*nnx.split(model), frames)
+  graphdef, state = nnx.split(model)
+  out = forward(graphdef, plan.current(), state, frames)
   s_t, s_x = config.time_scale, config.space_scale
   return out[:, : s_t * (n - 1) + 1, : s_x * h, : s_x * w]
 

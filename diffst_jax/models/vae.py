@@ -397,10 +397,15 @@ def _output_dtype(config: WanVAEConfig):
 
 
 # Jitted over (graphdef, state) rather than with nnx.jit, which writes state back into the module and so cannot be
-# called under an outer jax transform (a loss being differentiated with respect to the input, say).
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
-  vae = nnx.merge(graphdef, state)
+# called under an outer jax transform (a loss being differentiated with respect to the input, say). The execution
+# plan is a static argument so that a program traced under one plan is not reused under another.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _encode(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State, x: jax.Array) -> jax.Array:
+  with plan.use(execution_plan):
+    return _encode_traced(nnx.merge(graphdef, state), x)
+
+
+def _encode_traced(vae: "WanVAE", x: jax.Array) -> jax.Array:
   config, dtype = vae.config, _output_dtype(vae.config)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
   encoder_graph, encoder_state = nnx.split(vae.encoder)
@@ -417,9 +422,13 @@ def _encode(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _decode(graphdef: nnx.GraphDef, state: nnx.State, z: jax.Array) -> jax.Array:
-  vae = nnx.merge(graphdef, state)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _decode(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State, z: jax.Array) -> jax.Array:
+  with plan.use(execution_plan):
+    return _decode_traced(nnx.merge(graphdef, state), z)
+
+
+def _decode_traced(vae: "WanVAE", z: jax.Array) -> jax.Array:
   config, dtype = vae.config, _output_dtype(vae.config)
   z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
   first, rest = _split_chunks(vae.post_quant_conv(z), 1)
@@ -466,10 +475,12 @@ class WanVAE(nnx.Module):
     """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of c = spatial_compression (8 for Wan2.1) ->
     normalized latent mean (B, 1 + (T-1)/4, H/c, W/c, z_dim), float32 (float64 for a float64 model)."""
     _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", self.config.spatial_compression)
-    return _encode(*nnx.split(self), x)
+    graphdef, state = nnx.split(self)
+    return _encode(graphdef, plan.current(), state, x)
 
   def decode(self, z: jax.Array) -> jax.Array:
     """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), c h, c w, 3) clamped to [-1, 1], float32
     (float64 for a float64 model)."""
     _check_video(z, "WanVAE.decode", self.config.z_dim, "any", 1)
-    return _decode(*nnx.split(self), z)
+    graphdef, state = nnx.split(self)
+    return _decode(graphdef, plan.current(), state, z)

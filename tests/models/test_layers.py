@@ -56,6 +56,27 @@ def test_plan_chooses_the_convolution_implementation_at_run_time():
     ExecutionPlan(conv_implementation="cudnn")
 
 
+def test_a_program_traced_under_one_plan_is_not_reused_under_another():
+  """The models' jitted entry points take the execution plan as a static argument: the same VAE and input under
+  another convolution implementation compile a second program, which convolves another way to the same result."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.models import vae as vae_lib  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
+
+  vae = vae_lib.WanVAE(vae_lib.WanVAEConfig(base_dim=4, dim_mult=(1, 2, 4), temperal_downsample=(True, True)),
+                       rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 5, 16, 16, 3)), jnp.float32)
+  programs, latents = [], []
+  for implementation in ("xla", "gemm"):
+    with plan.use(plan.ExecutionPlan(conv_implementation=implementation)):
+      latents.append(np.asarray(vae.encode(x)))
+      graphdef, state = nnx.split(vae)
+      programs.append(vae_lib._encode.lower(graphdef, plan.current(), state, x).as_text())  # pylint: disable=protected-access
+  assert programs[0] != programs[1]
+  np.testing.assert_allclose(latents[0], latents[1], rtol=1e-4, atol=1e-5)
+
+
 LAYOUTS = {  # mesh, clips per batch; rows of the input over context
     "fsdp2_context4_filled": ({"fsdp": 2, "context": 4}, 2),
     "fsdp2_context4_one_clip": ({"fsdp": 2, "context": 4}, 1),  # the clip is replicated over fsdp

@@ -5,7 +5,8 @@
       --config.init.vae=runs/tiny_vae/model
 
 Any config field can be overridden with --config.FIELD=VALUE (ml_collections config flags). SIGTERM or Ctrl-C
-saves a checkpoint and stops; the trained model is written to WORKDIR/model at the end. --mesh spreads the run
+saves a checkpoint and stops; the trained model is written to WORKDIR/model at the end (--export_to DIR writes the
+latest checkpoint's, without training). --mesh spreads the run
 over devices (e.g. --mesh data=2,fsdp=2,context=2,tensor=1); a run resumes on any mesh. Multi-host: start the same
 command on every host with --coordinator_address, --num_processes and --process_id (or the JAX_* variables).
 """
@@ -23,6 +24,8 @@ flags.DEFINE_integer("num_processes", None, "multi-host: number of processes (or
 flags.DEFINE_integer("process_id", None, "multi-host: this process's index (or JAX_PROCESS_ID)")
 flags.DEFINE_enum("multihost", "auto", ["auto", "off"], "auto: join the processes of a detected cluster (TPU VM, "
                   "SLURM or Open MPI job of several tasks) as JAX finds them; off: one process")
+flags.DEFINE_string("export_to", None, "instead of training: write the model of the run's latest checkpoint to this "
+                    "new folder (the run may be going on), e.g. to evaluate it")
 flags.DEFINE_bool("debug", False, "show tracebacks")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -45,7 +48,11 @@ def main(argv):
     config.mesh = options.mesh
   try:
     distributed.initialize(options.coordinator_address, options.num_processes, options.process_id, options.multihost)
-    loop.train(config, options.workdir)
+    if options.export_to:
+      step = loop.export_checkpoint(config, options.workdir, options.export_to)
+      print(f"train.py: wrote the model of step {step} to {options.export_to}")
+    else:
+      loop.train(config, options.workdir)
   except (ValueError, OSError) as error:
     if flags.FLAGS.debug:
       raise

@@ -67,9 +67,10 @@ def main(argv=None) -> int:
     if (args.frames - 1) % 4:
       raise ValueError(f"--frames {args.frames}: the VAE takes 4k+1 frames (5, 9, 13, ...)")
     clips = clip_folders(pathlib.Path(args.clips))
-    from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel  # JAX after the checks
+    from diffst_jax.convert.vae import load_vae  # pylint: disable=import-outside-toplevel  # JAX after the checks
+    from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
-    vae = diffst.load(args.checkpoint, "vae")
+    vae = diffst.load(args.checkpoint, "vae") if diffst.is_diffst(args.checkpoint) else load_vae(args.checkpoint)
     rows = []
     for folder in clips:
       clip = read_clip(folder, args.frames, (height, width))

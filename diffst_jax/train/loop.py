@@ -220,18 +220,62 @@ class _Logger:
     self._tensorboard.close()
 
 
+def _mesh(config: ml_collections.ConfigDict) -> Mesh:
+  """No mesh: one device. A mesh spans every device of every process."""
+  return make_mesh(config.mesh) if config.mesh else make_mesh("", jax.devices()[:1])
+
+
+def _checkpoint_manager(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True)
+  return ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options)
+
+
+def _restore_state(made: "Program", manager: ocp.CheckpointManager, step: int, mesh: Mesh, axis_rules: rules.Rules,
+                   with_data: bool = True):
+  """(TrainState, frozen) of checkpoint `step`, and the data iterator's state when `with_data`."""
+  items = {"state": ocp.args.StandardRestore(made.abstract_state(mesh, axis_rules))}
+  if with_data:
+    items["data"] = ocp.args.JsonRestore()
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  state, frozen = restored.state
+  return train_step.TrainState(*state), frozen, restored.data if with_data else None
+
+
+def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                      directory: str | pathlib.Path) -> int:
+  """Writes the model of the latest checkpoint of the run in `workdir` (of this config; the run may be going on) to
+  `directory`, a new folder, as the end of training would (the parameters' moving average, if kept); returns the
+  checkpoint's step."""
+  workdir = pathlib.Path(workdir).absolute()
+  if not (workdir / "config.json").is_file():
+    raise ValueError(f"{workdir}: no run of train.py to export from (no config.json)")
+  _record_config(workdir, config)
+  checkpoint.check_can_save(directory)
+  axis_rules, mesh = rules.rules_from_config(config.logical_axis_rules), _mesh(config)
+  with _checkpoint_manager(workdir, config) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise ValueError(f"{workdir}: the run has no checkpoint yet (one is written every "
+                       f"{config.checkpoint_every} steps and when it is stopped)")
+    with plan.activate(mesh, axis_rules, **run_choices(config)):
+      made = program(config, abstract_model(config), mesh, axis_rules)
+      state, frozen, _ = _restore_state(made, manager, step, mesh, axis_rules, with_data=False)
+      average = train_step.averaged_parameters(state.opt_state)
+      _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
+              pathlib.Path(directory).absolute())
+  return step
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
   """Runs (or resumes) training in `workdir`; returns the last logged metrics."""
   axis_rules = rules.rules_from_config(config.logical_axis_rules)
-  # No mesh: one device. A mesh spans every device of every process.
-  mesh = make_mesh(config.mesh) if config.mesh else make_mesh("", jax.devices()[:1])
+  mesh = _mesh(config)
   workdir = pathlib.Path(workdir).absolute()
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"{workdir}: --workdir exists and is a file; name a new folder, or a run's to resume it")
   workdir.mkdir(parents=True, exist_ok=True)
   _record_config(workdir, config)
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True)
-  with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options) as manager:
+  with _checkpoint_manager(workdir, config) as manager:
     # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
     model = build_model(config) if manager.latest_step() is None else abstract_model(config)
     with plan.activate(mesh, axis_rules, **run_choices(config)):
@@ -292,12 +336,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
   if latest is None:
     state, frozen = jax.device_put((made.new_state(made.trainable), frozen), made.shardings)
   else:
-    abstract = made.abstract_state(mesh, axis_rules)
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-    state, frozen = restored.state
-    state = train_step.TrainState(*state)
-    iterator.set_state(restored.data)
+    state, frozen, data_state = _restore_state(made, manager, latest, mesh, axis_rules)
+    iterator.set_state(data_state)
     distributed.say(f"resumed {workdir} at step {latest}", flush=True)
 
   weights_needed = any(stage["loss"].get("perceptual") for stage in stages)

@@ -111,6 +111,16 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   assert stopped_at < STEPS and "run the same command again to resume" in output
   assert not (workdir / "model").exists()
 
+  # --export_to writes the model of the latest checkpoint (the moving average) without training on
+  export = subprocess.run([sys.executable, str(ROOT / "train.py"), *FLAGS, *average, f"--workdir={workdir}",
+                           f"--config.data.videos={videos}", f"--export_to={tmp_path / 'exported'}"],
+                          env=env, capture_output=True, text=True, check=False)
+  assert export.returncode == 0 and f"wrote the model of step {stopped_at}" in export.stdout, export.stderr
+  at_stop, _ = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(stopped_at) / "state")
+  exported_early = _parameters(nnx.to_pure_dict(nnx.state(load_vae(tmp_path / "exported"))))
+  assert all(np.array_equal(exported_early[k], v) for k, v in _parameters(at_stop["opt_state"][2]["average"]).items())
+  assert max(_losses(workdir)) == stopped_at and not (workdir / "model").exists()
+
   resumed = _train(workdir, videos, env, average)
   output, _ = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, output

@@ -1,12 +1,18 @@
-"""Multi-host start-up: every process of a run calls `initialize` before touching a device."""
+"""Multi-host start-up (every process of a run calls `initialize` before touching a device) and what the processes
+of a run agree on: whether to stop, and work that one process does for all."""
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from diffst_jax.parallel import backend
 
 MULTIHOST_MODES = ("auto", "off")
+T = TypeVar("T")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -50,3 +56,29 @@ def say(*args, **kwargs) -> None:
   """print() on the first process of a run only: the others stay quiet unless something fails."""
   if jax.process_index() == 0:
     print(*args, **kwargs)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is true on any process of the run; every process must call it at the same point."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def first_process_does(work: Callable[[], T], what: str) -> T:
+  """Runs `work` on process 0 while the others wait, then on the others (for what it returns; shared files are then
+  there to be found): the work of writing something every process shares, e.g. the prepared dataset. If it fails
+  on process 0, the others raise too, naming `what`, instead of waiting at a barrier until a timeout."""
+  if jax.process_count() == 1:
+    return work()
+  failure = None
+  if jax.process_index() == 0:
+    try:
+      result = work()
+    except Exception as error:  # pylint: disable=broad-except  # told to the others, then raised here
+      failure = error
+  if any_process(failure is not None):
+    if failure is not None:
+      raise failure
+    raise ValueError(f"{what} failed on process 0 (its log says why); every process stops")
+  return result if jax.process_index() == 0 else work()

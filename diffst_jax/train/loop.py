@@ -166,7 +166,9 @@ def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pat
 def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   if not config.data.videos:
     raise ValueError("no training data: set --config.data.videos=FOLDER (a folder of HR videos)")
-  prepared = builder.prepare(config.data.videos, config.data.prepared or workdir / "data", config.data.clip_frames)
+  prepared = distributed.first_process_does(lambda: builder.prepare(
+      config.data.videos, config.data.prepared or workdir / "data", config.data.clip_frames),
+      f"preparing the dataset of {config.data.videos}")
   model = config.model
   return pipeline.make_dataset(
       prepared, clip_frames=config.data.clip_frames, crop_size=config.data.crop_size,
@@ -349,6 +351,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
   preview = train_step.make_preview(config.task, graphdef) if config.strip_every else None
   metrics, step = {}, int(state.step)
   clip_frames = config.data.batch_size * config.data.clip_frames
+  stopping = False  # a signal often reaches one host only: every process stops after the same step
   try:
     progress = tqdm(total=total_steps, initial=step, desc=workdir.name, dynamic_ncols=True,
                     disable=jax.process_index() != 0)
@@ -359,7 +362,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
         continue
       run_step = made.step(stage)
       window_start, window = time.perf_counter(), []
-      while step < end and not stop.requested:
+      while step < end and not stopping:
         batch = rules.global_batch(next(iterator), mesh, axis_rules)
         state, step_metrics = run_step(state, frozen, perceptual_params, batch)
         step = step + 1
@@ -374,9 +377,10 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
           window_start, window = time.perf_counter(), []
         if preview and step % config.strip_every == 0:
           logger.image(step, "output | ground truth", _strip(*preview(state.trainable, frozen, batch)))
-        if step % config.checkpoint_every == 0 or step == total_steps or stop.requested:
+        stopping = distributed.any_process(stop.requested)
+        if step % config.checkpoint_every == 0 or step == total_steps or stopping:
           _save(manager, step, state, frozen, iterator)
-      if stop.requested:
+      if stopping:
         break
     progress.close()
     manager.wait_until_finished()
@@ -385,7 +389,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
       _export(nnx.merge(graphdef, state.trainable if average is None else average, frozen), config, workdir / "model")
       if jax.process_index() == 0 and (workdir / "metrics.jsonl").is_file():
         curves.plot_loss_curves([workdir], workdir / "loss.png")
-    elif stop.requested:
+    elif stopping:
       distributed.say(f"stopped at step {step}; run the same command again to resume", flush=True)
   finally:
     logger.close()

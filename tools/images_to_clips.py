@@ -5,7 +5,8 @@ deterministic synthetic camera pans, zooms and turns over each photo (diffst_jax
 
 Each photo gives --clips-per-image clips, named after the photo's path (`city/night.jpg` -> `city_night_0`). The same
 photos, --seed and sizes always give the same clips. A killed run resumes: clips already written are kept, a
-partial one is rewritten. Photos too small for the frame are listed and skipped.
+partial one is rewritten. Photos too small for the frame are listed and skipped, and so are clips that show a single
+colour (a transparent or blank wallpaper read as white or black): nothing to learn from or score there.
 """
 
 import argparse
@@ -21,6 +22,7 @@ from diffst_jax.data import still_camera  # noqa: E402
 from diffst_jax.io import outputs, video  # noqa: E402
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+FLAT_LEVELS = 1.0  # a clip whose every frame's colours vary by less than this (standard deviation) shows no picture
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -82,9 +84,12 @@ def main(argv=None) -> int:
       except (ValueError, OSError) as e:
         skipped.append(f"{relative}: {e}")
         break
+      if clip.reshape(len(clip), -1, 3).std(axis=1).max() < FLAT_LEVELS:
+        skipped.append(f"{relative}: clip {name} shows a single colour")
+        continue
       video.write_video(output / name, clip, fps=30)
       written += 1
-  print(f"{written} clips written, {kept} kept from an earlier run, {len(skipped)} photos skipped; in {output}")
+  print(f"{written} clips written, {kept} kept from an earlier run, {len(skipped)} skipped; in {output}")
   for line in skipped:
     print(f"  skipped {line}")
   return 0

@@ -65,12 +65,13 @@ def run_tool(*args):
                         text=True, check=False)
 
 
-def test_the_tool_writes_clips_resumes_and_skips_small_photos(tmp_path):
+def test_the_tool_writes_clips_resumes_and_skips_small_photos_and_blank_clips(tmp_path):
   photos = tmp_path / "photos"
   (photos / "city").mkdir(parents=True)
   texture(240, 320, 1).save(photos / "city" / "night.png")
   texture(200, 260, 2).save(photos / "lake.jpg")
   texture(20, 20, 3).save(photos / "tiny.png")
+  Image.new("RGBA", (200, 260), (30, 200, 90, 0)).convert("RGB").save(photos / "transparent.png")
   out = tmp_path / "clips"
   first = run_tool("--images", str(photos), "--output", str(out), "--frames", "5", "--size", "48x64",
                    "--clips-per-image", "2")
@@ -78,6 +79,7 @@ def test_the_tool_writes_clips_resumes_and_skips_small_photos(tmp_path):
   assert sorted(p.name for p in out.iterdir()) == ["city_night_0", "city_night_1", "lake_0", "lake_1"]
   assert len(list((out / "lake_1").glob("*.png"))) == 5
   assert "4 clips written" in first.stdout and "skipped tiny.png" in first.stdout
+  assert "skipped transparent.png: clip transparent_0 shows a single colour" in first.stdout
   frame = (out / "lake_0" / "000000.png").stat().st_mtime_ns
   again = run_tool("--images", str(photos), "--output", str(out), "--frames", "5", "--size", "48x64",
                    "--clips-per-image", "2")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from diffst_jax.io import checkpoint as checkpoints
 from diffst_jax.models import diffst
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,6 +33,7 @@ def _run(*args):
 def checkpoint(tmp_path_factory):
   copy = tmp_path_factory.mktemp("ckpt") / "model"
   shutil.copytree(ROOT / "weights" / "tiny", copy)
+  checkpoints.record_inference(copy, color_fix="adain")  # a record the choice below differs from
   return copy
 
 
@@ -45,7 +47,7 @@ def test_records_the_best_psnr_among_the_fixes_that_keep_the_colour(checkpoint, 
   done = _run("--checkpoint", checkpoint, clean, degraded)
   assert done.returncode == 0, done.stderr
   assert "wavelet\tPSNR 27.15 dB\tworst clip's colour off by 2.90  <- chosen" in done.stdout
-  assert diffst.recorded_color_fix(checkpoint) == "none"  # nothing written without --record
+  assert diffst.recorded_color_fix(checkpoint) == "adain"  # nothing written without --record
   assert _run("--checkpoint", checkpoint, clean, degraded, "--record").returncode == 0
   assert diffst.recorded_color_fix(checkpoint) == "wavelet"
   assert diffst.trained_sizes(checkpoint)["tile"] == json.loads((ROOT / "weights/tiny/model.json").read_text())[

@@ -67,7 +67,7 @@ class ExecutionPlan:
   def convolutions(self, requested: str | None = None) -> str:
     """What a convolution runs as (`layers.convolve`): `requested`, else this plan's `conv_implementation`, with
     "auto" resolved from the platform: "gemm" on CPU, whose XLA backend runs 3D convolutions and kernel gradients
-    slowly (training steps 2.3x faster, the Wan2.1 VAE's encode and decode 1.8x and 2x, compiles 2-5x longer:
+    slowly (training steps 2.3x faster, the Wan2.1 VAE's encode and decode 1.5x, compiles 2-5x longer:
     bench/conv.py, bench/vae.py), XLA's native convolutions on GPU and TPU."""
     choice = requested or self.conv_implementation
     if choice == "auto":

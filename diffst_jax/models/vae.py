@@ -401,11 +401,7 @@ def _output_dtype(config: WanVAEConfig):
 # plan is a static argument so that a program traced under one plan is not reused under another.
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _encode(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State, x: jax.Array) -> jax.Array:
-  with plan.use(execution_plan):
-    return _encode_traced(nnx.merge(graphdef, state), x)
-
-
-def _encode_traced(vae: "WanVAE", x: jax.Array) -> jax.Array:
+  vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
   encoder_graph, encoder_state = nnx.split(vae.encoder)
@@ -416,7 +412,7 @@ def _encode_traced(vae: "WanVAE", x: jax.Array) -> jax.Array:
     # only while the encoder's own gradient is taken, not through the DiT's and the decoder's backward passes, when
     # (in DiffST's train step, whose gradients reach CFCA through the encoder) they would add to the decoder's.
     encode_chunks = jax.checkpoint(encode_chunks)
-  with plan.use(plan.current().for_vae(x.shape[2] // config.spatial_compression)):
+  with plan.use(execution_plan.for_vae(x.shape[2] // config.spatial_compression)):
     moments = vae.quant_conv(encode_chunks(encoder_state, first, rest))
   mean = moments[..., :config.z_dim].astype(dtype)
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
@@ -424,15 +420,12 @@ def _encode_traced(vae: "WanVAE", x: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _decode(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State, z: jax.Array) -> jax.Array:
-  with plan.use(execution_plan):
-    return _decode_traced(nnx.merge(graphdef, state), z)
-
-
-def _decode_traced(vae: "WanVAE", z: jax.Array) -> jax.Array:
+  vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
-  first, rest = _split_chunks(vae.post_quant_conv(z), 1)
-  with plan.use(plan.current().for_vae(z.shape[2])):
+  with plan.use(execution_plan):
+    first, rest = _split_chunks(vae.post_quant_conv(z), 1)
+  with plan.use(execution_plan.for_vae(z.shape[2])):
     x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
   return jnp.clip(x.astype(dtype), -1.0, 1.0)
 

@@ -66,7 +66,13 @@ def _resolved(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-  """Writes config.json, or checks a resumed run's config against it."""
+  """Writes config.json, after checking a resumed run's config against it."""
+  _check_config(workdir, config)
+  (workdir / "config.json").write_text(json.dumps(_resolved(config), indent=2) + "\n")
+
+
+def _check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """Raises unless `workdir` is new, or a run of `config` (settings of RUN_CONTROL aside)."""
   path = workdir / "config.json"
   resolved = _resolved(config)
   if not path.exists() and any(workdir.iterdir()):
@@ -84,7 +90,6 @@ def _record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
     if changed:
       raise ValueError(f"{workdir} holds a run with another config (differs in {', '.join(changed)}); "
                        "use a new --workdir, or the same config to resume")
-  path.write_text(json.dumps(resolved, indent=2) + "\n")
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
@@ -251,7 +256,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
   workdir = pathlib.Path(workdir).absolute()
   if not (workdir / "config.json").is_file():
     raise ValueError(f"{workdir}: no run of train.py to export from (no config.json)")
-  _record_config(workdir, config)
+  _check_config(workdir, config)  # the run's own config.json is left as it is
   checkpoint.check_can_save(directory)
   axis_rules, mesh = rules.rules_from_config(config.logical_axis_rules), _mesh(config)
   with _checkpoint_manager(workdir, config) as manager:

@@ -111,7 +111,9 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   assert stopped_at < STEPS and "run the same command again to resume" in output
   assert not (workdir / "model").exists()
 
-  # --export_to writes the model of the latest checkpoint (the moving average) without training on
+  # --export_to writes the model of the latest checkpoint (the moving average) without training on, and leaves the
+  # run's files (config.json, metrics, checkpoints) as they are
+  recorded_config = (workdir / "config.json").read_bytes()
   export = subprocess.run([sys.executable, str(ROOT / "train.py"), *FLAGS, *average, f"--workdir={workdir}",
                            f"--config.data.videos={videos}", f"--export_to={tmp_path / 'exported'}"],
                           env=env, capture_output=True, text=True, check=False)
@@ -120,6 +122,7 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   exported_early = _parameters(nnx.to_pure_dict(nnx.state(load_vae(tmp_path / "exported"))))
   assert all(np.array_equal(exported_early[k], v) for k, v in _parameters(at_stop["opt_state"][2]["average"]).items())
   assert max(_losses(workdir)) == stopped_at and not (workdir / "model").exists()
+  assert (workdir / "config.json").read_bytes() == recorded_config
 
   resumed = _train(workdir, videos, env, average)
   output, _ = resumed.communicate(timeout=600)

@@ -2,9 +2,13 @@
 
   python infer.py --input clip.mp4 --output clip_x4.mp4
   python infer.py --input frames/ --output out_frames/ --checkpoint checkpoints/diffst --chunk-frames 9
+  python infer.py --input videos/ --output upscaled/            # every video of a folder (or a .txt list)
 
 IN: a video PyAV reads (mp4, mkv, avi, mov, ...) or a folder of PNG frames. OUT: an .mp4 (H.264; --crf 0 is
-lossless) or a folder (PNG frames). N input frames give s_t (N - 1) + 1 output frames at s_t times the fps.
+lossless) or a folder (PNG frames). A set of videos, --input a folder of videos and/or PNG-frame folders or a .txt
+file listing them (one path per line), goes to an --output folder: NAME.mp4 per video, a PNG folder per PNG folder.
+Its videos are spread over the processes of a multi-host run and over the data axis of --mesh on each; outputs
+already complete are skipped, so a killed job resumes by running the same command. N input frames give s_t (N - 1) + 1 output frames at s_t times the fps.
 Without --checkpoint (or --config) the default weights are used: weights/tiny, the tiny DiffST trained on CPU on
 two real clips (how, and its held-out scores: weights/README.md, docs/RESULTS.md). It is a small demonstration
 model; for real footage pass --checkpoint with a converted or trained full-size DiffST.
@@ -17,6 +21,7 @@ import dataclasses
 import functools
 import pathlib
 import sys
+import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = ROOT / "weights" / "tiny"
@@ -26,8 +31,9 @@ def parse_args(argv):
   from diffst_jax import chunking  # pylint: disable=import-outside-toplevel
 
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--input", required=True, help="video file or folder of PNG frames")
-  parser.add_argument("--output", required=True, help=".mp4 file or folder for PNG frames")
+  parser.add_argument("--input", required=True, help="video file or folder of PNG frames; or a set of videos: a folder "
+                      "of them, or a .txt file listing them")
+  parser.add_argument("--output", required=True, help=".mp4 file or folder for PNG frames; for a set, a folder")
   parser.add_argument("--checkpoint", help="our DiffST checkpoint directory (default: see above)")
   parser.add_argument("--config", help="FILE[:PRESET], a config file with get_config(PRESET): its model at "
                       "initialization (untrained)")
@@ -42,7 +48,8 @@ def parse_args(argv):
                       "(StableSR's wavelet or AdaIN colour fix); auto: what the checkpoint's model.json records, "
                       "else none")
   parser.add_argument("--mesh", help="spread the model and each clip over devices, e.g. context=8 or "
-                      "fsdp=2,context=4 (default: one device)")
+                      "fsdp=2,context=4 (default: one device); for a set of videos, the devices of each process, whose "
+                      "data axis runs that many videos side by side (default: data = the process's device count)")
   parser.add_argument("--coordinator-address", help="multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS)")
   parser.add_argument("--num-processes", type=int, help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
   parser.add_argument("--process-id", type=int, help="multi-host: this process's index (or JAX_PROCESS_ID)")
@@ -102,16 +109,14 @@ def build_model(args, path: pathlib.Path | None):
   return model, which
 
 
-def run(args) -> pathlib.Path:
+def run(args) -> int:
+  """Upscales --input (one video, or each video of a set); the exit code: 1 if a video of a set failed, else 0."""
   import jax  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax import chunking, inference  # pylint: disable=import-outside-toplevel
-  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+  from diffst_jax import chunking  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import video, video_sets  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import backend, distributed, rules  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import plan as execution_plan  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import backend, distributed  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
 
   backend.enable_compilation_cache()
@@ -119,63 +124,136 @@ def run(args) -> pathlib.Path:
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, args.multihost)
 
   source = pathlib.Path(args.input)
-  output = video.check_output(args.output, [source], args.overwrite)
+  one_video = not video_sets.is_video_set(source)
+  if one_video:
+    output = video.check_output(args.output, [source], args.overwrite)
+  else:
+    videos = video_sets.list_videos(source)
+    output = video_sets.check_output_folder(args.output, [source, *videos])
   if not 0 <= args.crf <= 51:
     raise ValueError(f"--crf {args.crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
   path = checkpoint_path(args)
   plan = chunking.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
-  if args.fps is not None and not source.is_dir():
+  if args.fps is not None and one_video and not source.is_dir():
     raise ValueError(f"--fps {args.fps}: for a folder of PNG frames only; {source} keeps its own frame rate")
-  info = video.probe(source, **({"png_rate": video.parse_rate(args.fps)} if args.fps else {}),
-                     quiet=jax.process_index() != 0)
+  model, which = build_model(args, path)
+  distributed.say(f"diffst: {which}", file=sys.stderr)
+  color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(path) if path else "none"
+  upscale = functools.partial(upscale_file, args=args, plan=plan, color_fix=color_fix)
+  if one_video:
+    with contextlib.ExitStack() as stack:
+      if args.mesh:
+        model, activate = model_on_mesh(model, make_mesh(args.mesh))
+        stack.enter_context(activate())
+      upscale(model, source, output, quiet=jax.process_index() != 0)
+    return 0
+  return upscale_set(args, model, videos, output, upscale)
+
+
+def upscale_file(model, source: pathlib.Path, output: pathlib.Path, args, plan, color_fix: str, quiet: bool,
+                 across_processes: bool = True) -> None:
+  """Upscales the video `source` into `output`. `across_processes`: the model is spread over every process's
+  devices, every process runs each step and process 0 writes; else this process runs it alone."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+
+  say = (lambda *_: None) if quiet else functools.partial(print, file=sys.stderr)
+  info = video.probe(source, **({"png_rate": video.parse_rate(args.fps)} if args.fps else {}), quiet=quiet)
   if info.frames < 2:
     raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")
-  model, which = build_model(args, path)
-  say = functools.partial(distributed.say, file=sys.stderr)
-  say(f"diffst: {which}")
   keep_audio = info.audio and not args.no_audio and output.suffix
   if info.audio and not args.no_audio and not output.suffix:
     say(f"note: {source}'s audio is not written to a folder of PNG frames; write an .mp4 to keep it")
   if output.suffix and (args.pix_fmt == "yuv444p" or (args.pix_fmt is None and args.crf == 0)):
-    say(f"note: {args.output} is yuv444p H.264 (lossless at --crf 0), which many players and browsers cannot open; "
+    say(f"note: {output} is yuv444p H.264 (lossless at --crf 0), which many players and browsers cannot open; "
         "--pix-fmt yuv420p writes one they can")
   s_t, s_x = model.config.time_scale, model.config.space_scale
   height, width = video.encoded_size(s_x * info.height, s_x * info.width, output)
   if (height, width) != (s_x * info.height, s_x * info.width):
-    say(f"warning: {args.output}: H.264 needs even frame sizes, so the {s_x * info.width}x{s_x * info.height} "
+    say(f"warning: {output}: H.264 needs even frame sizes, so the {s_x * info.width}x{s_x * info.height} "
         f"output is written at {width}x{height}, its last column or row repeated; write PNG frames (an --output "
         "without suffix) for the exact size")
-  with contextlib.ExitStack() as stack:
-    if args.mesh:
-      mesh = make_mesh(args.mesh)
-      inference_rules = rules.for_inference(rules.DEFAULT_RULES)
-      stack.enter_context(execution_plan.activate(mesh, inference_rules))
-      nnx.update(model, rules.place_state(nnx.state(model), mesh, inference_rules))
-    color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(path) if path else "none"
-    frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan, color_fix=color_fix,
-                                     progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk",
-                                                                  disable=jax.process_index() != 0))
-    if jax.process_index() == 0:
-      video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
-                        audio_from=source if keep_audio else None)
-    else:
-      collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
-  say(f"diffst: wrote {args.output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
+  frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan, color_fix=color_fix,
+                                   run_tiles=inference.model_tiles(model, across_processes),
+                                   progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk", disable=quiet))
+  if not across_processes or jax.process_index() == 0:
+    video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
+                      audio_from=source if keep_audio else None)
+  else:
+    collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
+  say(f"diffst: wrote {output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
       f"{float(info.rate * s_t):g} fps{', audio copied' if keep_audio else ''}")
-  return output
+
+
+def model_on_mesh(model, mesh):
+  """`model` placed on `mesh` (with the inference rules), and the context that makes `mesh` current."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as execution_plan  # pylint: disable=import-outside-toplevel
+
+  inference_rules = rules.for_inference(rules.DEFAULT_RULES)
+  nnx.update(model, rules.place_state(nnx.state(model), mesh, inference_rules))
+  return model, functools.partial(execution_plan.activate, mesh, inference_rules)
+
+
+def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, upscale) -> int:
+  """Upscales each video of a set into `folder`, spread over processes and the data axis of each process's --mesh
+  (parallel/shares.py), skipping complete outputs; prints a summary. A video that fails does not stop the others."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.io import outputs, video, video_sets  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import distributed, shares  # pylint: disable=import-outside-toplevel
+
+  meshes = shares.local_meshes(args.mesh)
+  placed = [model_on_mesh(nnx.clone(model), mesh) for mesh in meshes]
+  targets = video_sets.output_names(videos, folder)
+  distributed.first_process_does(lambda: video_sets.make_output_folder(folder), f"creating {folder}")
+
+  def upscale_one(job, group: int) -> list:
+    source, target = job
+    try:
+      outputs.remove_partials(target, video.output_kind(target))
+      if not args.overwrite and video_sets.is_complete(target):
+        return ["skipped", str(source), ""]
+      outputs.check_replaceable(target, args.overwrite, video.output_kind(target))
+      group_model, activate = placed[group]
+      with activate():
+        upscale(group_model, source, target, quiet=True, across_processes=False)
+      distributed.say(f"diffst: wrote {target}", file=sys.stderr)
+      return ["done", str(source), ""]
+    except Exception as error:  # pylint: disable=broad-except  # one bad video never stops the others
+      if args.debug:
+        traceback.print_exc()
+      return ["failed", str(source), str(error).splitlines()[0] if str(error) else type(error).__name__]
+
+  results = [result for _, result in shares.run_share(list(zip(videos, targets)), meshes, upscale_one)]
+  results = distributed.all_processes(results)
+  counts = collections.Counter(status for status, _, _ in results)
+  workers = jax.process_count() * len(meshes)
+  distributed.say(f"diffst: {len(videos)} videos into {folder} by {workers} worker{'s' * (workers > 1)}: "
+                  f"{counts['done']} done, {counts['skipped']} skipped (complete), {counts['failed']} failed",
+                  file=sys.stderr)
+  for status, source, error in results:
+    if status == "failed":
+      distributed.say(f"  failed: {error if error.startswith(source) else f'{source}: {error}'}", file=sys.stderr)
+  return 1 if counts["failed"] else 0
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
-    run(args)
+    return run(args)
   except Exception as e:  # pylint: disable=broad-except
     if args.debug:
       raise
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     print(f"error: {message}", file=sys.stderr)
     return 1
-  return 0
 
 
 if __name__ == "__main__":

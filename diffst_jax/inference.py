@@ -21,8 +21,12 @@ from diffst_jax.ops import resize
 TilesFn = Callable[[np.ndarray], np.ndarray]
 
 
-def model_tiles(model: DiffST) -> TilesFn:
-  """The model as a function of a batch of tiles: (B, L, h, w, 3) in [-1, 1] -> (B, s_t (L-1) + 1, s_x h, s_x w, 3)."""
+def model_tiles(model: DiffST, across_processes: bool = True) -> TilesFn:
+  """The model as a function of a batch of tiles: (B, L, h, w, 3) in [-1, 1] -> (B, s_t (L-1) + 1, s_x h, s_x w, 3).
+  `across_processes`: the model is spread over the devices of every process, which all call it with the same tiles;
+  else it lies on this process's devices alone."""
+  if not across_processes:
+    return lambda tiles: np.asarray(upscale(model, jnp.asarray(tiles)))
   return lambda tiles: multihost_utils.process_allgather(upscale(model, jnp.asarray(tiles)), tiled=True)
 
 

@@ -1,6 +1,7 @@
 """Multi-host start-up (every process of a run calls `initialize` before touching a device) and what the processes
 of a run agree on: whether to stop, and work that one process does for all."""
 
+import json
 import os
 from collections.abc import Callable
 from typing import TypeVar
@@ -63,6 +64,19 @@ def any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
   return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def all_processes(values: list) -> list:
+  """Every process's `values` (JSON-serializable), concatenated in process order; every process must call it at the
+  same point."""
+  if jax.process_count() == 1:
+    return list(values)
+  data = np.frombuffer(json.dumps(values).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size]))).ravel()
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  return [value for row, size in zip(rows, sizes) for value in json.loads(row[:size].tobytes())]
 
 
 def first_process_does(work: Callable[[], T], what: str) -> T:

@@ -40,6 +40,18 @@ def _to_numpy(tensor) -> np.ndarray:
 
 
 def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
+  state = _load_torch(path)
+  import torch  # pylint: disable=import-outside-toplevel  # there: _load_torch has imported it
+  for wrapper in ("state_dict", "params"):  # training checkpoints; BasicSR's released weights
+    if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+      state = state[wrapper]
+  if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    raise CheckpointError(f"{path}: expected a state dict of tensors")
+  return {k: _to_numpy(v) for k, v in state.items()}
+
+
+def _load_torch(path: pathlib.Path):
+  """What a weights-only `torch.load` gives for `path` (memory-mapped where the file allows)."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
@@ -53,11 +65,36 @@ def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
       state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mapped
   except Exception as e:  # torch raises many types for corrupt or unsafe files
     raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint ({type(e).__name__}: {e})") from e
-  if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-    state = state["state_dict"]
-  if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-    raise CheckpointError(f"{path}: expected a state dict of tensors")
-  return {k: _to_numpy(v) for k, v in state.items()}
+  return state
+
+
+def read_tensor(path: str | pathlib.Path) -> np.ndarray:
+  """The one tensor a file holds: `.npy`, `.safetensors` with one tensor, or a weights-only torch file of a tensor
+  or a dict of one tensor."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise CheckpointError(f"{path}: no such file")
+  if path.suffix == ".npy":
+    try:
+      return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+      raise CheckpointError(f"{path}: not a readable .npy array ({e})") from e
+  if path.suffix in TORCH_SUFFIXES:
+    loaded = _load_torch(path)
+    import torch  # pylint: disable=import-outside-toplevel  # there: _load_torch has imported it
+    if isinstance(loaded, torch.Tensor):
+      return _to_numpy(loaded)
+    tensors = loaded
+  elif path.suffix == ".safetensors":
+    tensors = _SafetensorsFile(path)
+  else:
+    raise CheckpointError(f"{path}: unknown file type {path.suffix!r}; expected .npy, .safetensors or one of "
+                          f"{TORCH_SUFFIXES}")
+  if not isinstance(tensors, collections.abc.Mapping) or len(tensors) != 1:
+    count = len(tensors) if isinstance(tensors, collections.abc.Mapping) else type(tensors).__name__
+    raise CheckpointError(f"{path}: expected one tensor, found {count}")
+  (tensor,) = tensors.values()
+  return tensor if isinstance(tensor, np.ndarray) else _to_numpy(tensor)
 
 
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,

@@ -25,6 +25,9 @@ def training_defaults() -> ml_collections.ConfigDict:
       dit="",  # our DiT checkpoint, a diffusers directory or Wan2.1 safetensors; empty: random
       cfca="",  # a trained DiffST (a run's model/, weights/tiny) to fine-tune from; empty: random
       vrg="",  # likewise
+      flow="",  # CFCA's SpyNet: BasicSR SpyNet weights (.pth) or a trained DiffST; empty: random (or init.cfca's)
+      train_flow=False,  # with init.flow: train the flow network too (default: frozen, as DOVE freezes its RAFT)
+      null_context="",  # the empty-prompt embedding (.npy, .safetensors or .pt; tools/empty_prompt_embedding.py)
   ))
   config.data = ml_collections.ConfigDict(dict(
       videos="",  # folder of HR training videos

@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from diffst_jax.convert import dit as dit_convert
+from diffst_jax.convert import null_context, spynet, torch_io
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.data import builder, pipeline
 from diffst_jax.io import checkpoint, strips
@@ -142,7 +143,30 @@ def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
   for part in PARTS:
     if config.init[part]:
       setattr(model, part, _load_part(config.init[part], getattr(model, part), part))
+  if config.init.flow:
+    model.cfca.flow = _load_flow(config.init.flow, model.cfca.flow)
+  if config.init.null_context:
+    model.null_context[...] = jnp.asarray(null_context.load(config.init.null_context, model_config.context_tokens,
+                                                             model_config.dit.text_dim))
   return model
+
+
+def _load_flow(path: str, fresh: nnx.Module) -> nnx.Module:
+  """CFCA's flow network from `path`: BasicSR SpyNet weights (a `.pth`), or a trained DiffST's."""
+  if diffst.is_diffst(path):
+    return diffst.load(path, part="cfca").flow
+  try:
+    state_dict = torch_io.StateDict(path)
+    # BasicSR's SpyNet stores its fixed ImageNet normalization as buffers; ours is a constant of the model.
+    return spynet.load_basicsr_weights(fresh, {k: v for k, v in state_dict.items() if k not in ("mean", "std")})
+  except torch_io.CheckpointError as e:
+    raise ValueError(f"init.flow = {path}: {e}; expected BasicSR SpyNet weights (.pth) or a trained DiffST") from e
+
+
+def trains_flow(config: ml_collections.ConfigDict) -> bool:
+  """Whether CFCA's flow network trains: when it starts from random weights, or `init.train_flow` says so; given
+  pretrained weights (`init.flow`) it is frozen, as DOVE freezes its RAFT."""
+  return not config.init.flow or config.init.train_flow
 
 
 def abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
@@ -325,7 +349,7 @@ def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, ax
   """The train program of `config` for `model` (concrete, or abstract as `abstract_model` makes it) on `mesh`."""
   stages = _stages(config)
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
-  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter(config.task), ...)
+  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter(config.task, trains_flow(config)), ...)
   made = Program(config, stages, graphdef, trainable, frozen, tx, schedule, (None, None))
   shardings = rules.state_shardings((jax.eval_shape(made.new_state, trainable), frozen), mesh, axis_rules)
   return dataclasses.replace(made, shardings=shardings)

@@ -31,10 +31,12 @@ class TrainState(NamedTuple):
   opt_state: optax.OptState
 
 
-def trainable_filter(task: str) -> nnx.filterlib.Filter:
-  """Which variables the optimizer updates: everything but the VAE for DiffST, the VAE's params alone for stage 0."""
+def trainable_filter(task: str, train_flow: bool = True) -> nnx.filterlib.Filter:
+  """Which variables the optimizer updates: everything but the VAE for DiffST (and but CFCA's flow network unless
+  `train_flow`), the VAE's params alone for stage 0."""
   if task == "diffst":
-    return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("vae")))
+    frozen = ("vae",) if train_flow else ("vae", "flow")
+    return nnx.All(nnx.Param, *(nnx.Not(nnx.PathContains(name)) for name in frozen))
   if task == "autoencoder":
     return nnx.Param
   raise ValueError(f"task must be one of {TASKS}, got {task!r}")

@@ -3,7 +3,7 @@
 import importlib.abc
 import sys
 
-HIDDEN = ("torch", "torchvision", "diffusers", "DISTS_pytorch", "accelerate")
+HIDDEN = ("torch", "torchvision", "diffusers", "DISTS_pytorch", "accelerate", "transformers")
 
 
 class _BaseInstall(importlib.abc.MetaPathFinder):

@@ -25,6 +25,8 @@ class ModelSpec(NamedTuple):
   strip_prefix: str = ""  # a prefix some original checkpoints put on every key
   # a directory's config.json -> diffusers' fields (the original release's config.json differs)
   diffusers_config: Callable[[Mapping], Mapping] = lambda config: config
+  # the model's file in a Wan2.1 release folder, which holds other models' weights and the DiT's config.json
+  release_file: str = ""
 
 
 class _Unprefixed(Mapping):
@@ -74,15 +76,23 @@ def from_state_dict(spec: ModelSpec, state_dict: Mapping[str, np.ndarray], confi
   return from_params(spec, config, params)
 
 
+def _in_release_folder(spec: ModelSpec, path: pathlib.Path) -> pathlib.Path:
+  """`path`, or in a Wan2.1 release folder the model's own file."""
+  if path.is_dir() and spec.release_file and (path / spec.release_file).is_file():
+    return path / spec.release_file
+  return path
+
+
 def load(spec: ModelSpec, path: str | pathlib.Path, config=None, **overrides):
-  """A ready module from our Orbax checkpoint, a diffusers directory, or a torch weight file / shard index;
-  `overrides` replace config fields."""
+  """A ready module from our Orbax checkpoint, a diffusers directory, a Wan2.1 release folder (`spec.release_file`
+  in it), or a torch weight file / shard index; `overrides` replace config fields."""
   path = pathlib.Path(path)
   if checkpoint.is_checkpoint(path):
     metadata = checkpoint.read_metadata(path, spec.name)
     config = dataclasses.replace(config or spec.config_class(**metadata["config"]), **overrides)
     _, state = abstract_model(spec, config)
     return from_params(spec, config, checkpoint.restore(path, nnx.to_pure_dict(state)))
+  path = _in_release_folder(spec, path)
   diffusers_config = torch_io.read_diffusers_config(path) if path.is_dir() else None
   if config is None and diffusers_config is not None:
     config = spec.config_class.from_diffusers(spec.diffusers_config(diffusers_config))
@@ -110,8 +120,9 @@ def export_diffusers(spec: ModelSpec, model, directory: str | pathlib.Path) -> p
 def convert(spec: ModelSpec, source: str | pathlib.Path, out: str | pathlib.Path, **overrides) -> pathlib.Path:
   """Converts a torch source into our Orbax checkpoint directory `out` (with config and source sha256)."""
   checkpoint.check_can_save(out)  # before the (possibly long) conversion, not after
+  source = _in_release_folder(spec, pathlib.Path(source))
   model = load(spec, source, **overrides)
-  source_info = {"path": str(pathlib.Path(source).absolute()), "sha256": torch_io.source_hashes(source)}
+  source_info = {"path": str(source.absolute()), "sha256": torch_io.source_hashes(source)}
   return save(spec, model, out, source_info)
 
 

@@ -79,7 +79,8 @@ def key_table(config: WanVAEConfig, layout: Layout) -> dict[str, mapping.Entry]:
   return mapping.key_table(state, source_key, lambda name: tables.first_match(tables.VAE_LAYOUTS, name))
 
 
-SPEC = loader.ModelSpec("wan21_vae", WanVAEConfig, WanVAE, detect_layout, infer_config, key_table)
+SPEC = loader.ModelSpec("wan21_vae", WanVAEConfig, WanVAE, detect_layout, infer_config, key_table,
+                        release_file="Wan2.1_VAE.pth")
 
 load_vae = functools.partial(loader.load, SPEC)
 from_state_dict = functools.partial(loader.from_state_dict, SPEC)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from safetensors.torch import save_file
 
 from diffst_jax.convert import CheckpointError, load_vae
 from diffst_jax.convert import vae as convert_vae
@@ -104,6 +105,24 @@ def test_cli_converts_original_pth_to_orbax_and_back(vae, tmp_path):
   result = _run_cli("--vae", tmp_path / "ours", "--out", tmp_path / "back", "--to", "diffusers")
   assert result.returncode == 0, result.stderr
   _assert_bit_exact(vae, load_vae(tmp_path / "back"))
+
+
+def test_the_original_release_folder_converts_its_vae_file(vae, tmp_path):
+  """Wan2.1-T2V-1.3B/ holds the DiT's config.json (WanModel fields) and safetensors, the umT5 encoder and
+  Wan2.1_VAE.pth: --vae FOLDER converts the last, and records its hash alone."""
+  release = tmp_path / "Wan2.1-T2V-1.3B"
+  release.mkdir()
+  public = wan_original_layout.to_original_layout(convert_vae.state_dict(vae, "diffusers"))
+  torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in public.items()}, release / "Wan2.1_VAE.pth")
+  (release / "config.json").write_text(json.dumps({"_class_name": "WanModel", "dim": 1536, "num_heads": 12}))
+  save_file({"blocks.0.ffn.0.weight": torch.zeros(2, 2)}, release / "diffusion_pytorch_model.safetensors")
+  torch.save({"token_embedding.weight": torch.zeros(2, 2)}, release / "models_t5_umt5-xxl-enc-bf16.pth")
+  _assert_bit_exact(vae, load_vae(release))
+  result = _run_cli("--vae", release, "--out", tmp_path / "ours")
+  assert result.returncode == 0, result.stderr
+  metadata = json.loads((tmp_path / "ours" / "model.json").read_text())
+  assert list(metadata["source"]["sha256"]) == ["Wan2.1_VAE.pth"]
+  _assert_bit_exact(vae, load_vae(tmp_path / "ours"))
 
 
 def test_cli_never_overwrites(vae, tmp_path):

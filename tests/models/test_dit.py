@@ -27,18 +27,26 @@ REAL_WIDTH_BLOCK = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=
 
 
 def _via_original_shards(reference, config, tmp_path):
-  """diffusers state dict -> original Wan2.1 names (public table) with the `model.diffusion_model.` prefix, in two
-  safetensors shards with an index -> our converter."""
+  """diffusers state dict -> original Wan2.1 names (public table) in two safetensors shards with an index, and
+  config.json with WanModel's fields, as the 14B release folder holds them -> our converter, given the folder."""
   original = wan_original_layout.dit_to_original_layout(reference.state_dict())
   keys = sorted(original)
   weight_map = {}
   for shard, part in enumerate((keys[::2], keys[1::2])):
     name = f"diffusion_pytorch_model-0000{shard + 1}-of-00002.safetensors"
-    save_file({f"model.diffusion_model.{k}": original[k].contiguous() for k in part}, tmp_path / name)
-    weight_map.update({f"model.diffusion_model.{k}": name for k in part})
-  index = tmp_path / "diffusion_pytorch_model.safetensors.index.json"
-  index.write_text(json.dumps({"weight_map": weight_map}))
-  return load_dit(index, WanDiTConfig(**config))
+    save_file({k: original[k].contiguous() for k in part}, tmp_path / name)
+    weight_map.update({k: name for k in part})
+  (tmp_path / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  config = WanDiTConfig(**config)
+  (tmp_path / "config.json").write_text(json.dumps({
+      "_class_name": "WanModel", "_diffusers_version": "0.30.0", "model_type": "t2v", "text_len": 512,
+      "in_dim": config.in_channels, "out_dim": config.out_channels, "dim": config.dim, "ffn_dim": config.ffn_dim,
+      "freq_dim": config.freq_dim, "text_dim": config.text_dim, "num_heads": config.num_attention_heads,
+      "num_layers": config.num_layers, "window_size": [-1, -1], "qk_norm": config.qk_norm is not None, "cross_attn_norm": config.cross_attn_norm,
+      "eps": config.eps}))
+  torch.save({"encoder.conv1.weight": torch.zeros(1)}, tmp_path / "Wan2.1_VAE.pth")  # the release's other files
+  torch.save({"token_embedding.weight": torch.zeros(1)}, tmp_path / "models_t5_umt5-xxl-enc-bf16.pth")
+  return load_dit(tmp_path)
 
 
 def _via_diffusers_dir(reference, config, tmp_path):

@@ -136,6 +136,7 @@ def run(args) -> int:
   plan = chunking.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
   if args.fps is not None and one_video and not source.is_dir():
     raise ValueError(f"--fps {args.fps}: for a folder of PNG frames only; {source} keeps its own frame rate")
+  info = probe(args, source, quiet=jax.process_index() != 0) if one_video else None
   model, which = build_model(args, path)
   distributed.say(f"diffst: {which}", file=sys.stderr)
   color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(path) if path else "none"
@@ -145,15 +146,25 @@ def run(args) -> int:
       if args.mesh:
         model, activate = model_on_mesh(model, make_mesh(args.mesh))
         stack.enter_context(activate())
-      upscale(model, source, output, quiet=jax.process_index() != 0)
+      upscale(model, source, output, info, quiet=jax.process_index() != 0)
     return 0
   return upscale_set(args, model, videos, output, upscale)
 
 
-def upscale_file(model, source: pathlib.Path, output: pathlib.Path, args, plan, color_fix: str, quiet: bool,
+def probe(args, source: pathlib.Path, quiet: bool):
+  """The input's frame count, size, rate and audio (video.probe), refused when it has fewer than 2 frames."""
+  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+
+  info = video.probe(source, **({"png_rate": video.parse_rate(args.fps)} if args.fps else {}), quiet=quiet)
+  if info.frames < 2:
+    raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")
+  return info
+
+
+def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, plan, color_fix: str, quiet: bool,
                  across_processes: bool = True) -> None:
-  """Upscales the video `source` into `output`. `across_processes`: the model is spread over every process's
-  devices, every process runs each step and process 0 writes; else this process runs it alone."""
+  """Upscales the video `source` (`info`: its probe) into `output`. `across_processes`: the model is spread over
+  every process's devices, every process runs each step and process 0 writes; else this process runs it alone."""
   import jax  # pylint: disable=import-outside-toplevel
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
@@ -161,9 +172,6 @@ def upscale_file(model, source: pathlib.Path, output: pathlib.Path, args, plan, 
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
 
   say = (lambda *_: None) if quiet else functools.partial(print, file=sys.stderr)
-  info = video.probe(source, **({"png_rate": video.parse_rate(args.fps)} if args.fps else {}), quiet=quiet)
-  if info.frames < 2:
-    raise ValueError(f"{source}: has {info.frames} frame(s); at least 2 are needed to interpolate between")
   keep_audio = info.audio and not args.no_audio and output.suffix
   if info.audio and not args.no_audio and not output.suffix:
     say(f"note: {source}'s audio is not written to a folder of PNG frames; write an .mp4 to keep it")
@@ -223,7 +231,7 @@ def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, u
       outputs.check_replaceable(target, args.overwrite, video.output_kind(target))
       group_model, activate = placed[group]
       with activate():
-        upscale(group_model, source, target, quiet=True, across_processes=False)
+        upscale(group_model, source, target, probe(args, source, quiet=True), quiet=True, across_processes=False)
       distributed.say(f"diffst: wrote {target}", file=sys.stderr)
       return ["done", str(source), ""]
     except Exception as error:  # pylint: disable=broad-except  # one bad video never stops the others

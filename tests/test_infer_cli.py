@@ -134,7 +134,8 @@ def _bad_inputs(tmp_path):
   (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
   (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
   (tmp_path / "empty.mp4").write_bytes(b"")
-  shutil.copy(CLIP, tmp_path / "clip.txt")
+  shutil.copy(CLIP, tmp_path / "clip.doc")
+  shutil.copy(CLIP, tmp_path / "videos.txt")  # a .txt is a list of videos
   frames, fps = video.read_video(CLIP)
   video.write_video(tmp_path / "one_frame.mp4", frames[:1], fps)
   (tmp_path / "not_diffst").mkdir()
@@ -145,7 +146,8 @@ def _bad_inputs(tmp_path):
       "truncated": (["--input", tmp_path / "truncated.mp4"], "not a readable video"),
       "empty": (["--input", tmp_path / "empty.mp4"], "not a readable video"),
       "missing": (["--input", tmp_path / "nothing.mp4"], "no such file"),
-      "unknown extension": (["--input", tmp_path / "clip.txt"], "unknown extension"),
+      "unknown extension": (["--input", tmp_path / "clip.doc"], "unknown extension"),
+      "binary list": (["--input", tmp_path / "videos.txt"], "not a text file listing videos"),
       "one frame": (["--input", tmp_path / "one_frame.mp4"], "at least 2"),
       "missing checkpoint": (["--input", CLIP, "--checkpoint", tmp_path / "nowhere"], "not a DiffST checkpoint"),
       "incompatible checkpoint": (["--input", CLIP, "--checkpoint", tmp_path / "not_diffst"], "model 'diffst'"),
@@ -156,8 +158,8 @@ def _bad_inputs(tmp_path):
   }
 
 
-CASES = ["unreadable", "truncated", "empty", "missing", "unknown extension", "one frame", "missing checkpoint",
-         "incompatible checkpoint", "tile too small", "output exists", "output is input", "bad output extension"]
+CASES = ["unreadable", "truncated", "empty", "missing", "unknown extension", "binary list", "one frame",
+         "missing checkpoint", "incompatible checkpoint", "tile too small", "output exists", "output is input", "bad output extension"]
 
 
 @pytest.mark.parametrize("case", CASES)

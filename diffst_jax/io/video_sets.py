@@ -34,7 +34,11 @@ def _is_video(path: pathlib.Path) -> bool:
 def list_videos(path: pathlib.Path) -> list[pathlib.Path]:
   """The videos of a set, in a fixed order (every process of a job sees the same list)."""
   if path.is_file():
-    lines = [line.strip() for line in path.read_text().splitlines()]
+    try:
+      lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as e:
+      raise video.VideoError(f"{path}: not a text file listing videos, one path per line ({e.reason} at byte "
+                             f"{e.start})") from e
     videos = [(path.parent / line) for line in lines if line and not line.startswith("#")]
     missing = [v for v in videos if not v.exists()]
     if missing:

@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.update(clip_frames=9, crop_size=64, degradation_window=640, batch_size=1)
   # Short stages: the tiny model learns from a few clips on CPU in minutes.
   config.stages.stage1.update(steps=300, learning_rate=1e-3, warmup_steps=20)
-  config.stages.stage2.update(steps=100, learning_rate=2e-4, warmup_steps=0)
+  config.stages.stage2.update(steps=100, learning_rate=2e-4, warmup_steps=0, fresh_optimizer=False)
+  config.pixel_range = "symmetric"  # the losses weights/tiny was trained with (docs/TRAINING.md)
   config.optimizer.clip_norm = 1.0
   return config

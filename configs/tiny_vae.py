@@ -24,5 +24,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.stages = ml_collections.ConfigDict(dict(stage1=defaults.stage(1200, 3e-4, 50, rec=1.0, perceptual=0.1),
                                                  stage2=defaults.stage(500, 1e-4, 0, rec=1.0, perceptual=0.1)))
   config.perceptual = "lpips_alex"
+  config.pixel_range = "symmetric"  # the losses weights/tiny's VAE was trained with
   config.optimizer.clip_norm = 1.0
   return config

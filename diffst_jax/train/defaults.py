@@ -8,12 +8,14 @@ import ml_collections
 from diffst_jax.parallel import rules
 
 
-def stage(steps: int, learning_rate: float, warmup_steps: int, **loss_weights: float) -> ml_collections.ConfigDict:
+def stage(steps: int, learning_rate: float, warmup_steps: int, fresh_optimizer: bool = False,
+          **loss_weights: float) -> ml_collections.ConfigDict:
   weights = dict(latent=0.0, rec=0.0, perceptual=0.0, consistency=0.0)
   weights.update(loss_weights)
   # decay: "constant" holds the learning rate after warm-up, "cosine" decays it to 0 at the stage's end.
+  # fresh_optimizer: the stage starts with new Adam moments (as a separate launch from the last stage's weights).
   return ml_collections.ConfigDict(dict(steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
-                                        decay="constant", loss=weights))
+                                        decay="constant", fresh_optimizer=fresh_optimizer, loss=weights))
 
 
 def training_defaults() -> ml_collections.ConfigDict:
@@ -42,12 +44,20 @@ def training_defaults() -> ml_collections.ConfigDict:
   # Stages run in the order of their names; a stage's loss weights say which terms it computes.
   config.stages = ml_collections.ConfigDict(dict(
       stage1=stage(10_000, 2e-5, 100, latent=1.0),
-      stage2=stage(500, 5e-6, 0, rec=1.0, perceptual=1.0, consistency=1.0),
+      # DOVE's second stage (finetune/train_ddp_one_s2.sh) is a new launch from the first's weights: fresh AdamW
+      # state and its own 100-step warm-up (args.py's default).
+      stage2=stage(500, 5e-6, 100, fresh_optimizer=True, rec=1.0, perceptual=1.0, consistency=1.0),
   ))
+  # "unit": the pixel losses (rec, consistency) and the perceptual loss see the decoded clip clamped to [0, 1] and the
+  # target in [0, 1], as DOVE computes them (finetune/models/dove/lora_one_s2_trainer.py); "symmetric": [-1, 1],
+  # unclamped, which weighs L_rec 4x and L_consis 2x more against the perceptual loss (the tiny recipe's).
+  config.pixel_range = "unit"
   config.perceptual = "dists"  # or "lpips" (VGG), "lpips_alex" (cheap on CPU)
   # ema_decay, e.g. 0.999: keep an exponential moving average of the trained parameters, exported as model/; 0: none
+  # learning_rate_scale: {part: factor} multiplies a part's (cfca, vrg, dit) learning rate over the stage's, for
+  # parts that start from scratch beside a pretrained DiT (optax.multi_transform); empty: one rate for all.
   config.optimizer = ml_collections.ConfigDict(dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=0.1,
-                                                    ema_decay=0.0))
+                                                    ema_decay=0.0, learning_rate_scale={}))
   config.mesh = ""  # e.g. "data=2,fsdp=1,context=4,tensor=1" over all devices (one size may be -1); empty: one device
   config.logical_axis_rules = rules.DEFAULT_RULES  # logical axis -> mesh axes (diffst_jax/parallel/rules.py)
   # "auto": matrix-product convolutions ("gemm") when training on CPU, XLA's own elsewhere; or "xla", "gemm".

@@ -342,7 +342,8 @@ class Program:
   def step(self, stage: dict[str, Any]):
     """The jit-compiled step of `stage` (one of `stages`)."""
     return train_step.make_train_step(self.config.task, self.graphdef, self.tx, self.schedule, stage["loss"],
-                                      self.config.perceptual, state_sharding=self.shardings[0])
+                                      self.config.perceptual, state_sharding=self.shardings[0],
+                                      pixel_range=self.config.pixel_range)
 
 
 def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, axis_rules: rules.Rules) -> Program:
@@ -350,6 +351,11 @@ def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, ax
   stages = _stages(config)
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
   graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter(config.task, trains_flow(config)), ...)
+  parts = sorted(set(jax.tree.leaves(train_step.part_of(trainable))))
+  unknown = sorted(set(config.optimizer.learning_rate_scale) - set(parts))
+  if unknown:
+    raise ValueError(f"optimizer.learning_rate_scale names {', '.join(unknown)}, which this run does not train; the "
+                     f"trained parts are {', '.join(parts)}")
   made = Program(config, stages, graphdef, trainable, frozen, tx, schedule, (None, None))
   shardings = rules.state_shardings((jax.eval_shape(made.new_state, trainable), frozen), mesh, axis_rules)
   return dataclasses.replace(made, shardings=shardings)
@@ -386,9 +392,11 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
                     disable=jax.process_index() != 0)
     end = 0
     for stage in stages:
-      end += stage["steps"]
+      start, end = end, end + stage["steps"]
       if step >= end:
         continue
+      if step == start and stage.get("fresh_optimizer"):  # as a new launch from the last stage's weights
+        state = state._replace(opt_state=train_step.fresh_moments(state.opt_state))
       run_step = made.step(stage)
       window_start, window = time.perf_counter(), []
       while step < end and not stopping:

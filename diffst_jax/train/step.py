@@ -99,20 +99,45 @@ def parameter_average(ema_decay: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+def fresh_moments(opt_state: optax.OptState) -> optax.OptState:
+  """`opt_state` with Adam's moments and step count back at zero, as a new launch would start them; the learning
+  rate schedule (indexed by the global step) and the parameters' moving average go on."""
+  def reset(node):
+    if isinstance(node, optax.ScaleByAdamState):
+      return optax.ScaleByAdamState(jnp.zeros_like(node.count), *(jax.tree.map(jnp.zeros_like, moment)
+                                                                   for moment in (node.mu, node.nu)))
+    return node
+  return jax.tree.map(reset, opt_state, is_leaf=lambda node: isinstance(node, optax.ScaleByAdamState))
+
+
 def averaged_parameters(opt_state: optax.OptState) -> optax.Params | None:
   """The moving average `parameter_average` keeps in `opt_state`, or None without one."""
   return next((inner.average for inner in opt_state if isinstance(inner, AverageState)), None)
 
 
+def part_of(params) -> Any:
+  """The tree of `params` with each leaf replaced by its part's name (the first key of its path: dit, cfca, ...)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: str(getattr(path[0], "key", path[0])), params)
+
+
 def make_optimizer(stages: list[Mapping[str, Any]], b1: float, b2: float, eps: float, weight_decay: float,
-                   clip_norm: float, ema_decay: float = 0.0) -> tuple[optax.GradientTransformation, optax.Schedule]:
+                   clip_norm: float, ema_decay: float = 0.0, learning_rate_scale: Mapping[str, float] | None = None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW with warm-up and global-norm clipping (SPEC §7); with `ema_decay` (e.g. 0.999) it also keeps a moving
-  average of the parameters (`averaged_parameters`)."""
+  average of the parameters (`averaged_parameters`). `learning_rate_scale` ({part: factor}) gives the named parts
+  (`part_of`) their own rate, the schedule's times the factor, through optax.multi_transform."""
   if not 0 <= ema_decay < 1:
     raise ValueError(f"optimizer.ema_decay is {ema_decay}; expected a decay in [0, 1) (0: no moving average)")
   schedule = learning_rate_schedule(stages)
-  transforms = [optax.clip_by_global_norm(clip_norm),
-                optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)]
+  adamw = lambda rate: optax.adamw(rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)  # noqa: E731
+  if learning_rate_scale:
+    scaled = {part: adamw(lambda count, factor=float(factor): factor * schedule(count))
+              for part, factor in learning_rate_scale.items()}
+    labels = lambda params: jax.tree.map(lambda part: part if part in scaled else "rest", part_of(params))  # noqa: E731
+    update = optax.multi_transform({**scaled, "rest": adamw(schedule)}, labels)
+  else:
+    update = adamw(schedule)
+  transforms = [optax.clip_by_global_norm(clip_norm), update]
   if ema_decay:
     transforms.append(parameter_average(ema_decay))
   return optax.chain(*transforms), schedule
@@ -123,15 +148,25 @@ def to_unit_range(frames: jax.Array) -> jax.Array:
   return frames.astype(jnp.float32) / 127.5 - 1.0
 
 
-def _pixel_terms(output: jax.Array, target: jax.Array, weights: Mapping[str, float], perceptual_kind: str,
-                 perceptual_params) -> dict[str, jax.Array]:
+PIXEL_RANGES = ("unit", "symmetric")
+
+
+def pixel_terms(output: jax.Array, target: jax.Array, weights: Mapping[str, float], perceptual_kind: str,
+                 perceptual_params, pixel_range: str) -> dict[str, jax.Array]:
+  """The pixel loss terms of a decoded clip `output` against `target`, both in [-1, 1]: on [0, 1] with the output
+  clamped ("unit", as DOVE computes them), or on [-1, 1] as they are ("symmetric")."""
+  if pixel_range not in PIXEL_RANGES:
+    raise ValueError(f"pixel_range is {pixel_range!r}; expected one of {PIXEL_RANGES}")
+  if pixel_range == "unit":
+    output = jnp.clip(output, -1.0, 1.0)
+  pixels = (lambda x: x * 0.5 + 0.5) if pixel_range == "unit" else (lambda x: x)  # noqa: E731
   terms = {}
   if weights.get("rec"):
-    terms["rec"] = losses.reconstruction_loss(output, target)
+    terms["rec"] = losses.reconstruction_loss(pixels(output), pixels(target))
   if weights.get("perceptual"):
     terms["perceptual"] = perceptual.perceptual_loss(perceptual_kind, perceptual_params, output, target)
   if weights.get("consistency"):
-    terms["consistency"] = losses.consistency_loss(output, target)
+    terms["consistency"] = losses.consistency_loss(pixels(output), pixels(target))
   return terms
 
 
@@ -150,38 +185,40 @@ def make_preview(task: str, graphdef: nnx.GraphDef) -> Callable:
 
 
 def loss_terms(task: str, model: nnx.Module, batch: Mapping[str, jax.Array], weights: Mapping[str, float],
-               perceptual_kind: str, perceptual_params) -> dict[str, jax.Array]:
+               perceptual_kind: str, perceptual_params, pixel_range: str = "unit") -> dict[str, jax.Array]:
   """The loss terms a stage weights (terms of weight 0 are not computed)."""
   hr = to_unit_range(batch["hr"])
   if task == "autoencoder":
-    return _pixel_terms(model.decode(model.encode(hr)), hr, weights, perceptual_kind, perceptual_params)
+    return pixel_terms(model.decode(model.encode(hr)), hr, weights, perceptual_kind, perceptual_params, pixel_range)
   z_hat = model.denoised_latent(to_unit_range(batch["lr"]))
   terms = {}
   if weights.get("latent"):
     terms["latent"] = losses.latent_loss(z_hat, jax.lax.stop_gradient(model.vae.encode(hr)))
   if any(weights.get(term) for term in PIXEL_TERMS):
-    terms.update(_pixel_terms(model.vae.decode(z_hat), hr, weights, perceptual_kind, perceptual_params))
+    terms.update(pixel_terms(model.vae.decode(z_hat), hr, weights, perceptual_kind, perceptual_params, pixel_range))
   return terms
 
 
-def make_loss_fn(task: str, graphdef: nnx.GraphDef, weights: Mapping[str, float], perceptual_kind: str) -> Callable:
+def make_loss_fn(task: str, graphdef: nnx.GraphDef, weights: Mapping[str, float], perceptual_kind: str,
+                 pixel_range: str = "unit") -> Callable:
   """`loss(trainable, frozen, perceptual_params, batch) -> (weighted total, {term: value})`."""
   check_loss_weights(task, weights)
   weights = {term: float(weight) for term, weight in weights.items() if weight}
 
   def total_loss(trainable, frozen, perceptual_params, batch):
     model = nnx.merge(graphdef, trainable, frozen)
-    terms = loss_terms(task, model, batch, weights, perceptual_kind, perceptual_params)
+    terms = loss_terms(task, model, batch, weights, perceptual_kind, perceptual_params, pixel_range)
     return sum(weights[term] * value for term, value in terms.items()), terms
 
   return total_loss
 
 
 def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    weights: Mapping[str, float], perceptual_kind: str, state_sharding=None) -> Callable:
+                    weights: Mapping[str, float], perceptual_kind: str, state_sharding=None,
+                    pixel_range: str = "unit") -> Callable:
   """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated; with
   `state_sharding` (a TrainState of shardings) the new state keeps it and the metrics are replicated."""
-  total_loss = make_loss_fn(task, graphdef, weights, perceptual_kind)
+  total_loss = make_loss_fn(task, graphdef, weights, perceptual_kind, pixel_range)
   out_shardings = None
   if state_sharding is not None:
     mesh = jax.tree.leaves(state_sharding)[0].mesh

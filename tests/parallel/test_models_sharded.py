@@ -49,7 +49,9 @@ def test_models_match_single_device(model_inputs_reference, mesh_name):
   assert rows_per_device == 64 // mesh.shape["context"]
 
 
-@pytest.mark.parametrize("rows, mesh_shape", [(24, "fsdp=2,context=4"), (32, "context=8")])
+@pytest.mark.parametrize("rows, mesh_shape", [
+    pytest.param(24, "fsdp=2,context=4", marks=pytest.mark.slow),  # a minute on 2 cores; 32 rows is the one XLA broke
+    (32, "context=8")])
 def test_vae_rows_whose_coarsest_level_does_not_divide(tiny_config, rows, mesh_shape):
   """Rows whose coarsest level (rows / 8) does not divide over context: 24 over 4, and 32 over 8, whose levels of
   32, 16 and 8 rows XLA partitioned wrongly (7% off) when they were split and the coarsest 4 kept whole. Encode,

@@ -275,3 +275,17 @@ def test_tensorboard_writer_does_not_import_torch(tmp_path):
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "False"
   assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_a_learning_rate_scale_for_a_part_the_run_does_not_train_is_named():
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
+
+  config = config_files.load(ROOT / "configs" / "tiny_vae.py")
+  config.optimizer.learning_rate_scale = {"cfca": 5.0}
+  mesh = make_mesh({"data": 1}, jax.devices()[:1])
+  with pytest.raises(ValueError, match="names cfca, which this run does not train; the trained parts are decoder"):
+    loop.program(config, loop.abstract_model(config), mesh, rules.DEFAULT_RULES)
+  config.optimizer.learning_rate_scale = {"decoder": 5.0}
+  assert loop.program(config, loop.abstract_model(config), mesh, rules.DEFAULT_RULES).tx is not None

@@ -129,3 +129,52 @@ def test_bad_loss_weights_are_named(task, weights, message):
 def test_unknown_task_is_named():
   with pytest.raises(ValueError, match="task must be one of"):
     train_step.trainable_filter("gan")
+
+
+def test_pixel_losses_on_the_unit_range_are_doves():
+  rng = np.random.default_rng(0)
+  target = jnp.asarray(rng.uniform(-1, 1, (1, 3, 4, 4, 3)), jnp.float32)
+  output = jnp.asarray(rng.uniform(-1.5, 1.5, (1, 3, 4, 4, 3)), jnp.float32)
+  weights = dict(rec=1.0, consistency=1.0)
+  unit = train_step.pixel_terms(output, target, weights, "lpips", None, "unit")
+  symmetric = train_step.pixel_terms(output, target, weights, "lpips", None, "symmetric")
+  # DOVE: (x * 0.5 + 0.5).clamp(0, 1) for the decoded clip, x * 0.5 + 0.5 for the ground truth.
+  out01, target01 = np.clip(np.asarray(output) * 0.5 + 0.5, 0, 1), np.asarray(target) * 0.5 + 0.5
+  np.testing.assert_allclose(unit["rec"], np.mean((out01 - target01) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(unit["consistency"], np.mean(np.abs(np.diff(out01, axis=1) - np.diff(target01, axis=1))),
+                             rtol=1e-6)
+  np.testing.assert_allclose(symmetric["rec"], np.mean((np.asarray(output) - np.asarray(target)) ** 2), rtol=1e-6)
+  inside = jnp.clip(output, -1, 1)
+  np.testing.assert_allclose(train_step.pixel_terms(inside, target, weights, "lpips", None, "symmetric")["rec"],
+                             4 * unit["rec"], rtol=1e-6)
+  gradient = jax.grad(lambda o: train_step.pixel_terms(o, target, dict(rec=1.0), "lpips", None, "unit")["rec"])(output)
+  assert not np.asarray(gradient)[np.abs(np.asarray(output)) > 1].any()  # clamped pixels get no gradient
+  with pytest.raises(ValueError, match="pixel_range is 'zero_one'"):
+    train_step.pixel_terms(output, target, weights, "lpips", None, "zero_one")
+
+
+def test_a_fresh_optimizer_starts_adam_anew_on_the_schedule_it_reached():
+  params = {"dit": jnp.array([1.0, -2.0, 3.0]), "cfca": jnp.array([0.5, 0.25, -1.0])}
+  grad = {"dit": jnp.array([0.3, -0.2, 0.1]), "cfca": jnp.array([0.3, -0.2, 0.1])}
+  stages = [dict(steps=3, learning_rate=1e-3, warmup_steps=0), dict(steps=4, learning_rate=1e-4, warmup_steps=2)]
+  tx, schedule = train_step.make_optimizer(stages, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=10.0,
+                                           ema_decay=0.5, learning_rate_scale={"cfca": 5.0})
+  opt_state = tx.init(params)
+  for _ in range(4):  # three steps of stage 1 and the first of stage 2's warm-up
+    _, opt_state = tx.update(grad, opt_state, params)
+  average = train_step.averaged_parameters(opt_state)
+  fresh = train_step.fresh_moments(opt_state)
+  adam_states = [node for node in jax.tree.leaves(fresh, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
+                 if isinstance(node, optax.ScaleByAdamState)]
+  assert len(adam_states) == 2  # one per learning rate: cfca's and the rest's
+  assert all(int(s.count) == 0 for s in adam_states)
+  assert all(not np.asarray(moment).any() for s in adam_states for moment in jax.tree.leaves((s.mu, s.nu)))
+  jax.tree.map(np.testing.assert_array_equal, train_step.averaged_parameters(fresh), average)
+  updates, _ = tx.update(grad, fresh, params)
+  # A first Adam step is -rate * g / (|g| + eps); the rate is the schedule's at global step 4 (warm-up: 5e-5), x5
+  # for cfca.
+  rate = float(schedule(4))
+  assert rate == pytest.approx(5e-5)
+  first_step = -np.asarray(grad["dit"]) / (np.abs(np.asarray(grad["dit"])) + 1e-8)
+  np.testing.assert_allclose(updates["dit"], rate * first_step, rtol=1e-5)
+  np.testing.assert_allclose(updates["cfca"], 5 * rate * first_step, rtol=1e-5)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402
 from diffst_jax import config_files  # noqa: E402
-from diffst_jax.train import perceptual  # noqa: E402
+from diffst_jax.train import perceptual, tasks  # noqa: E402
 from diffst_jax.train import step as train_step  # noqa: E402
 
 MB = 1 << 20
@@ -44,10 +44,10 @@ def _setup(config_name: str, weights: dict, perceptual_kind: str, abstract: bool
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   model = (nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))) if abstract else
            diffst.init(model_config))
-  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter("diffst"), ...)
+  graphdef, trainable, frozen = nnx.split(model, tasks.get("diffst").trainable(), ...)
   stages = [config.stages[name].to_dict() for name in sorted(config.stages)]
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
-  step = train_step.make_train_step("diffst", graphdef, tx, schedule, weights, perceptual_kind)
+  step = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, schedule, weights, perceptual_kind)
   initial = lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t))  # noqa: E731
   state = jax.eval_shape(initial, trainable) if abstract else initial(trainable)
   return step, state, frozen, config

@@ -95,9 +95,9 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
-  from diffst_jax.train import loop, perceptual  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import loop, perceptual, tasks  # pylint: disable=import-outside-toplevel
 
-  made = loop.program(config, loop.abstract_model(config), mesh, axis_rules)
+  made = loop.program(config, tasks.get(config.task).abstract(config), mesh, axis_rules)
   names = sorted(config.stages)
   if not 1 <= stage <= len(names):
     raise ValueError(f"--stage {stage}: the config has {len(names)} stages ({', '.join(names)}); give 1 to "
@@ -107,7 +107,7 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   s_t, s_x = config.model.cfca.time_scale, config.model.space_scale
   clips = batch or rules.axis_size_on(mesh, axis_rules, "act_batch")
   shapes = {"hr": (clips, frames, height, width, 3)}
-  if config.task == "diffst":
+  if tasks.get(config.task).uses_lr:
     shapes["lr"] = (clips, (frames - 1) // s_t + 1, height // s_x, width // s_x, 3)
   inputs = {name: jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=rules.batch_sharding(shape, mesh, axis_rules))
             for name, shape in shapes.items()}

@@ -25,16 +25,12 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from diffst_jax.convert import dit as dit_convert
-from diffst_jax.convert import null_context, spynet, torch_io
-from diffst_jax.convert import vae as vae_convert
 from diffst_jax.data import builder, pipeline
 from diffst_jax.io import checkpoint, strips
-from diffst_jax.models import diffst
-from diffst_jax.models.vae import WanVAE
 from diffst_jax.parallel import distributed, plan, rules
 from diffst_jax.parallel.mesh import make_mesh
-from diffst_jax.train import curves, defaults, perceptual, step as train_step
+from diffst_jax.train import curves, defaults, perceptual, tasks
+from diffst_jax.train import step as train_step
 
 # Settings a resumed run may change; anything else must match the run in the work directory.
 RUN_CONTROL = ("log_every", "strip_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "mesh",
@@ -96,85 +92,8 @@ def _check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
 def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   stages = [config.stages[name].to_dict() for name in sorted(config.stages)]
   for stage in stages:
-    train_step.check_loss_weights(config.task, stage["loss"])
+    tasks.get(config.task).check_loss_weights(stage["loss"])
   return stages
-
-
-# The parts `init` may set, and how a checkpoint of one that is not a whole trained DiffST is read (converted Wan2.1 /
-# diffusers weights); CFCA and VRG come only from a trained DiffST.
-PARTS = ("vae", "dit", "cfca", "vrg")
-_CONVERTED = {"vae": vae_convert.load_vae, "dit": dit_convert.load_dit}
-
-
-def _load_part(path: str, fresh: nnx.Module, what: str) -> nnx.Module:
-  """The part at `path` in place of the `fresh` one, whose architecture it must have (dtypes and other settings of
-  ours, `OWN_FIELDS`, come from the training config). `path` may also be a trained DiffST (train.py's `model/`, or
-  weights/tiny): its `what` part is taken."""
-  if diffst.is_diffst(path):
-    part = diffst.load(path, part=what)
-  elif what in _CONVERTED:
-    part = _CONVERTED[what](path)
-  else:
-    raise ValueError(f"init.{what} = {path} is not a trained DiffST; {what} weights come only from one (train.py's "
-                     "model/ directory, or weights/tiny)")
-  expected = fresh.config
-  differ = [f.name for f in dataclasses.fields(expected)
-            if f.name not in expected.OWN_FIELDS and getattr(part.config, f.name) != getattr(expected, f.name)]
-  if differ:
-    raise ValueError(f"init.{what} = {path} has another {what} config (differs in {', '.join(differ)}) than "
-                     f"model.{what} of the training config; make them match")
-  shapes = lambda module: jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(module)))  # noqa: E731
-  if shapes(part) != shapes(fresh):  # e.g. VRG's tokens sized for another DiT's text_dim
-    raise ValueError(f"init.{what} = {path} has parameters shaped unlike model.{what} of the training config; "
-                     "make the configs match")
-  return nnx.merge(nnx.graphdef(fresh), nnx.state(part))
-
-
-def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
-  """The model at the start of training: random init, then each part given in `init` (vae, dit, cfca, vrg)."""
-  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
-  if config.task == "autoencoder":
-    vae = WanVAE(model_config.vae, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
-    return _load_part(config.init.vae, vae, "vae") if config.init.vae else vae
-  if not config.init.vae:
-    raise ValueError("the diffst task freezes the VAE, so it needs trained VAE weights: set --config.init.vae "
-                     "(a Wan2.1 VAE, or for a new VAE size the model/ of a configs/*_vae.py run)")
-  model = diffst.init(model_config, config.seed)
-  for part in PARTS:
-    if config.init[part]:
-      setattr(model, part, _load_part(config.init[part], getattr(model, part), part))
-  if config.init.flow:
-    model.cfca.flow = _load_flow(config.init.flow, model.cfca.flow)
-  if config.init.null_context:
-    model.null_context[...] = jnp.asarray(null_context.load(config.init.null_context, model_config.context_tokens,
-                                                             model_config.dit.text_dim))
-  return model
-
-
-def _load_flow(path: str, fresh: nnx.Module) -> nnx.Module:
-  """CFCA's flow network from `path`: BasicSR SpyNet weights (a `.pth`), or a trained DiffST's."""
-  if diffst.is_diffst(path):
-    return diffst.load(path, part="cfca").flow
-  try:
-    state_dict = torch_io.StateDict(path)
-    # BasicSR's SpyNet stores its fixed ImageNet normalization as buffers; ours is a constant of the model.
-    return spynet.load_basicsr_weights(fresh, {k: v for k, v in state_dict.items() if k not in ("mean", "std")})
-  except torch_io.CheckpointError as e:
-    raise ValueError(f"init.flow = {path}: {e}; expected BasicSR SpyNet weights (.pth) or a trained DiffST") from e
-
-
-def trains_flow(config: ml_collections.ConfigDict) -> bool:
-  """Whether CFCA's flow network trains: when it starts from random weights, or `init.train_flow` says so; given
-  pretrained weights (`init.flow`) it is frozen, as DOVE freezes its RAFT."""
-  return not config.init.flow or config.init.train_flow
-
-
-def abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
-  """The model's structure without computing any parameter (a resumed run restores them)."""
-  model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
-  if config.task == "autoencoder":
-    return nnx.eval_shape(lambda: WanVAE(model_config.vae, rngs=nnx.Rngs(0)))
-  return nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
 
 
 def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pathlib.Path) -> None:
@@ -183,12 +102,7 @@ def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pat
     return
   if checkpoint.is_incomplete(directory):
     distributed.say(f"{directory}: the export of the trained model was cut short; writing it again", flush=True)
-  if config.task == "autoencoder":
-    vae_convert.save(model, directory)
-  else:  # the model's input is every time_scale-th frame of the HR training crop
-    diffst.save(model, directory, trained_sizes={
-        "chunk_frames": (config.data.clip_frames - 1) // model.config.time_scale + 1,
-        "tile": config.data.crop_size // model.config.space_scale})
+  tasks.get(config.task).export(model, config, directory)
   distributed.say(f"trained model written to {directory}", flush=True)
 
 
@@ -202,7 +116,7 @@ def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   return pipeline.make_dataset(
       prepared, clip_frames=config.data.clip_frames, crop_size=config.data.crop_size,
       space_scale=model.space_scale, time_scale=model.cfca.time_scale, batch_size=config.data.batch_size,
-      seed=config.seed, num_workers=config.data.workers, with_lr=config.task == "diffst",
+      seed=config.seed, num_workers=config.data.workers, with_lr=tasks.get(config.task).uses_lr,
       degradation_window=config.data.degradation_window, augment=config.data.augment,
       process_index=jax.process_index(), process_count=jax.process_count())
 
@@ -289,7 +203,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
       raise ValueError(f"{workdir}: the run has no checkpoint yet (one is written every "
                        f"{config.checkpoint_every} steps and when it is stopped)")
     with plan.activate(mesh, axis_rules, **run_choices(config)):
-      made = program(config, abstract_model(config), mesh, axis_rules)
+      made = program(config, tasks.get(config.task).abstract(config), mesh, axis_rules)
       state, frozen, _ = _restore_state(made, manager, step, mesh, axis_rules, with_data=False)
       average = train_step.averaged_parameters(state.opt_state)
       _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
@@ -308,7 +222,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   _record_config(workdir, config)
   with _checkpoint_manager(workdir, config) as manager:
     # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
-    model = build_model(config) if manager.latest_step() is None else abstract_model(config)
+    task = tasks.get(config.task)
+    model = task.build(config) if manager.latest_step() is None else task.abstract(config)
     with plan.activate(mesh, axis_rules, **run_choices(config)):
       return _train(config, workdir, mesh, axis_rules, model, manager)
 
@@ -341,16 +256,16 @@ class Program:
 
   def step(self, stage: dict[str, Any]):
     """The jit-compiled step of `stage` (one of `stages`)."""
-    return train_step.make_train_step(self.config.task, self.graphdef, self.tx, self.schedule, stage["loss"],
+    return train_step.make_train_step(tasks.get(self.config.task), self.graphdef, self.tx, self.schedule, stage["loss"],
                                       self.config.perceptual, state_sharding=self.shardings[0],
                                       pixel_range=self.config.pixel_range)
 
 
 def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, axis_rules: rules.Rules) -> Program:
-  """The train program of `config` for `model` (concrete, or abstract as `abstract_model` makes it) on `mesh`."""
+  """The train program of `config` for `model` (concrete, or abstract as `Task.abstract` makes it) on `mesh`."""
   stages = _stages(config)
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
-  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter(config.task, trains_flow(config)), ...)
+  graphdef, trainable, frozen = nnx.split(model, tasks.get(config.task).trainable(tasks.trains_flow(config)), ...)
   parts = sorted(set(jax.tree.leaves(train_step.part_of(trainable))))
   unknown = sorted(set(config.optimizer.learning_rate_scale) - set(parts))
   if unknown:
@@ -383,7 +298,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh,
   stop = _StopRequest()
   previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
   logger = _Logger(workdir)
-  preview = train_step.make_preview(config.task, graphdef) if config.strip_every else None
+  preview = train_step.make_preview(tasks.get(config.task), graphdef) if config.strip_every else None
   metrics, step = {}, int(state.step)
   clip_frames = config.data.batch_size * config.data.clip_frames
   stopping = False  # a signal often reaches one host only: every process stops after the same step

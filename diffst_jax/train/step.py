@@ -1,8 +1,5 @@
-"""One jit-compiled training step (SPEC §7) for the two tasks:
-
-* "diffst": trainable DiT + CFCA + VRG; the VAE frozen (no optimizer state) with gradients flowing through it.
-  L_latent = MSE(ẑ, E(I_h)) and, when a stage weights them, L_rec / L_perc / L_consis on D(ẑ) against I_h.
-* "autoencoder": the VAE alone (stage 0 for a VAE without pretrained weights), pixel losses on D(E(I_h)).
+"""One jit-compiled training step (SPEC §7) of a task (train/tasks.py: its model, trainable parts and losses), and
+the optimizer: AdamW on a schedule of stages, per-part learning rates, a moving average of the parameters.
 
 The model is split once into (graphdef, trainable, frozen); the step is a pure function of a `TrainState` (donated)
 and a batch of uint8 clips {"lr": (B, N, h, w, 3), "hr": (B, s_t (N-1) + 1, s_x h, s_x w, 3)}.
@@ -18,38 +15,13 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from diffst_jax.train import losses, perceptual
-
-TASKS = ("diffst", "autoencoder")
-LOSS_TERMS = ("latent", "rec", "perceptual", "consistency")
-PIXEL_TERMS = ("rec", "perceptual", "consistency")
-
+from diffst_jax.train import losses
+from diffst_jax.train.tasks import Task
 
 class TrainState(NamedTuple):
   step: jax.Array
   trainable: nnx.State
   opt_state: optax.OptState
-
-
-def trainable_filter(task: str, train_flow: bool = True) -> nnx.filterlib.Filter:
-  """Which variables the optimizer updates: everything but the VAE for DiffST (and but CFCA's flow network unless
-  `train_flow`), the VAE's params alone for stage 0."""
-  if task == "diffst":
-    frozen = ("vae",) if train_flow else ("vae", "flow")
-    return nnx.All(nnx.Param, *(nnx.Not(nnx.PathContains(name)) for name in frozen))
-  if task == "autoencoder":
-    return nnx.Param
-  raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-
-
-def check_loss_weights(task: str, weights: Mapping[str, float]) -> None:
-  unknown = set(weights) - set(LOSS_TERMS)
-  if unknown:
-    raise ValueError(f"unknown loss terms {sorted(unknown)}; the terms are {LOSS_TERMS}")
-  if not any(weights.values()):
-    raise ValueError("a stage has all loss weights 0; give at least one of " + ", ".join(LOSS_TERMS) + " a weight")
-  if task == "autoencoder" and weights.get("latent"):
-    raise ValueError("the autoencoder task has no latent loss (no target latent); set its weight to 0")
 
 
 DECAYS = ("constant", "cosine")
@@ -143,77 +115,34 @@ def make_optimizer(stages: list[Mapping[str, Any]], b1: float, b2: float, eps: f
   return optax.chain(*transforms), schedule
 
 
-def to_unit_range(frames: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [-1, 1]."""
-  return frames.astype(jnp.float32) / 127.5 - 1.0
-
-
-PIXEL_RANGES = ("unit", "symmetric")
-
-
-def pixel_terms(output: jax.Array, target: jax.Array, weights: Mapping[str, float], perceptual_kind: str,
-                 perceptual_params, pixel_range: str) -> dict[str, jax.Array]:
-  """The pixel loss terms of a decoded clip `output` against `target`, both in [-1, 1]: on [0, 1] with the output
-  clamped ("unit", as DOVE computes them), or on [-1, 1] as they are ("symmetric")."""
-  if pixel_range not in PIXEL_RANGES:
-    raise ValueError(f"pixel_range is {pixel_range!r}; expected one of {PIXEL_RANGES}")
-  if pixel_range == "unit":
-    output = jnp.clip(output, -1.0, 1.0)
-  pixels = (lambda x: x * 0.5 + 0.5) if pixel_range == "unit" else (lambda x: x)  # noqa: E731
-  terms = {}
-  if weights.get("rec"):
-    terms["rec"] = losses.reconstruction_loss(pixels(output), pixels(target))
-  if weights.get("perceptual"):
-    terms["perceptual"] = perceptual.perceptual_loss(perceptual_kind, perceptual_params, output, target)
-  if weights.get("consistency"):
-    terms["consistency"] = losses.consistency_loss(pixels(output), pixels(target))
-  return terms
-
-
-def make_preview(task: str, graphdef: nnx.GraphDef) -> Callable:
+def make_preview(task: Task, graphdef: nnx.GraphDef) -> Callable:
   """`preview(trainable, frozen, batch) -> (output, target)`, jit-compiled: what the model makes of the batch's
-  first clip (the VAE's reconstruction of it, or its upscaled LR clip) and the HR clip, in [-1, 1]."""
+  first clip (`task.output`) and the HR clip, in [-1, 1]."""
 
   @jax.jit
   def preview(trainable, frozen, batch):
     model = nnx.merge(graphdef, trainable, frozen)
-    hr = to_unit_range(batch["hr"][:1])
-    output = model.decode(model.encode(hr)) if task == "autoencoder" else model(to_unit_range(batch["lr"][:1]))
-    return output, hr
+    first = jax.tree.map(lambda clips: clips[:1], batch)
+    return task.output(model, first), losses.to_unit_range(first["hr"])
 
   return preview
 
 
-def loss_terms(task: str, model: nnx.Module, batch: Mapping[str, jax.Array], weights: Mapping[str, float],
-               perceptual_kind: str, perceptual_params, pixel_range: str = "unit") -> dict[str, jax.Array]:
-  """The loss terms a stage weights (terms of weight 0 are not computed)."""
-  hr = to_unit_range(batch["hr"])
-  if task == "autoencoder":
-    return pixel_terms(model.decode(model.encode(hr)), hr, weights, perceptual_kind, perceptual_params, pixel_range)
-  z_hat = model.denoised_latent(to_unit_range(batch["lr"]))
-  terms = {}
-  if weights.get("latent"):
-    terms["latent"] = losses.latent_loss(z_hat, jax.lax.stop_gradient(model.vae.encode(hr)))
-  if any(weights.get(term) for term in PIXEL_TERMS):
-    terms.update(pixel_terms(model.vae.decode(z_hat), hr, weights, perceptual_kind, perceptual_params, pixel_range))
-  return terms
-
-
-def make_loss_fn(task: str, graphdef: nnx.GraphDef, weights: Mapping[str, float], perceptual_kind: str,
+def make_loss_fn(task: Task, graphdef: nnx.GraphDef, weights: Mapping[str, float], perceptual_kind: str,
                  pixel_range: str = "unit") -> Callable:
   """`loss(trainable, frozen, perceptual_params, batch) -> (weighted total, {term: value})`."""
-  check_loss_weights(task, weights)
+  task.check_loss_weights(weights)
   weights = {term: float(weight) for term, weight in weights.items() if weight}
 
   def total_loss(trainable, frozen, perceptual_params, batch):
     model = nnx.merge(graphdef, trainable, frozen)
-    terms = loss_terms(task, model, batch, weights, perceptual_kind, perceptual_params, pixel_range)
+    terms = task.losses(model, batch, weights, perceptual_kind, perceptual_params, pixel_range)
     return sum(weights[term] * value for term, value in terms.items()), terms
 
   return total_loss
 
 
-def make_train_step(task: str, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+def make_train_step(task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     weights: Mapping[str, float], perceptual_kind: str, state_sharding=None,
                     pixel_range: str = "unit") -> Callable:
   """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated; with

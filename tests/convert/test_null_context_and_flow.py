@@ -16,8 +16,7 @@ from diffst_jax import config_files
 from diffst_jax.convert import null_context, spynet
 from diffst_jax.models import diffst
 from diffst_jax.models.flow import SpyNet
-from diffst_jax.train import loop
-from diffst_jax.train import step as train_step
+from diffst_jax.train import loop, tasks
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -126,12 +125,12 @@ def test_a_diffst_built_with_both_exports_the_padded_context_and_the_frozen_flow
   torch.save({"params": weights}, tmp_path / "spynet.pth")  # BasicSR's layout
   config.init.null_context, config.init.flow = str(tmp_path / "empty_prompt.npy"), str(tmp_path / "spynet.pth")
 
-  model = loop.build_model(config)
-  _, trainable, frozen = nnx.split(model, train_step.trainable_filter("diffst", loop.trains_flow(config)), ...)
+  model = tasks.get("diffst").build(config)
+  _, trainable, frozen = nnx.split(model, tasks.get("diffst").trainable(tasks.trains_flow(config)), ...)
   assert not any("flow" in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(trainable))
   assert any("flow" in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(frozen))
   config.init.train_flow = True
-  _, trainable = nnx.split(model, train_step.trainable_filter("diffst", loop.trains_flow(config)), ...)[:2]
+  _, trainable = nnx.split(model, tasks.get("diffst").trainable(tasks.trains_flow(config)), ...)[:2]
   assert any("flow" in jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(trainable))
 
   loop._export(model, config, tmp_path / "model")  # pylint: disable=protected-access
@@ -146,4 +145,4 @@ def test_a_diffst_built_with_both_exports_the_padded_context_and_the_frozen_flow
 
   config.init.flow = str(tmp_path / "empty_prompt.npy")
   with pytest.raises(ValueError, match="init.flow = .*empty_prompt.npy: .*expected BasicSR SpyNet weights"):
-    loop.build_model(config)
+    tasks.get("diffst").build(config)

@@ -28,7 +28,7 @@ from diffst_jax.models import diffst  # noqa: E402  pylint: disable=wrong-import
 from diffst_jax.parallel import distributed, plan, rules  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel.mesh import make_mesh, parse_mesh  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax import config_files  # noqa: E402  pylint: disable=wrong-import-position
-from diffst_jax.train import perceptual  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax.train import perceptual, tasks  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.train import step as train_step  # noqa: E402  pylint: disable=wrong-import-position
 
 WEIGHTS = dict(latent=1.0, rec=1.0, perceptual=1.0, consistency=1.0)
@@ -46,7 +46,7 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
   """Upscaled `frames`, and the loss, gradient norm and gradients of one train step; with `mesh_text`, on that mesh
   over the devices of all processes, each process holding its clips of the batch."""
   model, batch, frames = _inputs()
-  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter("diffst"), ...)
+  graphdef, trainable, frozen = nnx.split(model, tasks.get("diffst").trainable(), ...)
   tx = _gradient_recorder()
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
   with contextlib.ExitStack() as stack:
@@ -61,7 +61,7 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
       local = slice(jax.process_index() * clips, (jax.process_index() + 1) * clips)
       batch = rules.global_batch({name: value[local] for name, value in batch.items()}, mesh)
     upscaled = diffst.upscale(model, jnp.asarray(frames))
-    step = train_step.make_train_step("diffst", graphdef, tx, optax.constant_schedule(0.0), WEIGHTS, "lpips_alex",
+    step = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, optax.constant_schedule(0.0), WEIGHTS, "lpips_alex",
                                       state_sharding=state_sharding)
     state, metrics = step(state, frozen, perceptual.load("lpips_alex"), batch)
     results = {name: np.asarray(multihost_utils.process_allgather(value, tiled=True))

@@ -213,7 +213,7 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   from diffst_jax.convert import vae as vae_convert  # pylint: disable=import-outside-toplevel
   from diffst_jax.models.dit import WanDiT, WanDiTConfig  # pylint: disable=import-outside-toplevel
   from diffst_jax.models.vae import WanVAE, WanVAEConfig  # pylint: disable=import-outside-toplevel
-  from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import tasks  # pylint: disable=import-outside-toplevel
 
   rngs = nnx.Rngs(jax.random.key(7, impl="rbg"))
   vae, dit = WanVAE(WanVAEConfig(**tiny_config.vae), rngs=rngs), WanDiT(WanDiTConfig(**tiny_config.dit), rngs=rngs)
@@ -221,7 +221,7 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   dit_convert.export_diffusers(dit, tmp_path / "dit")  # a diffusers directory, as released weights come
   config = config_files.load(ROOT / "configs" / "tiny.py")
   config.init.vae, config.init.dit = str(tmp_path / "vae"), str(tmp_path / "dit")
-  model = loop.build_model(config)
+  model = tasks.get(config.task).build(config)
 
   def assert_parts_equal(model, parts):
     for part, expected in parts:
@@ -234,26 +234,26 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
   trained = diffst.init(diffst.DiffSTConfig.from_dict(config.model.to_dict()), seed=3)
   diffst.save(trained, tmp_path / "diffst")
   config.init.vae = config.init.dit = str(tmp_path / "diffst")
-  assert_parts_equal(loop.build_model(config), (("vae", trained.vae), ("dit", trained.dit)))
-  fresh_cfca = jax.tree.leaves(nnx.state(loop.build_model(config).cfca, nnx.Param))
+  assert_parts_equal(tasks.get(config.task).build(config), (("vae", trained.vae), ("dit", trained.dit)))
+  fresh_cfca = jax.tree.leaves(nnx.state(tasks.get(config.task).build(config).cfca, nnx.Param))
   assert not all(np.array_equal(f, t) for f, t in zip(fresh_cfca, jax.tree.leaves(nnx.state(trained.cfca, nnx.Param))))
   config.init.cfca = config.init.vrg = str(tmp_path / "diffst")  # fine-tuning a trained DiffST: all of it
-  assert_parts_equal(loop.build_model(config), [(part, getattr(trained, part)) for part in loop.PARTS])
+  assert_parts_equal(tasks.get(config.task).build(config), [(part, getattr(trained, part)) for part in tasks.PARTS])
   config.init.vrg = str(tmp_path / "dit")
   with pytest.raises(ValueError, match="init.vrg = .* is not a trained DiffST"):
-    loop.build_model(config)
+    tasks.get(config.task).build(config)
   config.init.vrg = str(tmp_path / "diffst")
   config.model.dit.text_dim, config.init.dit = 16, ""  # VRG's tokens are sized by the DiT's text_dim
   with pytest.raises(ValueError, match="init.vrg = .* has parameters shaped unlike model.vrg"):
-    loop.build_model(config)
+    tasks.get(config.task).build(config)
   config.model.dit.text_dim, config.init.dit, config.init.cfca, config.init.vrg = 24, config.init.vae, "", ""
 
   config.model.dit.num_layers = 3
   with pytest.raises(ValueError, match=r"init.dit = .* \(differs in num_layers\)"):
-    loop.build_model(config)
+    tasks.get(config.task).build(config)
   config.model.dit.num_layers, config.init.vae = 2, ""
   with pytest.raises(ValueError, match="needs trained VAE weights"):
-    loop.build_model(config)
+    tasks.get(config.task).build(config)
 
 
 def test_the_exported_model_records_its_training_clip_and_crop(tmp_path):
@@ -280,12 +280,12 @@ def test_tensorboard_writer_does_not_import_torch(tmp_path):
 def test_a_learning_rate_scale_for_a_part_the_run_does_not_train_is_named():
   from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
-  from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import loop, tasks  # pylint: disable=import-outside-toplevel
 
   config = config_files.load(ROOT / "configs" / "tiny_vae.py")
   config.optimizer.learning_rate_scale = {"cfca": 5.0}
   mesh = make_mesh({"data": 1}, jax.devices()[:1])
   with pytest.raises(ValueError, match="names cfca, which this run does not train; the trained parts are decoder"):
-    loop.program(config, loop.abstract_model(config), mesh, rules.DEFAULT_RULES)
+    loop.program(config, tasks.get(config.task).abstract(config), mesh, rules.DEFAULT_RULES)
   config.optimizer.learning_rate_scale = {"decoder": 5.0}
-  assert loop.program(config, loop.abstract_model(config), mesh, rules.DEFAULT_RULES).tx is not None
+  assert loop.program(config, tasks.get(config.task).abstract(config), mesh, rules.DEFAULT_RULES).tx is not None

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from diffst_jax.models import diffst
-from diffst_jax.train import perceptual
+from diffst_jax.train import losses, perceptual, tasks
 from diffst_jax.train import step as train_step
 
 ALL_TERMS = dict(latent=1.0, rec=1.0, perceptual=0.5, consistency=1.0)
@@ -29,11 +29,11 @@ def _leaves(state: nnx.State) -> dict:
 def test_two_steps_move_only_trainable_parameters(tiny_config):
   model = diffst.init(diffst.DiffSTConfig.from_dict(tiny_config.to_dict()), seed=3)
   before = _leaves(nnx.state(model))
-  graphdef, trainable, frozen = nnx.split(model, train_step.trainable_filter("diffst"), ...)
+  graphdef, trainable, frozen = nnx.split(model, tasks.get("diffst").trainable(), ...)
   frozen_before = _leaves(frozen)
   tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=1.0)
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
-  run = train_step.make_train_step("diffst", graphdef, tx, schedule, ALL_TERMS, "lpips_alex")
+  run = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, schedule, ALL_TERMS, "lpips_alex")
   lpips = perceptual.load("lpips_alex")
   for seed in range(2):
     state, metrics = run(state, frozen, lpips, _batch(seed))
@@ -58,10 +58,11 @@ def test_autoencoder_task_trains_the_vae(tiny_config):
   from diffst_jax.models.vae import WanVAE, WanVAEConfig  # pylint: disable=import-outside-toplevel
 
   vae = WanVAE(WanVAEConfig(**tiny_config.vae), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
-  graphdef, trainable, frozen = nnx.split(vae, train_step.trainable_filter("autoencoder"), ...)
+  graphdef, trainable, frozen = nnx.split(vae, tasks.get("autoencoder").trainable(), ...)
   tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
-  run = train_step.make_train_step("autoencoder", graphdef, tx, schedule, dict(rec=1.0, consistency=1.0), "lpips")
+  run = train_step.make_train_step(tasks.get("autoencoder"), graphdef, tx, schedule, dict(rec=1.0, consistency=1.0),
+                                   "lpips")
   before = _leaves(trainable)
   state, metrics = run(state, frozen, None, _batch(0))
   assert np.isfinite(float(metrics["loss"])) and set(metrics) >= {"loss_rec", "loss_consistency"}
@@ -123,12 +124,12 @@ def test_parameter_average_follows_the_updates_it_passes_through():
 ])
 def test_bad_loss_weights_are_named(task, weights, message):
   with pytest.raises(ValueError, match=message):
-    train_step.check_loss_weights(task, weights)
+    tasks.get(task).check_loss_weights(weights)
 
 
 def test_unknown_task_is_named():
   with pytest.raises(ValueError, match="task must be one of"):
-    train_step.trainable_filter("gan")
+    tasks.get("gan")
 
 
 def test_pixel_losses_on_the_unit_range_are_doves():
@@ -136,8 +137,8 @@ def test_pixel_losses_on_the_unit_range_are_doves():
   target = jnp.asarray(rng.uniform(-1, 1, (1, 3, 4, 4, 3)), jnp.float32)
   output = jnp.asarray(rng.uniform(-1.5, 1.5, (1, 3, 4, 4, 3)), jnp.float32)
   weights = dict(rec=1.0, consistency=1.0)
-  unit = train_step.pixel_terms(output, target, weights, "lpips", None, "unit")
-  symmetric = train_step.pixel_terms(output, target, weights, "lpips", None, "symmetric")
+  unit = losses.pixel_terms(output, target, weights, "lpips", None, "unit")
+  symmetric = losses.pixel_terms(output, target, weights, "lpips", None, "symmetric")
   # DOVE: (x * 0.5 + 0.5).clamp(0, 1) for the decoded clip, x * 0.5 + 0.5 for the ground truth.
   out01, target01 = np.clip(np.asarray(output) * 0.5 + 0.5, 0, 1), np.asarray(target) * 0.5 + 0.5
   np.testing.assert_allclose(unit["rec"], np.mean((out01 - target01) ** 2), rtol=1e-6)
@@ -145,12 +146,12 @@ def test_pixel_losses_on_the_unit_range_are_doves():
                              rtol=1e-6)
   np.testing.assert_allclose(symmetric["rec"], np.mean((np.asarray(output) - np.asarray(target)) ** 2), rtol=1e-6)
   inside = jnp.clip(output, -1, 1)
-  np.testing.assert_allclose(train_step.pixel_terms(inside, target, weights, "lpips", None, "symmetric")["rec"],
+  np.testing.assert_allclose(losses.pixel_terms(inside, target, weights, "lpips", None, "symmetric")["rec"],
                              4 * unit["rec"], rtol=1e-6)
-  gradient = jax.grad(lambda o: train_step.pixel_terms(o, target, dict(rec=1.0), "lpips", None, "unit")["rec"])(output)
+  gradient = jax.grad(lambda o: losses.pixel_terms(o, target, dict(rec=1.0), "lpips", None, "unit")["rec"])(output)
   assert not np.asarray(gradient)[np.abs(np.asarray(output)) > 1].any()  # clamped pixels get no gradient
   with pytest.raises(ValueError, match="pixel_range is 'zero_one'"):
-    train_step.pixel_terms(output, target, weights, "lpips", None, "zero_one")
+    losses.pixel_terms(output, target, weights, "lpips", None, "zero_one")
 
 
 def test_a_fresh_optimizer_starts_adam_anew_on_the_schedule_it_reached():

@@ -154,8 +154,7 @@ def memory(compiled) -> dict[str, int]:
   numbers = {"argument_bytes": analysis.argument_size_in_bytes, "output_bytes": analysis.output_size_in_bytes,
              "alias_bytes": analysis.alias_size_in_bytes, "temp_bytes": analysis.temp_size_in_bytes,
              "generated_code_bytes": analysis.generated_code_size_in_bytes}
-  numbers["peak_bytes_per_device"] = (numbers["argument_bytes"] + numbers["output_bytes"] - numbers["alias_bytes"]
-                                      + numbers["temp_bytes"])
+  numbers["peak_bytes_per_device"] = backend.peak_bytes(compiled)
   return numbers
 
 

@@ -15,13 +15,20 @@ MIN_TILE = 16  # LR pixels: smaller tiles leave the VAE and DiT almost nothing b
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """How to cut a clip of `frames` x `height` x `width` LR pixels; `tile_batch`: at most how many tiles of a chunk
-  go through the model in one call (they share one compiled program and its per-call overhead)."""
+  go through the model in one call (they share one compiled program and its per-call overhead). `tile` None: the
+  whole frame, or the largest tile whose program fits in memory (`inference.fit_to_memory`), with `tile_overlap`
+  a quarter of it."""
 
   chunk_frames: int
   overlap_frames: int
-  tile: tuple[int, int]
-  tile_overlap: int
+  tile: tuple[int, int] | None
+  tile_overlap: int | None
   tile_batch: int = 1
+
+  def with_tile(self, tile: tuple[int, int]) -> "Plan":
+    """This plan with `tile`, its overlap a quarter of it (at least 1) unless the plan gives one."""
+    overlap = max(1, min(tile) // 4) if self.tile_overlap is None else self.tile_overlap
+    return dataclasses.replace(self, tile=tuple(tile), tile_overlap=overlap)
 
   def check(self) -> None:
     if self.chunk_frames < 2:
@@ -29,17 +36,20 @@ class Plan:
     if not 0 <= self.overlap_frames < self.chunk_frames:
       raise ValueError(f"--overlap-frames must be in [0, chunk frames = {self.chunk_frames}), got "
                        f"{self.overlap_frames}")
+    if self.tile_batch < 1:
+      raise ValueError(f"--tile-batch must be at least 1, got {self.tile_batch}")
+    if self.tile is None:
+      return
     if min(self.tile) < MIN_TILE:
       raise ValueError(f"--tile {self.tile[0]} {self.tile[1]} is smaller than the model allows; tiles must be at "
                        f"least {MIN_TILE}x{MIN_TILE} LR pixels")
-    if self.tile_batch < 1:
-      raise ValueError(f"--tile-batch must be at least 1, got {self.tile_batch}")
     if not 0 <= 2 * self.tile_overlap < min(self.tile):
       raise ValueError(f"--tile-overlap must be under half the tile size, got {self.tile_overlap} for "
                        f"{self.tile[0]}x{self.tile[1]}")
 
 
-DEFAULT_PLAN = Plan(chunk_frames=17, overlap_frames=4, tile=(128, 128), tile_overlap=32)
+DEFAULT_PLAN = Plan(chunk_frames=17, overlap_frames=4, tile=None, tile_overlap=None)
+BATCH_AREA = 128 * 128  # LR pixels of the tiles batched into one call by default
 
 
 def add_plan_flags(parser: argparse.ArgumentParser) -> None:
@@ -49,28 +59,30 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--overlap-frames", type=int, help="input frames shared by neighbouring chunks (default: a "
                       "quarter of the chunk)")
   parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), help="LR tile size in pixels (default: the "
-                      f"checkpoint's training crop, else {DEFAULT_PLAN.tile[0]}x{DEFAULT_PLAN.tile[1]})")
+                      "tile the checkpoint records, else the whole frame, tiled only as far as the device's memory "
+                      "requires)")
   parser.add_argument("--tile-overlap", type=int, help="LR pixels shared by neighbouring tiles (default: a quarter "
                       "of the tile)")
   parser.add_argument("--tile-batch", type=int, help="at most this many tiles per model call (default: as many as "
-                      f"cover one {DEFAULT_PLAN.tile[0]}x{DEFAULT_PLAN.tile[1]} tile, the memory of one default tile)")
+                      "cover 128x128 LR pixels)")
 
 
 def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overlap_frames: int | None = None,
              tile: Sequence[int] | None = None, tile_overlap: int | None = None,
              tile_batch: int | None = None) -> Plan:
-  """A checked Plan: each size as given, else the one the checkpoint was trained on (`trained`: its "chunk_frames"
-  and "tile", diffst.trained_sizes; a tile at least MIN_TILE), else DEFAULT_PLAN's; each overlap a quarter of its
-  chunk or tile (at least 1) unless given; tiles batched up to the area of one DEFAULT_PLAN tile unless given. A
-  model sees no longer clips and no larger crops in training: its causal VAE drifts beyond the clip, and its
-  attention spreads over more tokens than it learnt on beyond the crop."""
+  """A checked Plan: each size as given, else what the checkpoint records (`trained`, diffst.trained_sizes: its
+  training clip length "chunk_frames", and a "tile" measured best for it, at least MIN_TILE), else DEFAULT_PLAN's;
+  each overlap a quarter of its chunk or tile (at least 1) unless given; tiles batched up to BATCH_AREA unless given.
+  Without a tile the model sees whole frames, tiled only where memory requires (inference.fit_to_memory): its causal
+  VAE drifts beyond the training clip length, but its video-level guidance (VRG) and the DiT's attention are meant
+  to see the frame."""
   chunk = chunk_frames or trained.get("chunk_frames") or DEFAULT_PLAN.chunk_frames
-  trained_tile = max(trained["tile"], MIN_TILE) if trained.get("tile") else None
-  tile = tuple(tile) if tile else (trained_tile,) * 2 if trained_tile else DEFAULT_PLAN.tile
-  quarter = lambda size: max(1, size // 4)  # noqa: E731
-  same_area = max(1, DEFAULT_PLAN.tile[0] * DEFAULT_PLAN.tile[1] // (tile[0] * tile[1]))
-  plan = Plan(chunk, quarter(chunk) if overlap_frames is None else overlap_frames, tile,
-              quarter(min(tile)) if tile_overlap is None else tile_overlap, tile_batch or same_area)
+  recorded = max(trained["tile"], MIN_TILE) if trained.get("tile") else None
+  tile = tuple(tile) if tile else (recorded,) * 2 if recorded else None
+  overlap = max(1, chunk // 4) if overlap_frames is None else overlap_frames
+  plan = Plan(chunk, overlap, None, tile_overlap, tile_batch or 1)
+  if tile:
+    plan = dataclasses.replace(plan.with_tile(tile), tile_batch=tile_batch or max(1, BATCH_AREA // (tile[0] * tile[1])))
   plan.check()
   return plan
 

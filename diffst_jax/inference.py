@@ -7,16 +7,22 @@ to the other. Tiles do the same in space (separable ramps). A chunk that covers 
 covers the whole frame reproduce whole-clip inference exactly (all weights are 1).
 """
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 
+import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
 
-from diffst_jax.chunking import Plan, overlaps, ramp, spans
+from diffst_jax.chunking import MIN_TILE, Plan, overlaps, ramp, spans
+from diffst_jax.models import diffst
 from diffst_jax.models.diffst import DiffST, upscale
 from diffst_jax.ops import color_fix as color_ops
 from diffst_jax.ops import resize
+from diffst_jax.parallel import backend
+from diffst_jax.parallel import plan as execution_plan
 
 TilesFn = Callable[[np.ndarray], np.ndarray]
 
@@ -28,6 +34,31 @@ def model_tiles(model: DiffST, across_processes: bool = True) -> TilesFn:
   if not across_processes:
     return lambda tiles: np.asarray(upscale(model, jnp.asarray(tiles)))
   return lambda tiles: multihost_utils.process_allgather(upscale(model, jnp.asarray(tiles)), tiled=True)
+
+
+def program_bytes(model: DiffST, frames: int, tile: tuple[int, int], batch: int) -> int:
+  """Peak memory per device of the program that upscales `batch` tiles of `frames` x `tile` LR pixels (compiled,
+  not run), under the current execution plan."""
+  extra = diffst.padding_for(model.config, frames, *tile)
+  shape = (batch, frames + extra[0], tile[0] + extra[1], tile[1] + extra[2], 3)
+  graphdef, state = nnx.split(model)
+  lowered = diffst.forward.lower(graphdef, execution_plan.current(), state, jax.ShapeDtypeStruct(shape, jnp.float32))
+  return backend.peak_bytes(lowered.compile())
+
+
+def fit_to_memory(model: DiffST, plan: Plan, frames: int, size: tuple[int, int], budget: int | None = None) -> Plan:
+  """`plan` with a tile: the whole frame (`size`, LR pixels) if its program fits in `budget` bytes (default: the
+  device's, backend.memory_budget), else the largest tile that does, halving the longer side."""
+  budget = backend.memory_budget(jax.devices()[0]) if budget is None else budget
+  tile, frames = tuple(size), min(frames, plan.chunk_frames)
+  while (needed := program_bytes(model, frames, tile, plan.tile_batch)) > budget:
+    if max(tile) <= MIN_TILE:
+      raise ValueError(f"upscaling needs {needed / 2**30:.2f} GiB per device even in {MIN_TILE}x{MIN_TILE} tiles, "
+                       f"more than the {budget / 2**30:.2f} GiB there are; use --chunk-frames smaller, --precision "
+                       "bf16 or --mesh over more devices")
+    longer = int(tile[1] > tile[0])
+    tile = tuple(max(MIN_TILE, -(-side // 2)) if axis == longer else side for axis, side in enumerate(tile))
+  return plan.with_tile(tile)
 
 
 def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int) -> np.ndarray:
@@ -58,7 +89,7 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
   """Streams the output frames (uint8, s_x h x s_x w x 3) of `num_frames` uint8 input frames, chunk by chunk;
   holds at most a chunk of input and of output in memory. `run_tiles` replaces the model (model_tiles).
   `color_fix` ("none", "wavelet", "adain"; ops/color_fix.py) corrects each output frame's colour towards the
-  bicubic-upscaled, time-blended input's."""
+  bicubic-upscaled, time-blended input's. A plan without a tile gets one from `fit_to_memory`."""
   plan.check()
   if color_fix not in color_ops.COLOR_FIXES:
     raise ValueError(f"colour fix {color_fix!r} is unknown; use one of {', '.join(color_ops.COLOR_FIXES)}")
@@ -67,6 +98,12 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
   chunks = spans(num_frames, plan.chunk_frames, plan.overlap_frames)
   shared_outputs = overlaps(chunks, lambda n: s_t * (n - 1) + 1)
   source = iter(frames)
+  if plan.tile is None:
+    first = next(source, None)
+    if first is None:
+      raise ValueError(f"the input ended after 0 frames, {num_frames} were expected")
+    plan = fit_to_memory(model, plan, num_frames, first.shape[:2])
+    source = itertools.chain([first], source)
   window, window_start = [], 0  # input frames window_start, window_start + 1, ...
   pending = np.zeros((0,))  # weighted output frames still to be blended with the next chunk
   for (start, end), (before, after) in progress(list(zip(chunks, shared_outputs))):

@@ -39,9 +39,10 @@ def _plan(flags: list[str], trained: dict[str, int]) -> chunking.Plan:
   return chunking.plan_from_flags(parser.parse_args(flags), trained)
 
 
-def test_plans_default_to_the_trained_clip_and_crop():
+def test_plans_default_to_the_trained_clip_and_the_recorded_tile():
   trained = {"chunk_frames": 5, "tile": 16}
-  assert _plan([], {}) == chunking.DEFAULT_PLAN == chunking.Plan(17, 4, (128, 128), 32, tile_batch=1)
+  assert _plan([], {}) == chunking.DEFAULT_PLAN == chunking.Plan(17, 4, None, None, tile_batch=1)  # whole frames
+  assert _plan([], {"chunk_frames": 5}) == chunking.Plan(5, 1, None, None, tile_batch=1)
   # overlaps: a quarter; tiles batched up to one 128x128 tile's area
   assert _plan([], trained) == chunking.Plan(5, 1, (16, 16), 4, tile_batch=64)
   assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == chunking.Plan(9, 2, (32, 48), 8, 10)
@@ -170,3 +171,19 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
   assert inference.upscale_video.__defaults__[-1] == "none"
   with pytest.raises(ValueError, match="colour fix 'gray' is unknown"):
     next(inference.upscale_video(model, iter(clip), len(clip), plan, color_fix="gray"))
+
+
+def test_a_plan_without_a_tile_runs_whole_frames_as_far_as_memory_allows(model):
+  plan = chunking.Plan(5, 1, None, None)
+  whole = inference.program_bytes(model, 5, (48, 64), 1)
+  assert inference.program_bytes(model, 5, (48, 32), 1) < whole  # the estimate follows the tile
+  assert inference.fit_to_memory(model, plan, 9, (48, 64), budget=whole).tile == (48, 64)
+  halved = inference.fit_to_memory(model, plan, 9, (48, 64), budget=whole - 1)
+  assert halved.tile == (48, 32) and halved.tile_overlap == 8  # the longer side halved, overlap a quarter
+  assert inference.fit_to_memory(model, plan, 9, (48, 64), budget=whole // 3).tile in ((24, 32), (24, 16), (16, 16))
+  with pytest.raises(ValueError, match=r"needs .* GiB per device even in 16x16 tiles"):
+    inference.fit_to_memory(model, plan, 9, (48, 64), budget=1)
+  frames = np.random.default_rng(0).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
+  got = np.stack(list(inference.upscale_video(model, iter(frames), 5, plan)))  # whole frames on this machine
+  want = np.stack(list(inference.upscale_video(model, iter(frames), 5, plan.with_tile((48, 64)))))
+  np.testing.assert_array_equal(got, want)

@@ -158,8 +158,8 @@ def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
 def save(model: DiffST, directory: str | pathlib.Path, source: dict[str, Any] | None = None,
          trained_sizes: dict[str, int] | None = None) -> pathlib.Path:
   """Writes the model as our Orbax checkpoint (model.json + params); the directory must be new or empty.
-  `trained_sizes`: the input frames ("chunk_frames") and LR crop size ("tile") of its training clips, the chunk and
-  tile infer.py then defaults to (chunking.plan_for)."""
+  `trained_sizes`: what infer.py then defaults to (chunking.plan_for): the input frames of its training clips
+  ("chunk_frames") and, where one was measured best, an LR tile size ("tile")."""
   return checkpoint.save(directory, MODEL_NAME, dataclasses.asdict(model.config),
                          nnx.to_pure_dict(nnx.state(model)), source, trained_sizes)
 

@@ -79,3 +79,23 @@ def enable_compilation_cache() -> None:
 
   jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE)))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+MEMORY_SHARE = 0.8  # of a device's memory (or of the host's available RAM) a single program may plan to use
+
+
+def memory_budget(device) -> int:
+  """Bytes one program may use on `device`: a share of an accelerator's memory, or on a CPU of the RAM the host has
+  free now."""
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  if stats and stats.get("bytes_limit"):
+    return int(MEMORY_SHARE * stats["bytes_limit"])
+  return int(MEMORY_SHARE * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def peak_bytes(compiled) -> int:
+  """The memory a compiled program holds at its peak on each device (XLA's memory analysis): its arguments, outputs
+  (less what they alias) and temporaries."""
+  analysis = compiled.memory_analysis()
+  return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
+          + analysis.temp_size_in_bytes)

@@ -168,10 +168,10 @@ class DiffSTTask(Task):
     return model(losses.to_unit_range(batch["lr"]))
 
   def export(self, model, config, directory):
-    # the model's input is every time_scale-th frame of the HR training crop
+    # the model's input is every time_scale-th frame of the HR training clip; it runs on whole frames (no "tile":
+    # its guidance and attention are meant to see the frame, chunking.plan_for)
     diffst.save(model, directory, trained_sizes={
-        "chunk_frames": (config.data.clip_frames - 1) // model.config.time_scale + 1,
-        "tile": config.data.crop_size // model.config.space_scale})
+        "chunk_frames": (config.data.clip_frames - 1) // model.config.time_scale + 1})
 
 
 class AutoencoderTask(Task):

@@ -256,15 +256,15 @@ def test_init_weights_come_from_config(tiny_config, tmp_path):
     tasks.get(config.task).build(config)
 
 
-def test_the_exported_model_records_its_training_clip_and_crop(tmp_path):
+def test_the_exported_model_records_its_training_clip_length(tmp_path):
   from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
 
   config = config_files.load(ROOT / "configs" / "tiny.py")
   model = diffst.init(diffst.DiffSTConfig.from_dict(config.model.to_dict()))
   loop._export(model, config, tmp_path / "model")  # pylint: disable=protected-access
-  assert (config.data.clip_frames, config.data.crop_size) == (9, 64)
-  # infer.py's default chunk and tile: the 5 odd frames of 9, the 16x16 LR pixels of a 64x64 HR crop
-  assert diffst.trained_sizes(tmp_path / "model") == {"chunk_frames": 5, "tile": 16}
+  assert config.data.clip_frames == 9
+  # infer.py's default chunk: the 5 odd frames of 9; no tile, so whole frames (as far as memory allows)
+  assert diffst.trained_sizes(tmp_path / "model") == {"chunk_frames": 5}
 
 
 def test_tensorboard_writer_does_not_import_torch(tmp_path):

@@ -45,5 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.stages.stage1.update(steps=300, learning_rate=1e-3, warmup_steps=20)
   config.stages.stage2.update(steps=100, learning_rate=2e-4, warmup_steps=0, fresh_optimizer=False)
   config.pixel_range = "symmetric"  # the losses weights/tiny was trained with (docs/TRAINING.md)
+  config.data.degradation = "earlier"  # and its degradations
   config.optimizer.clip_norm = 1.0
   return config

@@ -39,6 +39,7 @@ class TrainingPair(grain.transforms.MapWithIndex):
   with_lr: bool = True
   degradation_window: int = 0
   augment: bool = False
+  recipe: degrade.Recipe = degrade.DOVE
 
   def map_with_index(self, index: int, element: dict) -> dict[str, np.ndarray]:
     rng = np.random.default_rng((self.seed, index))
@@ -52,10 +53,10 @@ class TrainingPair(grain.transforms.MapWithIndex):
       return {"hr": crop(self.crop_size, self.crop_size)}
     if self.degradation_window <= self.crop_size:
       hr = crop(self.crop_size, self.crop_size)
-      lr = degrade.degrade_space(hr, rng, s)
+      lr = degrade.degrade_space(hr, rng, s, self.recipe)
     else:
       window = crop(*(min(self.degradation_window, size) // s * s for size in clip.shape[1:3]))
-      lr_window = degrade.degrade_space(window, rng, s)
+      lr_window = degrade.degrade_space(window, rng, s, self.recipe)
       top, left = (s * rng.integers((size - self.crop_size) // s + 1) for size in window.shape[1:3])
       hr = window[:, top:top + self.crop_size, left:left + self.crop_size]
       lr = lr_window[:, top // s:(top + self.crop_size) // s, left // s:(left + self.crop_size) // s]
@@ -122,11 +123,13 @@ def _mark_flags_parsed() -> None:
 def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: int, space_scale: int,
                  time_scale: int, batch_size: int, seed: int, num_workers: int = 0, split: str = "train",
                  clip_stride: int | None = None, with_lr: bool = True, degradation_window: int = 0,
-                 augment: bool = False, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+                 augment: bool = False, degradation: str = "dove", process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
   """Endless batches {"hr": uint8 (B, T, crop, crop, 3), "lr": uint8 (B, (T-1)//s_t+1, crop/s_x, crop/s_x, 3)};
   `with_lr=False` skips the degradations and gives "hr" alone (training a VAE needs no LR input);
   `degradation_window` > `crop_size` degrades a window that large around each crop (see the module docstring);
-  `augment` flips and transposes each example at random before it is degraded (`random_flip`).
+  `augment` flips and transposes each example at random before it is degraded (`random_flip`); `degradation` names
+  the degradation recipe (degrade.RECIPES: "dove", or "earlier", this project's before it followed DOVE).
 
   Reads the clips `builder.prepare` stored in `data_dir` (`split` may be a TFDS slice, e.g. "train[:90%]");
   `num_workers` > 0 prepares batches in that many worker processes (their arrays live in shared memory, freed when
@@ -145,7 +148,7 @@ def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: i
               .shuffle(seed=seed)
               .repeat()
               .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed, with_lr, degradation_window,
-                                           augment)))
+                                           augment, degrade.recipe(degradation))))
   if num_workers:
     _mark_flags_parsed()
   return grain.experimental.ElasticIterator(

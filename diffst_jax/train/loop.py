@@ -118,6 +118,7 @@ def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
       space_scale=model.space_scale, time_scale=model.cfca.time_scale, batch_size=config.data.batch_size,
       seed=config.seed, num_workers=config.data.workers, with_lr=tasks.get(config.task).uses_lr,
       degradation_window=config.data.degradation_window, augment=config.data.augment,
+      degradation=config.data.degradation,
       process_index=jax.process_index(), process_count=jax.process_count())
 
 

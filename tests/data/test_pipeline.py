@@ -94,7 +94,7 @@ def test_every_epoch_reads_every_clip_once(data_dir):
 def test_lr_frame_t_is_hr_frame_t_times_s_t(data_dir, monkeypatch, time_scale, degradation_window, augment):
   """With the space degradation replaced by plain subsampling, LR frames are exactly HR frames 0, s_t, 2 s_t, ...,
   also when the LR crop is cut from a degraded larger window, and when the clips are flipped."""
-  monkeypatch.setattr(degrade, "degrade_space", lambda clip, rng, scale: clip[:, ::scale, ::scale])
+  monkeypatch.setattr(degrade, "degrade_space", lambda clip, rng, scale, recipe: clip[:, ::scale, ::scale])
   batches, _ = _take(_dataset(data_dir, time_scale=time_scale, batch_size=3,
                               degradation_window=degradation_window, augment=augment), 2)
   for batch in batches:
@@ -106,7 +106,7 @@ def test_lr_frame_t_is_hr_frame_t_times_s_t(data_dir, monkeypatch, time_scale, d
 def test_the_degradation_sees_the_window_clipped_to_the_frame(monkeypatch, degradation_window, degraded_size):
   calls = []  # (thread, clip): an earlier test's prefetch thread may still be degrading after its iterator closed
   monkeypatch.setattr(degrade, "degrade_space",
-                      lambda clip, rng, scale: calls.append((threading.get_ident(), clip)) or clip[:, ::4, ::4])
+                      lambda clip, rng, scale, recipe: calls.append((threading.get_ident(), clip)) or clip[:, ::4, ::4])
   clip = np.random.default_rng(0).integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
   training_pair = pipeline.TrainingPair(32, 4, 2, seed=0, degradation_window=degradation_window)
   pair = training_pair.map_with_index(0, {"clip": clip})

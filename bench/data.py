@@ -20,17 +20,20 @@ from diffst_jax.data import degrade
 from diffst_jax.io import video
 
 
-def _direct_blur(clip: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-  return scipy.ndimage.correlate(clip, kernel[None, :, :, None], mode="reflect")
+SCIPY_BORDERS = {"reflect": "mirror", "symmetric": "reflect"}  # numpy's pad modes -> scipy.ndimage's names for them
+
+
+def _direct_blur(clip: np.ndarray, kernel: np.ndarray, border: str) -> np.ndarray:
+  return scipy.ndimage.correlate(clip, kernel[None, :, :, None], mode=SCIPY_BORDERS[border])
 
 
 def _median_degrade_seconds(clip: np.ndarray, repeats: int) -> tuple[float, float]:
   """Median seconds of `degrade.degrade` over seeds 0..repeats-1, and the median share of it spent in blur."""
   blur, in_blur = degrade.blur, []
 
-  def timed_blur(x, kernel):
+  def timed_blur(x, kernel, border):
     start = time.perf_counter()
-    out = blur(x, kernel)
+    out = blur(x, kernel, border)
     in_blur[-1] += time.perf_counter() - start
     return out
 

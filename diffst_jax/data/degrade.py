@@ -42,10 +42,24 @@ class Recipe:
   # The frame rate the codec stream is opened at. A bitrate is per second, so each frame gets bitrate / codec_rate
   # bits: DOVE opens it at 1 fps (`add_stream(codec, rate=1)`), 1e4-1e5 bits per frame; earlier 25 fps.
   codec_rate: int = 1
+  # The blur kernels: "dove" draws DOVE's seven kinds at its odds (KERNEL_ODDS), the generalized Gaussian
+  # exp(-0.5 d^beta) and the plateau 1 / (1 + d^beta) with d = x^T S^-1 x and beta redrawn per frame between 1 and
+  # a draw per clip (mmagic's blur_kernels.py, which DOVE copies); "earlier": sinc or one of four kinds at equal
+  # odds, the generalized Gaussian exp(-0.5 d^(beta / 2)), one beta ~ U(0.5, 4) per clip.
+  kernels: str = "dove"
+  # How a blur extends the frame: "reflect" mirrors about the edge pixel (OpenCV's default, filter2D's in DOVE);
+  # "symmetric" repeats it.
+  blur_border: str = "reflect"
+  # Poisson noise: "dove" counts on the 0-255 levels of the rounded frame (gray noise from its luma; mmagic's);
+  # "earlier" on [0, 1] (BasicSR's, about 16x stronger at one scale; gray noise from the channels' mean).
+  poisson: str = "dove"
+  # The final sinc filter's cutoff: DOVE's U[pi/3, pi] (None: the blur kernels' rule, pi/5 for sizes of 13 and up).
+  final_sinc_cutoff: tuple[float, float] | None = (math.pi / 3, math.pi)
 
 
 DOVE = Recipe()
-EARLIER = Recipe(first_order_video=False, codec_rate=25)
+EARLIER = Recipe(first_order_video=False, codec_rate=25, kernels="earlier", blur_border="symmetric", poisson="earlier",
+                 final_sinc_cutoff=None)
 RECIPES = {"dove": DOVE, "earlier": EARLIER}
 
 
@@ -58,6 +72,11 @@ def recipe(name: str) -> Recipe:
 FIRST = Order(1.0, (0.2, 3.0), (0.2, 0.7, 0.1), (0.15, 1.5), 0.5, (1.0, 30.0), (0.05, 3.0), 0.4, (30, 95))
 SECOND = Order(0.8, (0.2, 1.5), (0.3, 0.4, 0.3), (0.3, 1.2), 0.5, (1.0, 25.0), (0.05, 2.5), 0.4, (30, 95))
 KERNEL_SIZES = tuple(range(7, 22, 2))
+# DOVE's degradation.yaml: kernel_list and kernel_prob (mmagic's names).
+KERNEL_ODDS = {"iso": 0.405, "aniso": 0.225, "generalized_iso": 0.108, "generalized_aniso": 0.027,
+               "plateau_iso": 0.108, "plateau_aniso": 0.027, "sinc": 0.1}
+GENERALIZED_BETA = (0.5, 4.0)  # beta_gaussian
+PLATEAU_BETA = (1.0, 2.0)  # beta_plateau
 CODECS = ("libx264", "h264", "mpeg4")
 BITRATE = (1e4, 1e5)
 FINAL_SINC_PROB = 0.8
@@ -72,14 +91,15 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
   return np.meshgrid(r, r, indexing="xy")
 
 
-def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, angle: float, beta: float = 2.0,
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, angle: float, power: float = 1.0,
                     plateau: bool = False) -> np.ndarray:
-  """An anisotropic (generalized, or plateau-shaped) Gaussian, normalized to sum 1."""
+  """exp(-0.5 d^power) (a Gaussian at power 1, generalized otherwise), or with `plateau` 1 / (1 + d^power), with
+  d = x^T S^-1 x, S = R diag(sigma_x^2, sigma_y^2) R^T and R the rotation by `angle`; normalized to sum 1."""
   x, y = _grid(size)
   c, s = math.cos(angle), math.sin(angle)
   u, v = c * x + s * y, -s * x + c * y
   d2 = (u / sigma_x) ** 2 + (v / sigma_y) ** 2
-  kernel = 1 / (1 + d2 ** beta) if plateau else np.exp(-0.5 * d2 ** (beta / 2))
+  kernel = 1 / (1 + d2 ** power) if plateau else np.exp(-0.5 * d2 ** power)
   return kernel / kernel.sum()
 
 
@@ -93,24 +113,51 @@ def sinc_kernel(size: int, cutoff: float) -> np.ndarray:
   return kernel / kernel.sum()
 
 
+def _sinc_cutoff(rng: np.random.Generator, size: int) -> float:
+  return rng.uniform(math.pi / 3 if size < 13 else math.pi / 5, math.pi)
+
+
 def random_kernel(rng: np.random.Generator, sigma: tuple[float, float]) -> np.ndarray:
+  """The earlier recipe's kernel of a clip."""
   size = int(rng.choice(KERNEL_SIZES))
   if rng.random() < 0.1:
-    return sinc_kernel(size, rng.uniform(math.pi / 3 if size < 13 else math.pi / 5, math.pi))
+    return sinc_kernel(size, _sinc_cutoff(rng, size))
   kind = rng.choice(["iso", "aniso", "generalized", "plateau"])
   sx = rng.uniform(*sigma)
   sy = sx if kind == "iso" else rng.uniform(*sigma)
   beta = rng.uniform(0.5, 4.0) if kind in ("generalized", "plateau") else 2.0
-  return gaussian_kernel(size, sx, sy, rng.uniform(0, math.pi), beta, plateau=kind == "plateau")
+  plateau = kind == "plateau"
+  return gaussian_kernel(size, sx, sy, rng.uniform(0, math.pi), beta if plateau else beta / 2, plateau)
 
 
-def blur(clip: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-  """Filters every frame and channel of a float clip (T, H, W, 3) with one 2D kernel (reflected borders, as
-  scipy.ndimage.correlate's "reflect"). Through the FFT: direct correlation was three quarters of a training
-  window's preparation, which the FFT makes 2.5x faster (bench/data.py). It differs by float rounding (1e-4 on the
-  0-255 scale), so an exact 0 under a non-negative kernel can come out as -1e-4."""
+def dove_kernels(rng: np.random.Generator, sigma: tuple[float, float], frames: int) -> tuple[str, list[np.ndarray]]:
+  """DOVE's kernel kind of a clip and its kernel for each of `frames` frames: size, sigmas, angle and a beta bound
+  b are drawn once; a generalized or plateau kernel draws its beta per frame between 1 and b (mmagic's samplers,
+  given the clip's b as both ends of their range, draw from [b, 1] or [1, b])."""
+  kinds = list(KERNEL_ODDS)
+  kind = kinds[rng.choice(len(kinds), p=list(KERNEL_ODDS.values()))]
+  size = int(rng.choice(KERNEL_SIZES))
+  if kind == "sinc":
+    return kind, [sinc_kernel(size, _sinc_cutoff(rng, size))] * frames
+  sx = rng.uniform(*sigma)
+  sy, angle = (sx, 0.0) if kind.endswith("iso") and not kind.endswith("aniso") else (rng.uniform(*sigma),
+                                                                                       rng.uniform(-math.pi, math.pi))
+  if kind in ("iso", "aniso"):
+    return kind, [gaussian_kernel(size, sx, sy, angle)] * frames
+  plateau = kind.startswith("plateau")
+  bound = rng.uniform(*(PLATEAU_BETA if plateau else GENERALIZED_BETA))
+  betas = rng.uniform(min(1.0, bound), max(1.0, bound), frames)
+  return kind, [gaussian_kernel(size, sx, sy, angle, beta, plateau) for beta in betas]
+
+
+def blur(clip: np.ndarray, kernel: np.ndarray, border: str = "reflect") -> np.ndarray:
+  """Filters every frame and channel of a float clip (T, H, W, 3) with one 2D kernel, the frame extended by
+  `border` (numpy's pad modes: "reflect" about the edge pixel, as OpenCV's default; "symmetric" repeating it).
+  Through the FFT: direct correlation was three quarters of a training window's preparation, which the FFT makes
+  2.5x faster (bench/data.py). It differs by float rounding (1e-4 on the 0-255 scale), so an exact 0 under a
+  non-negative kernel can come out as -1e-4."""
   radius = kernel.shape[0] // 2
-  padded = np.pad(clip, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
+  padded = np.pad(clip, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode=border)
   flipped = kernel[::-1, ::-1].astype(clip.dtype)
   return scipy.signal.fftconvolve(padded, flipped[None, :, :, None], mode="valid", axes=(1, 2))
 
@@ -129,17 +176,25 @@ def resize(clip: np.ndarray, height: int, width: int, mode: int) -> np.ndarray:
   return np.stack(out).reshape(len(clip), 3, height, width).transpose(0, 2, 3, 1)
 
 
-def add_noise(clip: np.ndarray, rng: np.random.Generator, order: Order) -> np.ndarray:
-  """The noise itself comes from a generator of its own, seeded from `rng`: NumPy's Poisson sampler takes a number
-  of draws that depends on the values, so sampling it from `rng` let a float rounding anywhere earlier (another
-  blur implementation, another SciPy) change every later draw of the degradation (its resizes, JPEG quality, codec
-  and bitrate)."""
+LUMA = np.array([0.299, 0.587, 0.114])  # OpenCV's RGB -> gray, which DOVE's gray Poisson noise reads
+
+
+def add_noise(clip: np.ndarray, rng: np.random.Generator, order: Order, poisson: str = "dove") -> np.ndarray:
+  """Gaussian or Poisson noise (`poisson`: Recipe.poisson). The noise itself comes from a generator of its own,
+  seeded from `rng`: NumPy's Poisson sampler takes a number of draws that depends on the values, so sampling it
+  from `rng` let a float rounding anywhere earlier (another blur implementation, another SciPy) change every later
+  draw of the degradation (its resizes, JPEG quality, codec and bitrate)."""
   gray = rng.random() < order.gray_noise_prob
   shape = (*clip.shape[:-1], 1) if gray else clip.shape
   noise_rng = np.random.default_rng(rng.integers(2**63))
   if rng.random() < order.gaussian_noise_prob:
     return clip + noise_rng.normal(0.0, rng.uniform(*order.noise_sigma), shape)
   scale = rng.uniform(*order.poisson_scale)
+  if poisson == "dove":  # n = Poisson(x v) / v - x on the frame's 0-255 levels x, v = 2^ceil(log2(#distinct x))
+    values = np.round(np.clip(clip, 0, 255))
+    base = np.round(values @ LUMA)[..., None] if gray else values
+    levels = 2.0 ** np.ceil(np.log2(len(np.unique(base))))
+    return clip + (noise_rng.poisson(base * levels) / levels - base) * scale
   values = np.clip(clip, 0, 255) / 255
   base = values.mean(-1, keepdims=True) if gray else values
   distinct = np.count_nonzero(np.bincount((base * 255).astype(np.uint8).ravel(), minlength=256))
@@ -199,14 +254,18 @@ def _one_order(clip: np.ndarray, rng: np.random.Generator, order: Order, base_si
                video: bool, recipe: Recipe) -> np.ndarray:
   """One order: blur, resize, noise, JPEG, and (`video`) video compression."""
   if rng.random() < order.blur_prob:
-    clip = blur(clip, random_kernel(rng, order.blur_sigma))
+    if recipe.kernels == "dove":
+      _, kernels = dove_kernels(rng, order.blur_sigma, len(clip))
+      clip = np.concatenate([blur(frame[None], kernel, recipe.blur_border) for frame, kernel in zip(clip, kernels)])
+    else:
+      clip = blur(clip, random_kernel(rng, order.blur_sigma), recipe.blur_border)
   direction = rng.choice(3, p=order.resize_prob)
   scale = (rng.uniform(1, order.resize_scale[1]) if direction == 0 else
            rng.uniform(order.resize_scale[0], 1) if direction == 1 else 1.0)
   h = max(int(clip.shape[1] * scale), 4)
   w = max(int(clip.shape[2] * scale), 4)
   clip = resize(clip, min(h, 4 * base_size[0]), min(w, 4 * base_size[1]), _RESAMPLE[rng.integers(3)])
-  clip = np.clip(add_noise(clip, rng, order), 0, 255)
+  clip = np.clip(add_noise(clip, rng, order, recipe.poisson), 0, 255)
   clip = jpeg(clip, rng.integers(order.jpeg_quality[0], order.jpeg_quality[1] + 1))
   return _compression(clip, rng, recipe) if video else clip
 
@@ -226,7 +285,8 @@ def degrade_space(clip: np.ndarray, rng: np.random.Generator, scale: int = 4, re
     x = resize(x, *lr_size, _RESAMPLE[rng.integers(3)])
     if rng.random() < FINAL_SINC_PROB:
       size = int(rng.choice(KERNEL_SIZES))
-      x = blur(x, sinc_kernel(size, rng.uniform(math.pi / 3 if size < 13 else math.pi / 5, math.pi)))
+      cutoff = rng.uniform(*recipe.final_sinc_cutoff) if recipe.final_sinc_cutoff else _sinc_cutoff(rng, size)
+      x = blur(x, sinc_kernel(size, cutoff), recipe.blur_border)
     return x
 
   steps = [compression, final_resize]

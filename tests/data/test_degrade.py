@@ -1,6 +1,7 @@
 """SPEC §8 degradations: deterministic per seed, shapes and value ranges kept, the right frames dropped."""
 
 import concurrent.futures
+import dataclasses
 import itertools
 
 import numpy as np
@@ -20,18 +21,20 @@ def clip():
 
 
 def test_kernels_are_normalized_and_symmetric():
-  for kernel in (degrade.gaussian_kernel(11, 1.5, 0.7, 0.3), degrade.gaussian_kernel(9, 2.0, 2.0, 0, beta=1.0),
-                 degrade.gaussian_kernel(13, 1.2, 2.2, 1.0, beta=3.0, plateau=True), degrade.sinc_kernel(15, 1.2)):
+  for kernel in (degrade.gaussian_kernel(11, 1.5, 0.7, 0.3), degrade.gaussian_kernel(9, 2.0, 2.0, 0, power=0.5),
+                 degrade.gaussian_kernel(13, 1.2, 2.2, 1.0, power=3.0, plateau=True), degrade.sinc_kernel(15, 1.2)):
     assert kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 1
     np.testing.assert_allclose(kernel.sum(), 1.0, atol=1e-6)
     np.testing.assert_allclose(kernel, kernel[::-1, ::-1], atol=1e-12)  # point-symmetric
 
 
 @pytest.mark.parametrize("kernel", [degrade.gaussian_kernel(11, 1.5, 0.7, 0.3), degrade.sinc_kernel(21, 1.2)])
-def test_blur_matches_direct_correlation_with_reflected_borders(clip, kernel):
+@pytest.mark.parametrize("border, scipy_mode", [("reflect", "mirror"), ("symmetric", "reflect")])
+def test_blur_matches_direct_correlation_with_reflected_borders(clip, kernel, border, scipy_mode):
+  """"reflect" (OpenCV's default border, reflect-101: scipy's "mirror") or "symmetric" (the edge repeated)."""
   x = clip.astype(np.float32)
-  expected = scipy.ndimage.correlate(x, kernel[None, :, :, None], mode="reflect")
-  np.testing.assert_allclose(degrade.blur(x, kernel), expected, atol=2e-3)
+  expected = scipy.ndimage.correlate(x, kernel[None, :, :, None], mode=scipy_mode)
+  np.testing.assert_allclose(degrade.blur(x, kernel, border), expected, atol=2e-3)
 
 
 @pytest.mark.parametrize("name, step", [
@@ -120,7 +123,7 @@ def test_float_rounding_does_not_change_the_drawn_degradation(clip, monkeypatch)
     drawn.clear()
     with monkeypatch.context() as patch:
       blur = degrade.blur
-      patch.setattr(degrade, "blur", lambda x, kernel: blur(x, kernel) + blur_error)
+      patch.setattr(degrade, "blur", lambda x, kernel, border: blur(x, kernel, border) + blur_error)
       for seed in range(8):
         degrade.degrade(clip, seed)
     return list(drawn)
@@ -134,3 +137,63 @@ def test_time_degradation_keeps_every_s_t_th_frame():
   clip = np.arange(9)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
   np.testing.assert_array_equal(degrade.degrade_time(clip, 2)[:, 0, 0, 0], [0, 2, 4, 6, 8])
   np.testing.assert_array_equal(degrade.degrade_time(clip, 4)[:, 0, 0, 0], [0, 4, 8])
+
+
+# DOVE's finetune/configs/degradation.yaml (kernel_list, kernel_prob), written out here as the reference states it.
+DOVE_KERNEL_ODDS = {"iso": 0.405, "aniso": 0.225, "generalized_iso": 0.108, "generalized_aniso": 0.027,
+                    "plateau_iso": 0.108, "plateau_aniso": 0.027, "sinc": 0.1}
+
+
+def test_dove_kernels_come_at_doves_odds():
+  rng, draws = np.random.default_rng(0), 8000
+  kinds = [degrade.dove_kernels(rng, (0.2, 3.0), 1)[0] for _ in range(draws)]
+  for kind, odds in DOVE_KERNEL_ODDS.items():
+    assert abs(kinds.count(kind) / draws - odds) <= 4 * np.sqrt(odds * (1 - odds) / draws), kind
+
+
+def _reference_kernel(size, sigma_x, sigma_y, angle, beta, plateau):
+  """mmagic's blur_kernels.py (DOVE's copy): grid arange(-k // 2 + 1, k // 2 + 1), covariance
+  R diag(sx^2, sy^2) R^T, exp(-0.5 (x^T S^-1 x)^beta) or 1 / ((x^T S^-1 x)^beta + 1), normalized."""
+  grid = np.arange(-size // 2 + 1.0, size // 2 + 1.0)
+  xy = np.stack(np.meshgrid(grid, grid), axis=-1)
+  rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+  inverse = np.linalg.inv(rotation @ np.diag([sigma_x ** 2, sigma_y ** 2]) @ rotation.T)
+  distance = np.sum((xy @ inverse) * xy, axis=-1)
+  kernel = 1 / (distance ** beta + 1) if plateau else np.exp(-0.5 * distance ** beta)
+  return kernel / kernel.sum()
+
+
+@pytest.mark.parametrize("plateau", [False, True])
+def test_generalized_and_plateau_kernels_are_the_references(plateau):
+  for size, sx, sy, angle, beta in ((11, 1.5, 0.7, 0.3, 0.6), (21, 2.8, 1.1, -2.0, 3.5), (7, 0.4, 0.4, 0.0, 1.0)):
+    np.testing.assert_allclose(degrade.gaussian_kernel(size, sx, sy, angle, beta, plateau),
+                               _reference_kernel(size, sx, sy, angle, beta, plateau), rtol=1e-10, atol=1e-12)
+
+
+def test_a_generalized_kernels_beta_changes_from_frame_to_frame_between_1_and_the_clips_bound():
+  rng = np.random.default_rng(3)
+  kind, kernels = "", []
+  while not kind.startswith("generalized_aniso"):
+    kind, kernels = degrade.dove_kernels(rng, (0.2, 3.0), 4)
+  assert len({kernel.tobytes() for kernel in kernels}) == 4
+
+
+@pytest.mark.parametrize("poisson, expected_std", [
+    ("dove", 2.0 * np.sqrt(100)),  # Poisson(x v) / v - x on 0-255 levels, v = 1 for one level: std sqrt(x)
+    ("earlier", 2.0 * 255 * np.sqrt(2 * 100 / 255) / 2),  # on [0, 1], v = 2 (BasicSR's floor of 2 levels)
+])
+def test_poisson_noise_has_the_formulas_strength(poisson, expected_std):
+  order = dataclasses.replace(degrade.FIRST, gaussian_noise_prob=0.0, gray_noise_prob=0.0, poisson_scale=(2.0, 2.0))
+  flat = np.full((4, 32, 32, 3), 100.0, np.float32)
+  noise = degrade.add_noise(flat, np.random.default_rng(0), order, poisson) - flat
+  assert abs(noise.std() / expected_std - 1) < 0.03 and abs(noise.mean()) < 0.05 * expected_std
+
+
+def test_doves_final_sinc_cutoff_does_not_depend_on_the_kernel_size(clip, monkeypatch):
+  cutoffs = []
+  sinc = degrade.sinc_kernel
+  monkeypatch.setattr(degrade, "sinc_kernel", lambda size, cutoff: cutoffs.append(cutoff) or sinc(size, cutoff))
+  monkeypatch.setattr(degrade, "dove_kernels", lambda rng, sigma, frames: ("iso", [np.ones((1, 1))] * frames))
+  for seed in range(12):
+    degrade.degrade(clip[:3], seed)
+  assert cutoffs and all(np.pi / 3 <= c <= np.pi for c in cutoffs)

@@ -13,6 +13,7 @@ import io
 import math
 
 import av
+import cv2
 import numpy as np
 import scipy.signal
 import scipy.special
@@ -55,11 +56,17 @@ class Recipe:
   poisson: str = "dove"
   # The final sinc filter's cutoff: DOVE's U[pi/3, pi] (None: the blur kernels' rule, pi/5 for sizes of 13 and up).
   final_sinc_cutoff: tuple[float, float] | None = (math.pi / 3, math.pi)
+  # Resizing: "opencv" as DOVE (bilinear, area or bicubic without antialiasing, even sizes, no bound); "pil"
+  # antialiased when shrinking, at most 4x the LR size.
+  resize: str = "opencv"
+  # JPEG: "opencv" as DOVE (the quality drifting by up to JPEG_QUALITY_STEP from frame to frame, the RGB frame
+  # handed to OpenCV's encoder as if it were BGR, values truncated to 8 bits); "pil" one quality per clip.
+  jpeg: str = "opencv"
 
 
 DOVE = Recipe()
 EARLIER = Recipe(first_order_video=False, codec_rate=25, kernels="earlier", blur_border="symmetric", poisson="earlier",
-                 final_sinc_cutoff=None)
+                 final_sinc_cutoff=None, resize="pil", jpeg="pil")
 RECIPES = {"dove": DOVE, "earlier": EARLIER}
 
 
@@ -203,6 +210,36 @@ def add_noise(clip: np.ndarray, rng: np.random.Generator, order: Order, poisson:
   return clip + (noisy - base) * scale * 255
 
 
+_OPENCV_RESIZE = (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC)  # DOVE's bilinear, area, bicubic
+JPEG_QUALITY_STEP = 3  # DOVE's quality_step
+
+
+def resize_opencv(clip: np.ndarray, height: int, width: int, mode: int) -> np.ndarray:
+  """Resizes a float clip frame by frame with OpenCV (`mode`: one of _OPENCV_RESIZE), without antialiasing;
+  bicubic overshoot is clipped to [0, 255], as OpenCV saturates DOVE's 8-bit frames."""
+  return np.clip(np.stack([cv2.resize(frame, (width, height), interpolation=mode)
+                           for frame in clip.astype(np.float32)]), 0, 255)
+
+
+def drifting_qualities(rng: np.random.Generator, frames: int, quality: tuple[int, int]) -> list[int]:
+  """DOVE's JPEG quality of each frame: a start in `quality`, then steps of up to JPEG_QUALITY_STEP, kept in it."""
+  current, qualities = rng.uniform(*quality), []
+  for _ in range(frames):
+    qualities.append(int(round(current)))
+    current = round(float(np.clip(current + rng.uniform(-JPEG_QUALITY_STEP, JPEG_QUALITY_STEP), *quality)))
+  return qualities
+
+
+def jpeg_opencv(clip: np.ndarray, qualities: list[int]) -> np.ndarray:
+  """Each frame through OpenCV's JPEG at its quality, as DOVE does it: truncated to 8 bits, and given in RGB order
+  where OpenCV reads BGR (so red and blue trade places in its colour conversion; the frame comes back in RGB)."""
+  out = []
+  for frame, quality in zip(np.clip(clip, 0, 255).astype(np.uint8), qualities):
+    _, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    out.append(cv2.imdecode(data, cv2.IMREAD_COLOR))
+  return np.stack(out).astype(np.float32)
+
+
 def jpeg(clip: np.ndarray, quality: int) -> np.ndarray:
   out = []
   for frame in np.clip(np.round(clip), 0, 255).astype(np.uint8):
@@ -262,11 +299,18 @@ def _one_order(clip: np.ndarray, rng: np.random.Generator, order: Order, base_si
   direction = rng.choice(3, p=order.resize_prob)
   scale = (rng.uniform(1, order.resize_scale[1]) if direction == 0 else
            rng.uniform(order.resize_scale[0], 1) if direction == 1 else 1.0)
-  h = max(int(clip.shape[1] * scale), 4)
-  w = max(int(clip.shape[2] * scale), 4)
-  clip = resize(clip, min(h, 4 * base_size[0]), min(w, 4 * base_size[1]), _RESAMPLE[rng.integers(3)])
+  if recipe.resize == "opencv":
+    h, w = (max(2, 2 * int(size * scale / 2)) for size in clip.shape[1:3])
+    clip = resize_opencv(clip, h, w, _OPENCV_RESIZE[rng.integers(3)])
+  else:
+    h = max(int(clip.shape[1] * scale), 4)
+    w = max(int(clip.shape[2] * scale), 4)
+    clip = resize(clip, min(h, 4 * base_size[0]), min(w, 4 * base_size[1]), _RESAMPLE[rng.integers(3)])
   clip = np.clip(add_noise(clip, rng, order, recipe.poisson), 0, 255)
-  clip = jpeg(clip, rng.integers(order.jpeg_quality[0], order.jpeg_quality[1] + 1))
+  if recipe.jpeg == "opencv":
+    clip = jpeg_opencv(clip, drifting_qualities(rng, len(clip), order.jpeg_quality))
+  else:
+    clip = jpeg(clip, rng.integers(order.jpeg_quality[0], order.jpeg_quality[1] + 1))
   return _compression(clip, rng, recipe) if video else clip
 
 
@@ -282,7 +326,10 @@ def degrade_space(clip: np.ndarray, rng: np.random.Generator, scale: int = 4, re
     return _compression(x, rng, recipe)
 
   def final_resize(x):
-    x = resize(x, *lr_size, _RESAMPLE[rng.integers(3)])
+    if recipe.resize == "opencv":
+      x = resize_opencv(x, *lr_size, _OPENCV_RESIZE[rng.integers(3)])
+    else:
+      x = resize(x, *lr_size, _RESAMPLE[rng.integers(3)])
     if rng.random() < FINAL_SINC_PROB:
       size = int(rng.choice(KERNEL_SIZES))
       cutoff = rng.uniform(*recipe.final_sinc_cutoff) if recipe.final_sinc_cutoff else _sinc_cutoff(rng, size)

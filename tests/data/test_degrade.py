@@ -42,6 +42,8 @@ def test_blur_matches_direct_correlation_with_reflected_borders(clip, kernel, bo
     ("resize", lambda x, rng: degrade.resize(x, 24, 32, degrade._RESAMPLE[rng.integers(3)])),  # noqa: SLF001
     ("noise", lambda x, rng: np.clip(degrade.add_noise(x, rng, degrade.FIRST), 0, 255)),
     ("jpeg", lambda x, rng: degrade.jpeg(x, rng.integers(30, 96))),
+    ("opencv resize", lambda x, rng: degrade.resize_opencv(x, 24, 32, degrade._OPENCV_RESIZE[rng.integers(3)])),  # noqa: SLF001
+    ("opencv jpeg", lambda x, rng: degrade.jpeg_opencv(x, degrade.drifting_qualities(rng, len(x), (30, 95)))),
     ("video compression", lambda x, rng: degrade.compress_video(x, rng.choice(degrade.CODECS), rng.uniform(1e4, 1e5))),
 ])
 def test_each_degradation_is_deterministic_and_keeps_ranges(clip, name, step):
@@ -51,7 +53,7 @@ def test_each_degradation_is_deterministic_and_keeps_ranges(clip, name, step):
   assert first.shape[0] == clip.shape[0] and first.shape[-1] == 3
   rounding = 1e-3 if name == "blur" else 0  # FFT rounding around exact 0s and 255s
   assert float(first.min()) >= -rounding and float(first.max()) <= 255 + rounding, name
-  assert not np.array_equal(first, x) or name == "resize"
+  assert not np.array_equal(first, x) or name.endswith("resize")
 
 
 @pytest.mark.parametrize("codec", degrade.CODECS)
@@ -116,7 +118,7 @@ def test_float_rounding_does_not_change_the_drawn_degradation(clip, monkeypatch)
       return step(x, *args)
     return run
 
-  for name in ("resize", "jpeg", "compress_video"):
+  for name in ("resize", "jpeg", "resize_opencv", "jpeg_opencv", "compress_video"):
     monkeypatch.setattr(degrade, name, recorded(name, getattr(degrade, name)))
 
   def draws(blur_error):
@@ -197,3 +199,21 @@ def test_doves_final_sinc_cutoff_does_not_depend_on_the_kernel_size(clip, monkey
   for seed in range(12):
     degrade.degrade(clip[:3], seed)
   assert cutoffs and all(np.pi / 3 <= c <= np.pi for c in cutoffs)
+
+
+def test_doves_resize_does_not_antialias():
+  """Shrunk to a third, stripes of period 3 (0, 255, 0, ...) alias: OpenCV's bilinear resize samples the middle
+  column of every three, 255; PIL's antialiased one averages them, 85."""
+  stripes = np.tile(np.array([0.0, 255.0, 0.0], np.float32)[None, None, :, None], (1, 12, 40, 3))
+  aliased = degrade.resize_opencv(stripes, 4, 40, degrade._OPENCV_RESIZE[0])  # noqa: SLF001
+  averaged = degrade.resize(stripes, 4, 40, degrade._RESAMPLE[0])  # noqa: SLF001
+  assert aliased.shape == averaged.shape == (1, 4, 40, 3)
+  np.testing.assert_array_equal(aliased, 255.0)
+  assert abs(averaged.mean() - 85) < 2
+
+
+def test_doves_jpeg_quality_drifts_from_frame_to_frame_within_its_range():
+  qualities = degrade.drifting_qualities(np.random.default_rng(0), 200, (30, 95))
+  assert all(30 <= q <= 95 for q in qualities)
+  assert max(abs(a - b) for a, b in zip(qualities, qualities[1:])) <= degrade.JPEG_QUALITY_STEP + 1
+  assert len(set(qualities)) > 10

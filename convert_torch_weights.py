@@ -14,6 +14,7 @@ is ever overwritten.
 import argparse
 import sys
 
+from diffst_jax import cli
 from diffst_jax.convert import dit as convert_dit
 from diffst_jax.convert import loader
 from diffst_jax.convert import vae as convert_vae
@@ -34,20 +35,15 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   overrides = {"param_dtype": args.param_dtype} if args.param_dtype else {}
   spec, path = (convert_vae.SPEC, args.vae) if args.vae else (convert_dit.SPEC, args.dit)
-  try:
+
+  def convert() -> str:
     outputs.check_destination(args.out, [path], folder=True)
     if args.to == "orbax":
-      out = loader.convert(spec, path, args.out, **overrides)
-    else:
-      outputs.check_new_folder(args.out, "--out")
-      out = loader.export_diffusers(spec, loader.load(spec, path, **overrides), args.out)
-  except (ValueError, OSError) as e:
-    if args.debug:
-      raise
-    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-    return 2
-  print(f"wrote {out}")
-  return 0
+      return f"wrote {loader.convert(spec, path, args.out, **overrides)}"
+    outputs.check_new_folder(args.out, "--out")
+    return f"wrote {loader.export_diffusers(spec, loader.load(spec, path, **overrides), args.out)}"
+
+  return cli.one_line_errors(convert, args.debug, code=2)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from diffst_jax import cli  # noqa: E402
 from diffst_jax.convert import torch_io  # noqa: E402
 from diffst_jax.io import outputs  # noqa: E402
 
@@ -84,30 +85,26 @@ def main(argv=None) -> int:
   parser.add_argument("--out", required=True, help="new .npy file for the (1, text_dim) embedding")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
+  return cli.one_line_errors(lambda: write_embedding(pathlib.Path(args.t5), pathlib.Path(args.out)), args.debug)
+
+
+def write_embedding(source: pathlib.Path, out: pathlib.Path) -> str:
+  """Computes the empty prompt's embedding from the umT5 encoder at `source` into the new file `out`."""
+  if out.suffix != ".npy":
+    raise ValueError(f"--out {out}: name a .npy file")
+  out = outputs.check_destination(out, [source])
+  if out.exists():
+    raise ValueError(f"--out {out}: already exists; choose a new file")
+  config = source / "config.json"
+  settings = json.loads(config.read_text()) if config.is_file() else {}
   try:
-    out = pathlib.Path(args.out)
-    if out.suffix != ".npy":
-      raise ValueError(f"--out {out}: name a .npy file")
-    out = outputs.check_destination(out, [args.t5])
-    if out.exists():
-      raise ValueError(f"--out {out}: already exists; choose a new file")
-    source = pathlib.Path(args.t5)
-    config = source / "config.json"
-    settings = json.loads(config.read_text()) if config.is_file() else {}
-    try:
-      embedding = encode_token(torch_io.StateDict(source), settings.get("eos_token_id", EOS_ID),
-                               settings.get("layer_norm_epsilon", EPS))
-    except KeyError as e:
-      raise ValueError(f"--t5 {source}: has no tensor {e}; not a whole umT5 encoder") from e
-    with outputs.writing(out, None) as partial:
-      np.save(partial, embedding[None])
-  except (ValueError, OSError) as e:
-    if args.debug:
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(f"wrote {out}: the empty prompt's umT5 embedding, shape (1, {embedding.shape[0]}), float32")
-  return 0
+    embedding = encode_token(torch_io.StateDict(source), settings.get("eos_token_id", EOS_ID),
+                             settings.get("layer_norm_epsilon", EPS))
+  except KeyError as e:
+    raise ValueError(f"--t5 {source}: has no tensor {e}; not a whole umT5 encoder") from e
+  with outputs.writing(out, None) as partial:
+    np.save(partial, embedding[None])
+  return f"wrote {out}: the empty prompt's umT5 embedding, shape (1, {embedding.shape[0]}), float32"
 
 
 if __name__ == "__main__":

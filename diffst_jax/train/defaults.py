@@ -18,6 +18,11 @@ def stage(steps: int, learning_rate: float, warmup_steps: int, fresh_optimizer: 
                                         decay="constant", fresh_optimizer=fresh_optimizer, loss=weights))
 
 
+# Settings added since runs were recorded whose default changes what a run does, and the value a run recorded
+# without them had (a resumed run must keep it; a last key matches that key under any stage).
+BEFORE_THEY_EXISTED = {"pixel_range": "symmetric", "data.degradation": "earlier", "fresh_optimizer": False}
+
+
 def training_defaults() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.task = "diffst"  # or "autoencoder": train the VAE alone (stage 0 for a VAE without pretrained weights)

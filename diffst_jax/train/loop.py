@@ -80,8 +80,11 @@ def _check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise ValueError(f"{path}: damaged, not valid JSON ({e}); restore it, or use a new --workdir") from e
     before, now = _flatten(recorded), _flatten(resolved)
-    # A setting added to the defaults after the run started counts as unchanged while it keeps its default.
-    added = {k: v for k, v in _flatten(_resolved(defaults.training_defaults())).items() if k not in before}
+    # A setting added to the defaults after the run started counts as unchanged while it keeps its default, or the
+    # value that reproduces what the run did before it existed (defaults.BEFORE_THEY_EXISTED).
+    legacy, default = defaults.BEFORE_THEY_EXISTED, _flatten(_resolved(defaults.training_defaults()))
+    added = {k: legacy[k] if k in legacy else legacy.get(k.rsplit(".", 1)[-1], default.get(k))
+             for k in now if k not in before}
     changed = sorted(k for k in before.keys() | now.keys()
                      if before.get(k, added.get(k)) != now.get(k) and not any(k.startswith(c) for c in RUN_CONTROL))
     if changed:

@@ -190,6 +190,22 @@ def test_a_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
     loop._record_config(tmp_path, config)  # pylint: disable=protected-access
 
 
+def test_a_run_recorded_before_a_setting_that_changes_what_it_does_resumes_only_as_it_ran(tmp_path):
+  """pixel_range, data.degradation and a stage's fresh_optimizer were added with defaults that change a run (DOVE's
+  losses and degradations); a run recorded without them ran on [-1, 1], the earlier degradations, and never reset
+  its optimizer, and resumes only so."""
+  from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
+
+  config = config_files.load(ROOT / "configs" / "wan21_1_3b.py")
+  recorded = json.loads(json.dumps(config.to_dict(), default=list))
+  del recorded["pixel_range"], recorded["data"]["degradation"], recorded["stages"]["stage2"]["fresh_optimizer"]
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  with pytest.raises(ValueError, match=r"differs in data.degradation, pixel_range, stages.stage2.fresh_optimizer\)"):
+    loop._record_config(tmp_path, config)  # pylint: disable=protected-access
+  config.pixel_range, config.data.degradation, config.stages.stage2.fresh_optimizer = "symmetric", "earlier", False
+  loop._record_config(tmp_path, config)  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize("make_folder, message", [
     (lambda tmp: tmp / "missing", "does not exist"),
     (lambda tmp: tmp, "no readable video"),

@@ -24,7 +24,11 @@ SCIPY_BORDERS = {"reflect": "mirror", "symmetric": "reflect"}  # numpy's pad mod
 
 
 def _direct_blur(clip: np.ndarray, kernel: np.ndarray, border: str) -> np.ndarray:
-  return scipy.ndimage.correlate(clip, kernel[None, :, :, None], mode=SCIPY_BORDERS[border])
+  """degrade.blur by direct correlation: one kernel (k, k) or (1, k, k) for all frames, or one per frame."""
+  kernels = kernel if kernel.ndim == 3 else kernel[None]
+  frames = [clip] if len(kernels) == 1 else [frame[None] for frame in clip]
+  return np.concatenate([scipy.ndimage.correlate(part, k[None, :, :, None], mode=SCIPY_BORDERS[border])
+                         for part, k in zip(frames, kernels)])
 
 
 def _median_degrade_seconds(clip: np.ndarray, repeats: int) -> tuple[float, float]:

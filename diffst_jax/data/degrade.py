@@ -137,36 +137,38 @@ def random_kernel(rng: np.random.Generator, sigma: tuple[float, float]) -> np.nd
   return gaussian_kernel(size, sx, sy, rng.uniform(0, math.pi), beta if plateau else beta / 2, plateau)
 
 
-def dove_kernels(rng: np.random.Generator, sigma: tuple[float, float], frames: int) -> tuple[str, list[np.ndarray]]:
-  """DOVE's kernel kind of a clip and its kernel for each of `frames` frames: size, sigmas, angle and a beta bound
-  b are drawn once; a generalized or plateau kernel draws its beta per frame between 1 and b (mmagic's samplers,
-  given the clip's b as both ends of their range, draw from [b, 1] or [1, b])."""
+def dove_kernels(rng: np.random.Generator, sigma: tuple[float, float], frames: int) -> tuple[str, np.ndarray]:
+  """DOVE's kernel kind of a clip and its kernels, (1, k, k) for all `frames` frames or (frames, k, k), one each:
+  size, sigmas, angle and a beta bound b are drawn once; a generalized or plateau kernel draws its beta per frame
+  between 1 and b (mmagic's samplers, given the clip's b as both ends of their range, draw from [b, 1] or [1, b])."""
   kinds = list(KERNEL_ODDS)
   kind = kinds[rng.choice(len(kinds), p=list(KERNEL_ODDS.values()))]
   size = int(rng.choice(KERNEL_SIZES))
   if kind == "sinc":
-    return kind, [sinc_kernel(size, _sinc_cutoff(rng, size))] * frames
+    return kind, sinc_kernel(size, _sinc_cutoff(rng, size))[None]
   sx = rng.uniform(*sigma)
-  sy, angle = (sx, 0.0) if kind.endswith("iso") and not kind.endswith("aniso") else (rng.uniform(*sigma),
-                                                                                       rng.uniform(-math.pi, math.pi))
+  isotropic = kind in ("iso", "generalized_iso", "plateau_iso")
+  sy, angle = (sx, 0.0) if isotropic else (rng.uniform(*sigma), rng.uniform(-math.pi, math.pi))
   if kind in ("iso", "aniso"):
-    return kind, [gaussian_kernel(size, sx, sy, angle)] * frames
+    return kind, gaussian_kernel(size, sx, sy, angle)[None]
   plateau = kind.startswith("plateau")
   bound = rng.uniform(*(PLATEAU_BETA if plateau else GENERALIZED_BETA))
   betas = rng.uniform(min(1.0, bound), max(1.0, bound), frames)
-  return kind, [gaussian_kernel(size, sx, sy, angle, beta, plateau) for beta in betas]
+  return kind, np.stack([gaussian_kernel(size, sx, sy, angle, beta, plateau) for beta in betas])
 
 
 def blur(clip: np.ndarray, kernel: np.ndarray, border: str = "reflect") -> np.ndarray:
-  """Filters every frame and channel of a float clip (T, H, W, 3) with one 2D kernel, the frame extended by
-  `border` (numpy's pad modes: "reflect" about the edge pixel, as OpenCV's default; "symmetric" repeating it).
+  """Filters every channel of a float clip (T, H, W, 3) with a 2D kernel (k, k), or frame t with kernel[t] of
+  (T, k, k); the frame extended by `border` (numpy's pad modes: "reflect" about the edge pixel, as OpenCV's
+  default; "symmetric" repeating it).
   Through the FFT: direct correlation was three quarters of a training window's preparation, which the FFT makes
   2.5x faster (bench/data.py). It differs by float rounding (1e-4 on the 0-255 scale), so an exact 0 under a
   non-negative kernel can come out as -1e-4."""
-  radius = kernel.shape[0] // 2
+  radius = kernel.shape[-1] // 2
   padded = np.pad(clip, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode=border)
-  flipped = kernel[::-1, ::-1].astype(clip.dtype)
-  return scipy.signal.fftconvolve(padded, flipped[None, :, :, None], mode="valid", axes=(1, 2))
+  kernels = kernel if kernel.ndim == 3 else kernel[None]
+  flipped = kernels[:, ::-1, ::-1, None].astype(clip.dtype)
+  return scipy.signal.fftconvolve(padded, flipped, mode="valid", axes=(1, 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -292,8 +294,7 @@ def _one_order(clip: np.ndarray, rng: np.random.Generator, order: Order, base_si
   """One order: blur, resize, noise, JPEG, and (`video`) video compression."""
   if rng.random() < order.blur_prob:
     if recipe.kernels == "dove":
-      _, kernels = dove_kernels(rng, order.blur_sigma, len(clip))
-      clip = np.concatenate([blur(frame[None], kernel, recipe.blur_border) for frame, kernel in zip(clip, kernels)])
+      clip = blur(clip, dove_kernels(rng, order.blur_sigma, len(clip))[1], recipe.blur_border)
     else:
       clip = blur(clip, random_kernel(rng, order.blur_sigma), recipe.blur_border)
   direction = rng.choice(3, p=order.resize_prob)

@@ -177,7 +177,10 @@ def test_a_generalized_kernels_beta_changes_from_frame_to_frame_between_1_and_th
   kind, kernels = "", []
   while not kind.startswith("generalized_aniso"):
     kind, kernels = degrade.dove_kernels(rng, (0.2, 3.0), 4)
-  assert len({kernel.tobytes() for kernel in kernels}) == 4
+  assert kernels.shape[0] == 4 and len({kernel.tobytes() for kernel in kernels}) == 4
+  frames = np.random.default_rng(0).uniform(0, 255, (4, 24, 24, 3))
+  np.testing.assert_allclose(degrade.blur(frames, kernels),  # frame t through kernel t, in one call
+                             np.concatenate([degrade.blur(f[None], k) for f, k in zip(frames, kernels)]), atol=1e-9)
 
 
 @pytest.mark.parametrize("poisson, expected_std", [
@@ -195,7 +198,7 @@ def test_doves_final_sinc_cutoff_does_not_depend_on_the_kernel_size(clip, monkey
   cutoffs = []
   sinc = degrade.sinc_kernel
   monkeypatch.setattr(degrade, "sinc_kernel", lambda size, cutoff: cutoffs.append(cutoff) or sinc(size, cutoff))
-  monkeypatch.setattr(degrade, "dove_kernels", lambda rng, sigma, frames: ("iso", [np.ones((1, 1))] * frames))
+  monkeypatch.setattr(degrade, "dove_kernels", lambda rng, sigma, frames: ("iso", np.ones((1, 1, 1))))
   for seed in range(12):
     degrade.degrade(clip[:3], seed)
   assert cutoffs and all(np.pi / 3 <= c <= np.pi for c in cutoffs)

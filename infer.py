@@ -8,7 +8,8 @@ IN: a video PyAV reads (mp4, mkv, avi, mov, ...) or a folder of PNG frames. OUT:
 lossless) or a folder (PNG frames). A set of videos, --input a folder of videos and/or PNG-frame folders or a .txt
 file listing them (one path per line), goes to an --output folder: NAME.mp4 per video, a PNG folder per PNG folder.
 Its videos are spread over the processes of a multi-host run and over the data axis of --mesh on each; outputs
-already complete are skipped, so a killed job resumes by running the same command. N input frames give s_t (N - 1) + 1 output frames at s_t times the fps.
+already complete are skipped, so a killed job resumes by running the same command. N input frames give
+s_t (N - 1) + 1 output frames at s_t times the fps.
 Without --checkpoint (or --config) the default weights are used: weights/tiny, the tiny DiffST trained on CPU on
 two real clips (how, and its held-out scores: weights/README.md, docs/RESULTS.md). It is a small demonstration
 model; for real footage pass --checkpoint with a converted or trained full-size DiffST.
@@ -197,28 +198,29 @@ def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, 
 
 
 def model_on_mesh(model, mesh):
-  """`model` placed on `mesh` (with the inference rules), and the context that makes `mesh` current."""
+  """A copy of `model` on `mesh` (with the inference rules; its arrays put there straight from `model`'s), and the
+  context that makes `mesh` current."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import plan as execution_plan  # pylint: disable=import-outside-toplevel
 
   inference_rules = rules.for_inference(rules.DEFAULT_RULES)
-  nnx.update(model, rules.place_state(nnx.state(model), mesh, inference_rules))
-  return model, functools.partial(execution_plan.activate, mesh, inference_rules)
+  graphdef, state = nnx.split(model)
+  placed = nnx.merge(graphdef, rules.place_state(state, mesh, inference_rules))
+  return placed, functools.partial(execution_plan.activate, mesh, inference_rules)
 
 
 def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, upscale) -> int:
   """Upscales each video of a set into `folder`, spread over processes and the data axis of each process's --mesh
   (parallel/shares.py), skipping complete outputs; prints a summary. A video that fails does not stop the others."""
   import jax  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.io import outputs, video, video_sets  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import distributed, shares  # pylint: disable=import-outside-toplevel
 
   meshes = shares.local_meshes(args.mesh)
-  placed = [model_on_mesh(nnx.clone(model), mesh) for mesh in meshes]
+  placed = [model_on_mesh(model, mesh) for mesh in meshes]
   targets = video_sets.output_names(videos, folder)
   distributed.first_process_does(lambda: video_sets.make_output_folder(folder), f"creating {folder}")
 

@@ -159,7 +159,8 @@ def _bad_inputs(tmp_path):
 
 
 CASES = ["unreadable", "truncated", "empty", "missing", "unknown extension", "binary list", "one frame",
-         "missing checkpoint", "incompatible checkpoint", "tile too small", "output exists", "output is input", "bad output extension"]
+         "missing checkpoint", "incompatible checkpoint", "tile too small", "output exists", "output is input",
+         "bad output extension"]
 
 
 @pytest.mark.parametrize("case", CASES)

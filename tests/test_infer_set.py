@@ -4,7 +4,6 @@ stopping the others, complete outputs skipped on a rerun; two processes write wh
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from PIL import Image
 
 import infer
 from diffst_jax.io import outputs, video
+from tests.conftest import coordinator_address
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -84,12 +84,6 @@ def test_a_list_of_videos_and_the_outputs_it_refuses(tmp_path, capsys):
   assert sorted(p.name for p in theirs.iterdir()) == ["keep.txt"]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow  # two infer.py processes of 2 CPU devices each and one of 1 (about 1 min on 2 cores)
 def test_two_processes_write_every_output_once_as_one_process_does(tmp_path):
   videos = tmp_path / "videos"
@@ -97,7 +91,7 @@ def test_two_processes_write_every_output_once_as_one_process_does(tmp_path):
     _clip_folder(videos / f"clip{index}", index)
   flags = ["--tile", "16", "16"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  coordinator = f"localhost:{_free_port()}"
+  coordinator = coordinator_address()
   processes = [subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--input", str(videos), "--output",
                                  str(tmp_path / "two"), *flags, "--mesh", "data=2", "--coordinator-address",
                                  coordinator, "--num-processes", "2", "--process-id", str(index)],

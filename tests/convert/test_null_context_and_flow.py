@@ -26,8 +26,9 @@ import empty_prompt_embedding  # noqa: E402  # pylint: disable=wrong-import-posi
 # Wan2.1 t5.py's names for transformers' UMT5 encoder weights (T5SelfAttention: norm1, attn, norm2, ffn with
 # gate = GELU(Linear), fc1, fc2; per-block relative position embeddings, as umT5 has shared_pos=False).
 WAN_NAMES = {"shared.weight": "token_embedding.weight", "encoder.final_layer_norm.weight": "norm.weight"}
-WAN_BLOCK_NAMES = {"layer.0.layer_norm": "norm1", "layer.0.SelfAttention.q": "attn.q", "layer.0.SelfAttention.k": "attn.k",
-                   "layer.0.SelfAttention.v": "attn.v", "layer.0.SelfAttention.o": "attn.o",
+WAN_BLOCK_NAMES = {"layer.0.layer_norm": "norm1", "layer.0.SelfAttention.q": "attn.q",
+                   "layer.0.SelfAttention.k": "attn.k", "layer.0.SelfAttention.v": "attn.v",
+                   "layer.0.SelfAttention.o": "attn.o",
                    "layer.0.SelfAttention.relative_attention_bias": "pos_embedding.embedding",
                    "layer.1.layer_norm": "norm2", "layer.1.DenseReluDense.wi_0": "ffn.gate.0",
                    "layer.1.DenseReluDense.wi_1": "ffn.fc1", "layer.1.DenseReluDense.wo": "ffn.fc2"}

@@ -42,7 +42,8 @@ def test_blur_matches_direct_correlation_with_reflected_borders(clip, kernel, bo
     ("resize", lambda x, rng: degrade.resize(x, 24, 32, degrade._RESAMPLE[rng.integers(3)])),  # noqa: SLF001
     ("noise", lambda x, rng: np.clip(degrade.add_noise(x, rng, degrade.FIRST), 0, 255)),
     ("jpeg", lambda x, rng: degrade.jpeg(x, rng.integers(30, 96))),
-    ("opencv resize", lambda x, rng: degrade.resize_opencv(x, 24, 32, degrade._OPENCV_RESIZE[rng.integers(3)])),  # noqa: SLF001
+    ("opencv resize",
+     lambda x, rng: degrade.resize_opencv(x, 24, 32, degrade._OPENCV_RESIZE[rng.integers(3)])),  # noqa: SLF001
     ("opencv jpeg", lambda x, rng: degrade.jpeg_opencv(x, degrade.drifting_qualities(rng, len(x), (30, 95)))),
     ("video compression", lambda x, rng: degrade.compress_video(x, rng.choice(degrade.CODECS), rng.uniform(1e4, 1e5))),
 ])

@@ -42,7 +42,8 @@ def _via_original_shards(reference, config, tmp_path):
       "_class_name": "WanModel", "_diffusers_version": "0.30.0", "model_type": "t2v", "text_len": 512,
       "in_dim": config.in_channels, "out_dim": config.out_channels, "dim": config.dim, "ffn_dim": config.ffn_dim,
       "freq_dim": config.freq_dim, "text_dim": config.text_dim, "num_heads": config.num_attention_heads,
-      "num_layers": config.num_layers, "window_size": [-1, -1], "qk_norm": config.qk_norm is not None, "cross_attn_norm": config.cross_attn_norm,
+      "num_layers": config.num_layers, "window_size": [-1, -1], "qk_norm": config.qk_norm is not None,
+      "cross_attn_norm": config.cross_attn_norm,
       "eps": config.eps}))
   torch.save({"encoder.conv1.weight": torch.zeros(1)}, tmp_path / "Wan2.1_VAE.pth")  # the release's other files
   torch.save({"token_embedding.weight": torch.zeros(1)}, tmp_path / "models_t5_umt5-xxl-enc-bf16.pth")

@@ -61,8 +61,8 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
       local = slice(jax.process_index() * clips, (jax.process_index() + 1) * clips)
       batch = rules.global_batch({name: value[local] for name, value in batch.items()}, mesh)
     upscaled = diffst.upscale(model, jnp.asarray(frames))
-    step = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, optax.constant_schedule(0.0), WEIGHTS, "lpips_alex",
-                                      state_sharding=state_sharding)
+    step = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, optax.constant_schedule(0.0), WEIGHTS,
+                                      "lpips_alex", state_sharding=state_sharding)
     state, metrics = step(state, frozen, perceptual.load("lpips_alex"), batch)
     results = {name: np.asarray(multihost_utils.process_allgather(value, tiled=True))
                for name, value in (("upscaled", upscaled), ("loss", metrics["loss"]),

@@ -4,7 +4,6 @@ DiffST equal the single-process run (fp32, 1e-5 relative)."""
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -12,20 +11,15 @@ import numpy as np
 import pytest
 
 from tests.parallel import multiprocess_worker
+from tests.conftest import coordinator_address
 
 WORKER = pathlib.Path(multiprocess_worker.__file__)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 @pytest.mark.slow  # 5 min on 2 cores (three processes compile the model and its train step): `pytest -m slow`
 def test_two_processes_match_one(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-  coordinator = f"localhost:{_free_port()}"
+  coordinator = coordinator_address()
   workers = [subprocess.Popen(
       [sys.executable, str(WORKER), "--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i),
        "--mesh", "data=2,context=4", "--out", str(tmp_path / "results.npz")],

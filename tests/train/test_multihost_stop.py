@@ -7,13 +7,14 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+
+from tests.conftest import coordinator_address
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ASSET = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"
@@ -24,19 +25,13 @@ FLAGS = ["--config", str(ROOT / "configs" / "tiny_vae.py"), "--config.data.batch
          "--mesh", "data=2,context=4"]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def _env(tmp: pathlib.Path, devices: int) -> dict:
   return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
               JAX_COMPILATION_CACHE_DIR=str(tmp / f"xla_cache_{devices}"))
 
 
 def _start(workdir: pathlib.Path, videos: pathlib.Path, tmp: pathlib.Path) -> list[subprocess.Popen]:
-  coordinator = f"localhost:{_free_port()}"
+  coordinator = coordinator_address()
   return [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *FLAGS, f"--workdir={workdir}",
                             f"--config.data.videos={videos}", f"--coordinator_address={coordinator}",
                             "--num_processes=2", f"--process_id={index}"],

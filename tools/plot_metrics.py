@@ -4,15 +4,15 @@
 """
 
 import argparse
-import pathlib
 
+from diffst_jax.io import paths
 from diffst_jax.train import curves
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", nargs="+", required=True, type=pathlib.Path)
-  parser.add_argument("--out", required=True, type=pathlib.Path)
+  parser.add_argument("--workdir", nargs="+", required=True, type=paths.resolve)
+  parser.add_argument("--out", required=True, type=paths.resolve)
   args = parser.parse_args()
   print(f"wrote {curves.plot_loss_curves(args.workdir, args.out)}")
 

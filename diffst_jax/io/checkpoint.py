@@ -6,7 +6,6 @@ next `save` to the same directory removes and writes again.
 """
 
 import json
-import os
 import pathlib
 from typing import Any
 
@@ -14,7 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from diffst_jax.io import outputs
+from diffst_jax.io import outputs, paths
 
 METADATA_FILE = "model.json"
 PARAMS_DIR = "params"
@@ -25,27 +24,27 @@ CHECKPOINT = outputs.FolderKind("checkpoint", r"model\.json|\.model\.json\.parti
 
 
 def is_checkpoint(path: str | pathlib.Path) -> bool:
-  return (pathlib.Path(path) / METADATA_FILE).is_file()
+  return (paths.resolve(path) / METADATA_FILE).is_file()
 
 
 def is_incomplete(path: str | pathlib.Path) -> bool:
   """Whether `path` is a checkpoint whose writing was cut short: params without model.json, nothing else."""
-  path = pathlib.Path(path)
+  path = paths.resolve(path)
   return (path.is_dir() and not is_checkpoint(path) and any(path.iterdir())
           and ((path / outputs.MARKER).is_file() or (path / PARAMS_DIR / "_CHECKPOINT_METADATA").is_file())
           and not outputs.foreign_entries(path, CHECKPOINT))
 
 
-def check_can_save(directory: str | pathlib.Path) -> pathlib.Path:
+def check_can_save(directory: str | pathlib.Path) -> paths.Path:
   """Raises unless `save` may write to `directory`: missing, empty, or a checkpoint whose writing was cut short."""
-  directory = pathlib.Path(directory).absolute()
+  directory = paths.resolve(directory)
   if not is_incomplete(directory):
     outputs.check_new_folder(directory, "the checkpoint directory")
   return directory
 
 
 def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], params: dict,
-         source: dict[str, Any] | None = None, inference: dict[str, Any] | None = None) -> pathlib.Path:
+         source: dict[str, Any] | None = None, inference: dict[str, Any] | None = None) -> paths.Path:
   """Writes params (a nested dict of arrays) and metadata to a new or empty directory, or over a checkpoint whose
   writing was cut short; never over anything else. `inference` holds how the model is best run (e.g. the clip length
   and crop size it was trained on)."""
@@ -65,40 +64,40 @@ def save(directory: str | pathlib.Path, model: str, config: dict[str, Any], para
   if jax.process_index() == 0:
     partial = directory / f".{METADATA_FILE}.partial"
     partial.write_text(json.dumps(metadata, indent=2) + "\n")
-    os.replace(partial, directory / METADATA_FILE)
+    partial.replace(directory / METADATA_FILE)
   return directory
 
 
 def record_inference(directory: str | pathlib.Path, **fields: Any) -> None:
   """Adds `fields` to how the checkpoint is best run (model.json's "inference"), e.g. a colour fix measured after
   training; model.json is replaced whole, the parameters are not touched."""
-  path = pathlib.Path(directory) / METADATA_FILE
+  path = paths.resolve(directory) / METADATA_FILE
   metadata = _metadata(directory)
   metadata["inference"] = {**metadata.get("inference", {}), **fields}
   partial = path.with_name(f".{METADATA_FILE}.partial")
   partial.write_text(json.dumps(metadata, indent=2) + "\n")
-  os.replace(partial, path)
+  partial.replace(path)
 
 
 def params_files(directory: str | pathlib.Path) -> dict[str, int]:
   """The size of every file of a checkpoint's params/, by path: what `restore` checks before reading (a missing or
   cut-short file is named in one line, not met deep inside the reader)."""
-  params = pathlib.Path(directory) / PARAMS_DIR
-  return {str(file.relative_to(params)): file.stat().st_size for file in sorted(params.rglob("*")) if file.is_file()}
+  params = paths.resolve(directory) / PARAMS_DIR
+  return {str(file.relative_to(params)): paths.size(file) for file in paths.files_under(params)}
 
 
-def _check_params_files(directory: pathlib.Path) -> None:
+def _check_params_files(directory: paths.Path) -> None:
   for name, size in _metadata(directory).get("params_files", {}).items():
     file = directory / PARAMS_DIR / name
     if not file.is_file():
       raise ValueError(f"{file}: missing; the checkpoint is incomplete: copy or write it again")
-    if file.stat().st_size != size:
-      raise ValueError(f"{file}: {file.stat().st_size} bytes where the checkpoint wrote {size}: damaged or cut "
+    if paths.size(file) != size:
+      raise ValueError(f"{file}: {paths.size(file)} bytes where the checkpoint wrote {size}: damaged or cut "
                        "short; copy or write the checkpoint again")
 
 
 def _metadata(directory: str | pathlib.Path) -> dict[str, Any]:
-  path = pathlib.Path(directory) / METADATA_FILE
+  path = paths.resolve(directory) / METADATA_FILE
   try:
     metadata = json.loads(path.read_text())
   except FileNotFoundError as e:
@@ -117,7 +116,7 @@ def model_name(directory: str | pathlib.Path) -> str | None:
 
 
 def read_metadata(directory: str | pathlib.Path, model: str) -> dict[str, Any]:
-  path = pathlib.Path(directory) / METADATA_FILE
+  path = paths.resolve(directory) / METADATA_FILE
   metadata = _metadata(directory)
   if metadata.get("format") != FORMAT or metadata.get("model") != model:
     raise ValueError(f"{path}: expected a {FORMAT} checkpoint of model {model!r}, got format "
@@ -150,10 +149,10 @@ def restore(directory: str | pathlib.Path, target: dict, partial: bool = False) 
       sharding = local
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
-  path, target = pathlib.Path(directory).absolute() / PARAMS_DIR, jax.tree.map(concrete, target)
+  path, target = paths.resolve(directory) / PARAMS_DIR, jax.tree.map(concrete, target)
   if not path.is_dir():
     raise ValueError(f"{path}: missing; the checkpoint is incomplete: copy or write it again")
-  _check_params_files(pathlib.Path(directory).absolute())
+  _check_params_files(paths.resolve(directory))
   try:
     if partial:
       with ocp.PyTreeCheckpointer() as checkpointer:

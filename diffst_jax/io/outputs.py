@@ -20,6 +20,8 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 
+from diffst_jax.io import paths
+
 MARKER = ".diffst-jax"
 VIDEO_COMMENT = "written by diffst-jax"
 
@@ -91,16 +93,16 @@ def foreign_entries(folder: pathlib.Path, kind: FolderKind) -> list[pathlib.Path
   """What `folder` holds beyond the marker and `kind`'s entries: what makes it not ours to replace or remove."""
   stray = []
   for entry in sorted(folder.iterdir()):
-    if entry.name == MARKER and entry.is_file() and not entry.is_symlink():
+    if entry.name == MARKER and entry.is_file() and not paths.is_symlink(entry):
       continue
     folder_pattern = next((key for key in kind.folders if re.fullmatch(key, entry.name)), None)
-    if folder_pattern is not None and entry.is_dir() and not entry.is_symlink():
+    if folder_pattern is not None and entry.is_dir() and not paths.is_symlink(entry):
       pattern = kind.folders[folder_pattern]
       if pattern is not None:
         stray += [inner for inner in sorted(entry.iterdir())
-                  if inner.is_symlink() or not inner.is_file() or not re.fullmatch(pattern, inner.name)]
+                  if paths.is_symlink(inner) or not inner.is_file() or not re.fullmatch(pattern, inner.name)]
       continue
-    if entry.is_symlink() or not entry.is_file() or not re.fullmatch(kind.files, entry.name):
+    if paths.is_symlink(entry) or not entry.is_file() or not re.fullmatch(kind.files, entry.name):
       stray.append(entry)
   return stray
 
@@ -144,9 +146,9 @@ def check_replaceable(path: pathlib.Path, overwrite: bool, kind: FolderKind | No
                     f"folder of {kind.what} (marked by {MARKER}): choose another output")
 
 
-def check_new_folder(path: str | os.PathLike, what: str) -> pathlib.Path:
+def check_new_folder(path: str | os.PathLike, what: str) -> paths.Path:
   """Raises unless `path` is missing or an empty folder (`what` names the flag or the output in the message)."""
-  path = pathlib.Path(path)
+  path = paths.resolve(path)
   if path.exists() and not path.is_dir():
     raise OutputError(f"{path}: {what} exists and is a file; name a new folder")
   if path.exists() and any(path.iterdir()):
@@ -173,7 +175,7 @@ def remove(path: pathlib.Path, kind: FolderKind | None) -> None:
 
 def _remove_tree(folder: pathlib.Path) -> None:
   for entry in folder.iterdir():
-    if entry.is_dir() and not entry.is_symlink():
+    if entry.is_dir() and not paths.is_symlink(entry):
       _remove_tree(entry)
     else:
       entry.unlink()

@@ -5,13 +5,13 @@ A work directory holds everything of one run: `config.json` (the resolved config
 position), `metrics.jsonl`, `tensorboard/`, and at the end `model/` (the trained model as our checkpoint, what
 `infer.py --checkpoint` and `init.vae` take; with `optimizer.ema_decay`, the moving average of its parameters).
 Running the same command on the directory again resumes exactly; SIGTERM (or Ctrl-C) saves a checkpoint and stops.
+The work directory and the videos may lie in object storage (gs://, io/paths.py); the clips are read from local disk.
 """
 
 import dataclasses
 import json
 import pathlib
 import signal
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from diffst_jax.data import builder, pipeline
-from diffst_jax.io import checkpoint, strips
+from diffst_jax.io import checkpoint, paths, strips, tensorboard
 from diffst_jax.parallel import distributed, plan, rules
 from diffst_jax.parallel.mesh import make_mesh
 from diffst_jax.train import curves, defaults, perceptual, tasks
@@ -62,13 +62,13 @@ def _resolved(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(config.to_dict(), default=list))
 
 
-def _record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def _record_config(workdir: paths.Path, config: ml_collections.ConfigDict) -> None:
   """Writes config.json, after checking a resumed run's config against it."""
   _check_config(workdir, config)
   (workdir / "config.json").write_text(json.dumps(_resolved(config), indent=2) + "\n")
 
 
-def _check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def _check_config(workdir: paths.Path, config: ml_collections.ConfigDict) -> None:
   """Raises unless `workdir` is new, or a run of `config` (settings of RUN_CONTROL aside)."""
   path = workdir / "config.json"
   resolved = _resolved(config)
@@ -99,7 +99,7 @@ def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   return stages
 
 
-def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pathlib.Path) -> None:
+def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: paths.Path) -> None:
   """Writes the trained model to `directory` unless it is there whole; an export that was cut short is redone."""
   if checkpoint.is_checkpoint(directory):
     return
@@ -109,12 +109,28 @@ def _export(model: nnx.Module, config: ml_collections.ConfigDict, directory: pat
   distributed.say(f"trained model written to {directory}", flush=True)
 
 
-def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+def _prepared_clips(config: ml_collections.ConfigDict, workdir: paths.Path) -> pathlib.Path:
+  """The local folder of the run's clips, prepared from `data.videos` if need be. In a local work directory (or a
+  local `data.prepared`) process 0 prepares them for all; with a remote work directory each process prepares a
+  private copy in its machine's cache (the array_record files are read from local disk), from a local copy of
+  remote videos."""
   if not config.data.videos:
     raise ValueError("no training data: set --config.data.videos=FOLDER (a folder of HR videos)")
-  prepared = distributed.first_process_does(lambda: builder.prepare(
-      config.data.videos, config.data.prepared or workdir / "data", config.data.clip_frames),
-      f"preparing the dataset of {config.data.videos}")
+  videos = paths.resolve(config.data.videos)
+  prepared = paths.resolve(config.data.prepared) if config.data.prepared else workdir / "data"
+  if not paths.is_local(prepared) and config.data.prepared:
+    raise ValueError(f"data.prepared = {config.data.prepared}: must be a local folder (the clips are read from local "
+                     "disk); leave it empty to prepare them in each machine's cache")
+  private = paths.private_cache(videos, prepared, process_index=jax.process_index())
+  videos = paths.local_copy(videos, private / "videos")
+  if not paths.is_local(prepared):
+    return builder.prepare(videos, private / "clips", config.data.clip_frames)
+  return distributed.first_process_does(lambda: builder.prepare(videos, prepared, config.data.clip_frames),
+                                        f"preparing the dataset of {config.data.videos}")
+
+
+def _dataset(config: ml_collections.ConfigDict, workdir: paths.Path):
+  prepared = _prepared_clips(config, workdir)
   model = config.model
   return pipeline.make_dataset(
       prepared, clip_frames=config.data.clip_frames, crop_size=config.data.crop_size,
@@ -125,29 +141,15 @@ def _dataset(config: ml_collections.ConfigDict, workdir: pathlib.Path):
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def summary_writer_class():
-  """tensorboardX's SummaryWriter, imported with torch hidden: tensorboardX imports torch whenever it is installed
-  (1.35 s and about 200 MB per start) only to accept torch tensors, which we never pass it."""
-  hide_torch = "torch" not in sys.modules
-  if hide_torch:
-    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX takes as "no torch"
-  try:
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-  finally:
-    if hide_torch:
-      del sys.modules["torch"]
-  return SummaryWriter
-
-
 class _Logger:
   """Metrics to metrics.jsonl and TensorBoard event files, from the first process of a multi-host run."""
 
-  def __init__(self, workdir: pathlib.Path):
-    SummaryWriter = summary_writer_class()  # pylint: disable=invalid-name
+  def __init__(self, workdir: paths.Path):
+    SummaryWriter = tensorboard.summary_writer_class()  # pylint: disable=invalid-name
 
     self._enabled = jax.process_index() == 0
+    self._jsonl = workdir / "metrics.jsonl"
     if self._enabled:
-      self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
       self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
 
   def image(self, step: int, name: str, picture: np.ndarray) -> None:
@@ -157,16 +159,13 @@ class _Logger:
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self._enabled:
       return
-    self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-    self._jsonl.flush()
+    paths.append_text(self._jsonl, json.dumps({"step": step, **metrics}) + "\n")
     for name, value in metrics.items():
       self._tensorboard.add_scalar(name, value, step)
 
   def close(self) -> None:
-    if not self._enabled:
-      return
-    self._jsonl.close()
-    self._tensorboard.close()
+    if self._enabled:
+      self._tensorboard.close()
 
 
 def _mesh(config: ml_collections.ConfigDict) -> Mesh:
@@ -174,7 +173,7 @@ def _mesh(config: ml_collections.ConfigDict) -> Mesh:
   return make_mesh(config.mesh) if config.mesh else make_mesh("", jax.devices()[:1])
 
 
-def _checkpoint_manager(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+def _checkpoint_manager(workdir: paths.Path, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True)
   return ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options)
 
@@ -195,7 +194,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
   """Writes the model of the latest checkpoint of the run in `workdir` (of this config; the run may be going on) to
   `directory`, a new folder, as the end of training would (the parameters' moving average, if kept); returns the
   checkpoint's step."""
-  workdir = pathlib.Path(workdir).absolute()
+  workdir = paths.resolve(workdir)
   if not (workdir / "config.json").is_file():
     raise ValueError(f"{workdir}: no run of train.py to export from (no config.json)")
   _check_config(workdir, config)  # the run's own config.json is left as it is
@@ -211,7 +210,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
       state, frozen, _ = _restore_state(made, manager, step, mesh, axis_rules, with_data=False)
       average = train_step.averaged_parameters(state.opt_state)
       _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
-              pathlib.Path(directory).absolute())
+              paths.resolve(directory))
   return step
 
 
@@ -219,7 +218,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   """Runs (or resumes) training in `workdir`; returns the last logged metrics."""
   axis_rules = rules.rules_from_config(config.logical_axis_rules)
   mesh = _mesh(config)
-  workdir = pathlib.Path(workdir).absolute()
+  workdir = paths.resolve(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"{workdir}: --workdir exists and is a file; name a new folder, or a run's to resume it")
   workdir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +279,7 @@ def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, ax
   return dataclasses.replace(made, shardings=shardings)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh, axis_rules: rules.Rules,
+def _train(config: ml_collections.ConfigDict, workdir: paths.Path, mesh: Mesh, axis_rules: rules.Rules,
            model: nnx.Module, manager: ocp.CheckpointManager) -> dict[str, float]:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 

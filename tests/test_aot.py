@@ -23,8 +23,8 @@ def _aot(*args):
                         cwd=ROOT, env=ENV, check=False)
 
 
-@pytest.mark.slow  # a minute on 2 cores; the default run compiles the train step for TPU, and this program up to
-# its memory check (test_a_program_that_does_not_fit_the_memory_limit_is_one_line)
+@pytest.mark.slow  # a minute on 2 cores; the default run compiles this program up to its memory check
+# (test_a_program_that_does_not_fit_the_memory_limit_is_one_line)
 def test_the_tiny_upscale_program_compiles_for_a_tpu_slice(tmp_path):
   result = _aot("--topology", "v5e:2x2", "--config", ROOT / "configs" / "tiny.py", "--mesh", "context=4",
                 "--program", "upscale", "--clip", "9x64x64", "--json", tmp_path / "upscale.json")
@@ -38,6 +38,7 @@ def test_the_tiny_upscale_program_compiles_for_a_tpu_slice(tmp_path):
   assert "TPU" not in result.stderr  # libtpu stays quiet on a machine without chips
 
 
+@pytest.mark.slow  # 1.5 min on 2 cores
 def test_the_tiny_train_step_compiles_for_a_tpu_slice(monkeypatch):
   monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   config = load_config("tiny")

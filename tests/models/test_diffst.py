@@ -33,6 +33,7 @@ def test_output_shapes(model, frames, time_scale, space_scale, size):
   assert out.dtype == jnp.float32
 
 
+@pytest.mark.slow  # 40 s on 2 cores: a program per variant of the model
 def test_ablation_switches_use_the_same_code(model):
   x = jax.random.uniform(jax.random.key(0), (1, 3, 8, 8, 3), minval=-1, maxval=1)
   base = diffst.upscale(model, x)
@@ -74,6 +75,7 @@ def test_checkpoint_of_an_older_release_with_conv_implementation_loads(model, tm
   np.testing.assert_array_equal(diffst.upscale(loaded, x), diffst.upscale(model, x))
 
 
+@pytest.mark.slow  # 40 s on 2 cores
 def test_weights_stored_in_compute_dtype_give_the_same_upscale(model):
   from flax import nnx
 

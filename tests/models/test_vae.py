@@ -181,6 +181,7 @@ def test_gradients_match_finite_differences(tiny_config):
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
 
 
+@pytest.mark.slow  # 30 s on 2 cores; test_gradients_match_finite_differences checks the VAE's gradients by default
 def test_grouped_remat_scan_matches_plain_gradients(tiny_config):
   """Nine latent frames: the first chunk, then 8 in two checkpointed groups of 4 (the grouping a 33-frame clip
   gets), against the same decoder without remat."""

@@ -8,6 +8,14 @@ import pytest
 
 from diffst_jax import chunking, inference
 from diffst_jax.models import diffst
+from diffst_jax.parallel import plan as execution_plan
+
+
+@pytest.fixture(autouse=True)
+def xla_convolutions():
+  """What is tested is chunking and tiling: XLA's convolutions compile faster than the CPU default's."""
+  with execution_plan.use(execution_plan.ExecutionPlan(conv_implementation="xla")):
+    yield
 
 
 @pytest.fixture(scope="module")

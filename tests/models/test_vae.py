@@ -143,6 +143,7 @@ def test_decoder_is_causal(tiny_vae):
     np.testing.assert_allclose(prefix, whole[:, :prefix.shape[1]], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # 40 s on 2 cores; by default test_layers checks the convolutions' gradients against XLA's
 def test_gradients_match_finite_differences(tiny_config):
   with jax.enable_x64(True):
     # One residual block per stage (every layer kind still present): half the program to compile in float64.
@@ -181,7 +182,7 @@ def test_gradients_match_finite_differences(tiny_config):
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
 
 
-@pytest.mark.slow  # 30 s on 2 cores; test_gradients_match_finite_differences checks the VAE's gradients by default
+@pytest.mark.slow  # 30 s on 2 cores
 def test_grouped_remat_scan_matches_plain_gradients(tiny_config):
   """Nine latent frames: the first chunk, then 8 in two checkpointed groups of 4 (the grouping a 33-frame clip
   gets), against the same decoder without remat."""

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from diffst_jax.parallel import backend
@@ -64,6 +65,14 @@ def any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
   return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def wait_for_every_process(name: str, timeout_s: int = 3600) -> None:
+  """Returns once every process has called it with `name` (unique per call): a barrier of the coordination service,
+  not a device collective. On CPU, gloo's collectives give up after 30 s, less than the compile of a program that
+  one process finds in the compilation cache and another must compile."""
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(name, timeout=timeout_s)
 
 
 def all_processes(values: list) -> list:

@@ -309,16 +309,20 @@ def _train(config: ml_collections.ConfigDict, workdir: paths.Path, mesh: Mesh, a
     progress = tqdm(total=total_steps, initial=step, desc=workdir.name, dynamic_ncols=True,
                     disable=jax.process_index() != 0)
     end = 0
-    for stage in stages:
+    for index, stage in enumerate(stages):
       start, end = end, end + stage["steps"]
       if step >= end:
         continue
       if step == start and stage.get("fresh_optimizer"):  # as a new launch from the last stage's weights
         state = state._replace(opt_state=train_step.fresh_moments(state.opt_state))
-      run_step = made.step(stage)
+      run_step = None
       window_start, window = time.perf_counter(), []
       while step < end and not stopping:
         batch = rules.global_batch(next(iterator), mesh, axis_rules)
+        if run_step is None:  # compiled by every process before any runs it, so none waits in a collective meanwhile
+          run_step = made.step(stage).lower(state, frozen, perceptual_params, batch).compile()
+          distributed.wait_for_every_process(f"diffst-jax: stage {index} compiled at step {step}")
+          window_start = time.perf_counter()
         state, step_metrics = run_step(state, frozen, perceptual_params, batch)
         step = step + 1
         window.append(step_metrics)

@@ -63,9 +63,15 @@ def _resolved(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _record_config(workdir: paths.Path, config: ml_collections.ConfigDict) -> None:
-  """Writes config.json, after checking a resumed run's config against it."""
-  _check_config(workdir, config)
-  (workdir / "config.json").write_text(json.dumps(_resolved(config), indent=2) + "\n")
+  """Writes config.json, after checking a resumed run's config against it: process 0 checks and writes while the
+  others wait, then they check (none reads the file while it is written)."""
+
+  def record():
+    _check_config(workdir, config)
+    if jax.process_index() == 0:
+      (workdir / "config.json").write_text(json.dumps(_resolved(config), indent=2) + "\n")
+
+  distributed.first_process_does(record, f"checking the run in {workdir}")
 
 
 def _check_config(workdir: paths.Path, config: ml_collections.ConfigDict) -> None:

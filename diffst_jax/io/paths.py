@@ -12,6 +12,8 @@ from typing import Union
 
 from etils import epath
 
+from diffst_jax.parallel import backend
+
 Path = Union[pathlib.Path, epath.Path]
 LOCAL_SCHEME = "file://"
 REMOTE_SCHEMES = ("gs://", "s3://", "az://")
@@ -84,13 +86,7 @@ def local_copy(folder: Path, destination: pathlib.Path) -> pathlib.Path:
   return destination
 
 
-def cache_dir() -> pathlib.Path:
-  """This machine's cache of diffst-jax ($XDG_CACHE_HOME/diffst_jax, by default ~/.cache/diffst_jax)."""
-  root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-  return pathlib.Path(root) / "diffst_jax"
-
-
 def private_cache(*keys: Path, process_index: int) -> pathlib.Path:
   """A local folder of this machine's cache that belongs to `keys` (e.g. a remote work directory) and one process."""
   digest = hashlib.sha256("\n".join(os.fspath(k) for k in keys).encode()).hexdigest()[:16]
-  return cache_dir() / "runs" / f"{digest}-process{process_index}"
+  return backend.CACHE_DIR / "runs" / f"{digest}-process{process_index}"

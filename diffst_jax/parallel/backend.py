@@ -68,7 +68,8 @@ def compute_precision(requested: str, platform: str) -> str:
   return "fp32" if platform == "cpu" else "bf16"
 
 
-COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "diffst_jax" / "xla"
+CACHE_DIR = pathlib.Path.home() / ".cache" / "diffst_jax"  # this machine's files of diffst-jax
+COMPILATION_CACHE = CACHE_DIR / "xla"
 
 
 def enable_compilation_cache() -> None:

@@ -15,7 +15,8 @@ from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
 
 from diffst_jax.data import builder
-from diffst_jax.io import checkpoint, outputs, paths, tensorboard
+from diffst_jax.io import checkpoint, outputs, paths
+from diffst_jax.parallel import backend
 from diffst_jax.train import curves, loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ def test_a_remote_model_folder_is_checked_before_it_is_written(bucket):
 
 
 def test_remote_videos_are_copied_to_local_disk_and_prepared_there(bucket, tmp_path, monkeypatch):
-  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  monkeypatch.setattr(backend, "CACHE_DIR", tmp_path / "cache" / "diffst_jax")
   (bucket / "videos" / "street").mkdir(parents=True)
   (bucket / "videos" / "street" / ASSET.name).write_bytes(ASSET.read_bytes())
   config = ml_collections.ConfigDict({"data": {"videos": "gs://bucket/videos", "prepared": "", "clip_frames": 4}})

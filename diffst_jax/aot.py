@@ -25,6 +25,9 @@ from diffst_jax.parallel import backend
 
 MEMORY_FIELDS = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "generated_code_bytes")
 GIB = 1 << 30
+# Peak dense bfloat16 FLOP/s of one chip, as Google's Cloud TPU pages give them.
+CHIP_PEAK_FLOPS = {"v4": 275e12, "v5e": 197e12, "v5p": 459e12, "v6e": 918e12}
+REFERENCE_PEAK_FLOPS = 312e12  # one A100's dense bf16 peak, what other upscalers report their frame rates on
 
 
 def parse_args(argv):
@@ -103,12 +106,7 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
     raise ValueError(f"--stage {stage}: the config has {len(names)} stages ({', '.join(names)}); give 1 to "
                      f"{len(names)}")
   weights = made.stages[stage - 1]["loss"]
-  frames, height, width = clip
-  s_t, s_x = config.model.cfca.time_scale, config.model.space_scale
-  clips = batch or rules.axis_size_on(mesh, axis_rules, "act_batch")
-  shapes = {"hr": (clips, frames, height, width, 3)}
-  if tasks.get(config.task).uses_lr:
-    shapes["lr"] = (clips, (frames - 1) // s_t + 1, height // s_x, width // s_x, 3)
+  shapes = _clip_shapes(config, clip, batch or rules.axis_size_on(mesh, axis_rules, "act_batch"))
   inputs = {name: jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=rules.batch_sharding(shape, mesh, axis_rules))
             for name, shape in shapes.items()}
   perceptual_params = None
@@ -119,15 +117,65 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
     return made.step(made.stages[stage - 1]).lower(state, frozen, perceptual_params, inputs)
 
 
-def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bool):
-  """The lowered program infer.py runs on one chunk whose output is the HR clip `clip`, the model on `mesh`."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
+def _without_remat(config):
+  """`config` with the DiT's and the VAE's rematerialization off: the model's own operations, each counted once."""
+  config = config.copy_and_resolve_references()
+  config.model.dit.remat_policy, config.model.vae.remat = "none", False
+  return config
 
+
+def _counting_plan():
+  """One device, XLA's attention and convolutions: every matrix product a plain one to count."""
+  from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
+
+  return plan.use(plan.ExecutionPlan(platform="cpu", attention="xla", conv_implementation="xla"))
+
+
+def train_flops(config, stage: int, clip: tuple[int, int, int], clips: int) -> dict[str, int]:
+  """The model FLOPs of one train step of `stage` (forward and backward of its losses over `clips` HR clips `clip`),
+  counted from the program's jaxpr (ops/flops.py), by jit-compiled function (the VAE's `_encode`, `_decode`)."""
+  import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
+  from diffst_jax.ops import flops  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import perceptual, tasks  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import step as train_step  # pylint: disable=import-outside-toplevel
+
+  config = _without_remat(config)
+  task = tasks.get(config.task)
+  graphdef, trainable, frozen = nnx.split(task.abstract(config), task.trainable(tasks.trains_flow(config)), ...)
+  weights = config.stages[sorted(config.stages)[stage - 1]].loss.to_dict()
+  loss = train_step.make_loss_fn(task, graphdef, weights, config.perceptual, config.pixel_range)
+  perceptual_params = None
+  if weights.get("perceptual"):
+    perceptual_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                     perceptual.load(config.perceptual))
+  batch = {name: jax.ShapeDtypeStruct(shape, jnp.uint8) for name, shape in _clip_shapes(config, clip, clips).items()}
+  with _counting_plan():
+    return flops.count_by_function(jax.value_and_grad(loss, has_aux=True), trainable, frozen, perceptual_params,
+                                   batch)
+
+
+def _clip_shapes(config, clip: tuple[int, int, int], clips: int) -> dict[str, tuple[int, ...]]:
+  from diffst_jax.train import tasks  # pylint: disable=import-outside-toplevel
+
+  frames, height, width = clip
+  s_t, s_x = config.model.cfca.time_scale, config.model.space_scale
+  shapes = {"hr": (clips, frames, height, width, 3)}
+  if tasks.get(config.task).uses_lr:
+    shapes["lr"] = (clips, (frames - 1) // s_t + 1, height // s_x, width // s_x, 3)
+  return shapes
+
+
+def _upscale_program(config, clip: tuple[int, int, int], bf16: bool):
+  """(graphdef, abstract state, padded LR input shape) of the program infer.py runs on one chunk whose output is the
+  HR clip `clip`."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
   from diffst_jax.models import diffst, layers  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
 
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   if bf16:
@@ -140,13 +188,65 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
                      f"divisible by s_x (s_t = {s_t}, s_x = {s_x})")
   lr = ((frames - 1) // s_t + 1, height // s_x, width // s_x)
   padding = diffst.padding_for(model_config, *lr)
-  axis_rules = rules.for_inference(axis_rules)  # as infer.py
   model = nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
   layers.store_in_compute_dtype(model)  # as infer.py
   graphdef, state = nnx.split(model)
+  return graphdef, state, (1, *(n + p for n, p in zip(lr, padding)), 3)
+
+
+def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bool):
+  """The lowered program infer.py runs on one chunk whose output is the HR clip `clip`, the model on `mesh`."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
+
+  graphdef, state, shape = _upscale_program(config, clip, bf16)
+  axis_rules = rules.for_inference(axis_rules)  # as infer.py
   with plan.activate(mesh, axis_rules):
     return diffst.forward.lower(graphdef, plan.current(), rules.abstract_state(state, mesh, axis_rules),
-                                _replicated((1, *(n + p for n, p in zip(lr, padding)), 3), jnp.float32, mesh))
+                                _replicated(shape, jnp.float32, mesh))
+
+
+def upscale_flops(config, clip: tuple[int, int, int], bf16: bool) -> dict[str, int]:
+  """The model FLOPs of the upscale program (`lower_upscale`), by jit-compiled function."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.ops import flops  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
+
+  graphdef, state, shape = _upscale_program(config, clip, bf16)
+  with _counting_plan():
+    return flops.count_by_function(lambda state, x: diffst.forward(graphdef, plan.current(), state, x), state,
+                                   jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+def cost(compiled) -> dict[str, float]:
+  """The compiler's cost analysis of a compiled program: its FLOPs and bytes accessed and, from libtpu, its estimate
+  of the program's time on the chip (`optimal_seconds`); None where the compiler gives none (libtpu 0.0.42.1 gave a
+  negative time for some train steps: no estimate either)."""
+  analysis = compiled.cost_analysis()
+  analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
+  seconds = analysis.get("optimal_seconds")
+  return {"compiler_flops": analysis.get("flops"), "compiler_bytes_accessed": analysis.get("bytes accessed"),
+          "estimated_seconds": seconds if seconds is not None and seconds > 0 else None,
+          "compiler_optimal_seconds": seconds}
+
+
+def utilization(result: dict) -> dict[str, float]:
+  """Estimated MFU (model FLOPs / (chips x chip peak x estimated seconds)) and, for the upscale program, output frames
+  per second, also per 312 TFLOP/s of chip peak (one A100's); empty without a time estimate or a known chip."""
+  seconds, chip = result.get("estimated_seconds"), result["topology"].partition(":")[0]
+  if not seconds or chip not in CHIP_PEAK_FLOPS:
+    return {}
+  peak = result["chips"] * CHIP_PEAK_FLOPS[chip]
+  numbers = {"peak_flops": peak, "estimated_mfu": result["model_flops"] / (peak * seconds)}
+  if result["program"] == "upscale":
+    fps = result["clip"][0] / seconds
+    numbers.update(frames_per_second=fps, frames_per_second_per_312_tflops=fps * REFERENCE_PEAK_FLOPS / peak)
+  return numbers
 
 
 def memory(compiled) -> dict[str, int]:
@@ -176,10 +276,16 @@ def compile_program(args) -> dict:
   else:
     lowered = lower_upscale(config, mesh, axis_rules, clip, args.precision == "bf16")
   compiled = lowered.compile()
-  return {"topology": args.topology, "platform": target[0].platform, "config": args.config, "mesh": mesh_text,
-          "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
-          "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit, **memory(compiled),
-          "compile_seconds": time.perf_counter() - start}
+  result = {"topology": args.topology, "platform": target[0].platform, "chips": len(target), "config": args.config,
+            "mesh": mesh_text, "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
+            "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit, **memory(compiled),
+            "compile_seconds": time.perf_counter() - start, **cost(compiled)}
+  if args.program == "train":
+    parts = train_flops(config, args.stage, clip, args.batch or rules.axis_size_on(mesh, axis_rules, "act_batch"))
+  else:
+    parts = upscale_flops(config, clip, args.precision == "bf16")
+  result.update(model_flops=sum(parts.values()), model_flops_by_function={k: v for k, v in parts.items() if v})
+  return result | utilization(result)
 
 
 def table(result: dict) -> str:
@@ -187,7 +293,18 @@ def table(result: dict) -> str:
       (field.removesuffix("_bytes").replace("_", " "), result[field]) for field in MEMORY_FIELDS]
   lines = [f"{result['program']} on {result['topology']} ({result['mesh']}), clip {'x'.join(map(str, result['clip']))}"
            f", compiled in {result['compile_seconds']:.1f} s", "", "| memory | GiB |", "|---|---:|"]
-  return "\n".join(lines + [f"| {name} | {value / GIB:.2f} |" for name, value in rows])
+  lines += [f"| {name} | {value / GIB:.2f} |" for name, value in rows]
+  lines += ["", "| cost | value |", "|---|---:|", f"| model FLOPs (counted from the model) | {result['model_flops']:.4g} |"]
+  lines += [f"| model FLOPs in {name} | {value:.4g} |" for name, value in result["model_flops_by_function"].items()]
+  estimates = (("compiler FLOPs (per chip)", "compiler_flops", "{:.4g}"),
+               ("compiler bytes accessed (per chip)", "compiler_bytes_accessed", "{:.4g}"),
+               ("estimated seconds (compiler estimate)", "estimated_seconds", "{:.4g}"),
+               ("estimated MFU (compiler estimate)", "estimated_mfu", "{:.1%}"),
+               ("output frames per second (compiler estimate)", "frames_per_second", "{:.2f}"),
+               ("output frames per second per 312 TFLOP/s (compiler estimate)", "frames_per_second_per_312_tflops",
+                "{:.2f}"))
+  lines += [f"| {name} | {form.format(result[key])} |" for name, key, form in estimates if result.get(key) is not None]
+  return "\n".join(lines)
 
 
 def main(argv=None) -> int:

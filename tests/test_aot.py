@@ -1,12 +1,14 @@
-"""Ahead-of-time compilation for a TPU slice on this CPU machine (libtpu's compiler, no TPU): the tiny config's
-upscale program and train step compile with their shardings and report memory per device; bad topologies and meshes
-are one line."""
+"""Ahead-of-time compilation for a TPU slice on this CPU machine (libtpu's compiler, no TPU), seen as the TPU VM sees
+it (`jax.default_backend()` is "tpu" there): the real recipe's programs at tiny widths (configs/wan21_1_3b.py:tiny)
+lower to the same program whichever backend the host has, on meshes over each axis and a mix, compile, and report
+memory per device, the compiler's cost analysis and the model's FLOPs; bad topologies and meshes are one line."""
 
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from diffst_jax import aot
@@ -18,9 +20,57 @@ from tests.conftest import ROOT, error_line, load_config
 ENV = dict(os.environ, ALLOW_MULTIPLE_LIBTPU_LOAD="1")
 
 
-def _aot(*args):
-  return subprocess.run([sys.executable, "-m", "diffst_jax.aot", *map(str, args)], capture_output=True, text=True,
-                        cwd=ROOT, env=ENV, check=False)
+RECIPE = f"{ROOT / 'configs' / 'wan21_1_3b.py'}:tiny"
+# A TPU VM's view: JAX's default backend is the TPU's (the module and its callers then see it).
+AS_ON_A_TPU_VM = "import sys, jax; jax.default_backend = lambda: 'tpu'; from diffst_jax import aot; sys.exit(aot.main())"
+
+
+def _aot(*args, tpu_view=False):
+  command = ["-c", AS_ON_A_TPU_VM, *map(str, args)] if tpu_view else ["-m", "diffst_jax.aot", *map(str, args)]
+  return subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=ROOT, env=ENV, check=False)
+
+
+# Each axis of the mesh alone, and a mix; (topology, mesh)
+TPU_MESHES = [("v5e:2x2", "data=4"), ("v5e:2x2", "fsdp=4"), ("v5e:2x2", "context=4"), ("v5e:2x1", "tensor=2"),
+              ("v5e:2x2", "fsdp=2,context=2")]
+
+
+def _lowered(program: str, topology: str, mesh_text: str):
+  config = load_config("wan21_1_3b", "tiny")
+  mesh, axis_rules = make_mesh(mesh_text, aot.devices(topology)), rules.rules_from_config(config.logical_axis_rules)
+  if program == "upscale":
+    return aot.lower_upscale(config, mesh, axis_rules, (9, 64, 64), bf16=False)
+  return aot.lower_train(config, mesh, axis_rules, int(program[-1]), (5, 32, 32), None)
+
+
+@pytest.mark.parametrize("program", ["train stage 1", "train stage 2", "upscale"])
+@pytest.mark.parametrize("topology, mesh_text", TPU_MESHES)
+def test_programs_are_the_targets_whatever_the_host_sees(monkeypatch, program, topology, mesh_text):
+  """Lowered on this CPU machine and lowered as a TPU VM (default backend "tpu") sees it, the program is the same:
+  every kernel choice follows the target. Splash, TPU's attention, runs inside shard_map (a Mosaic kernel outside
+  it fails to lower under a mesh)."""
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  on_this_host = _lowered(program, topology, mesh_text).as_text()
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  as_on_a_tpu_vm = _lowered(program, topology, mesh_text).as_text()
+  assert on_this_host.count("tpu_custom_call") == as_on_a_tpu_vm.count("tpu_custom_call") > 0
+  assert on_this_host == as_on_a_tpu_vm
+
+
+def test_the_recipe_upscale_compiles_as_on_a_tpu_vm_with_its_cost(tmp_path):
+  result = _aot("--topology", "v5e:2x2", "--config", RECIPE, "--mesh", "context=4", "--program", "upscale", "--clip",
+                "9x128x128", "--json", tmp_path / "upscale.json", tpu_view=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  numbers = json.loads((tmp_path / "upscale.json").read_text())
+  assert numbers["platform"] == "tpu" and numbers["chips"] == 4
+  assert numbers["estimated_seconds"] > 0 and numbers["compiler_flops"] > 0 and numbers["compiler_bytes_accessed"] > 0
+  # the model's FLOPs: the VAE's encoder and decoder and the rest (DiT, CFCA, VRG) counted from the jaxpr
+  assert set(numbers["model_flops_by_function"]) == {"_encode", "_decode", "other"}
+  assert numbers["model_flops"] == sum(numbers["model_flops_by_function"].values())
+  peak = 4 * aot.CHIP_PEAK_FLOPS["v5e"]
+  assert numbers["estimated_mfu"] == pytest.approx(numbers["model_flops"] / (peak * numbers["estimated_seconds"]))
+  assert numbers["frames_per_second"] == pytest.approx(9 / numbers["estimated_seconds"])
+  assert "| estimated seconds (compiler estimate) |" in result.stdout
 
 
 @pytest.mark.slow  # a minute on 2 cores; the default run compiles this program up to its memory check
@@ -38,17 +88,18 @@ def test_the_tiny_upscale_program_compiles_for_a_tpu_slice(tmp_path):
   assert "TPU" not in result.stderr  # libtpu stays quiet on a machine without chips
 
 
-@pytest.mark.slow  # 1.5 min on 2 cores
-def test_the_tiny_train_step_compiles_for_a_tpu_slice(monkeypatch):
+@pytest.mark.slow  # 4 min on 2 cores
+@pytest.mark.parametrize("stage", [1, 2])
+def test_the_recipe_train_step_compiles_as_on_a_tpu_vm(monkeypatch, stage):
   monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  config = load_config("tiny")
-  config.model.vae.num_res_blocks, config.model.dit.num_layers = 1, 1  # the same program, compiled faster
-  mesh = make_mesh("fsdp=2,context=2", aot.devices("v5e:2x2"))
-  lowered = aot.lower_train(config, mesh, rules.rules_from_config(config.logical_axis_rules), 1, (5, 32, 32), None)
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  lowered = _lowered(f"train stage {stage}", "v5e:2x2", "fsdp=2,context=2")
   assert "tpu_custom_call" in lowered.as_text()  # splash, TPU's attention, inside shard_map
-  numbers = aot.memory(lowered.compile(compiler_options={"exec_time_optimization_effort": -1.0}))  # compiles faster
+  compiled = lowered.compile()
+  numbers = aot.memory(compiled)
   assert numbers["alias_bytes"] > 0  # the donated train state is updated in place
   assert 0 < numbers["peak_bytes_per_device"] < 2 << 30
+  assert aot.cost(compiled)["compiler_flops"] > 0
 
 
 @pytest.mark.parametrize("topology, chips", [("v5p:1x1x1", 1), ("v5e:2x1", 2), ("v5e:2x2", 4), ("v5p:2x2x2", 8)])

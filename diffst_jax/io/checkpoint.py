@@ -126,9 +126,9 @@ def read_metadata(directory: str | pathlib.Path, model: str) -> dict[str, Any]:
   return metadata
 
 
-# Config fields older checkpoints stored that are no longer part of a model: "conv_implementation" is the run's
-# choice now (parallel/plan.py), not the model's.
-RETIRED_CONFIG_FIELDS = ("conv_implementation",)
+# Config fields older checkpoints stored that are no longer part of a model: how convolutions and attention run is
+# the run's choice now (parallel/plan.py), not the model's.
+RETIRED_CONFIG_FIELDS = ("conv_implementation", "attention", "attention_block_size", "context_parallel")
 
 
 def _without_retired_fields(config: dict[str, Any]) -> dict[str, Any]:

@@ -23,9 +23,8 @@ from flax import nnx
 
 from diffst_jax.models import layers
 from diffst_jax.models.diffusers_config import DiffusersConfig
-from diffst_jax.ops import attention as attention_ops
 from diffst_jax.ops.rope import apply_rope, rope_tables
-from diffst_jax.parallel import attention as context_parallel
+from diffst_jax.parallel import attention as parallel_attention
 from diffst_jax.parallel import plan
 from diffst_jax.parallel.plan import constrain
 
@@ -48,8 +47,7 @@ class WanDiTConfig(DiffusersConfig):
   DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"image_dim": None, "added_kv_proj_dim": None,
                                                "pos_embed_seq_len": None}
   FIXED_REASON: ClassVar[str] = "image-to-video DiTs are not supported, only Wan2.1 text-to-video"
-  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "dtype", "remat_policy", "attention", "attention_block_size",
-                                           "context_parallel")
+  OWN_FIELDS: ClassVar[tuple[str, ...]] = ("param_dtype", "dtype", "remat_policy")
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
   num_attention_heads: int = 12
@@ -64,14 +62,11 @@ class WanDiTConfig(DiffusersConfig):
   qk_norm: str = "rms_norm_across_heads"
   eps: float = 1e-6
   rope_max_seq_len: int = 1024
-  # Ours, not diffusers': dtypes, remat policy per block, attention implementation (see ops/attention.py) and
-  # context-parallel mode of self-attention when a mesh spreads the tokens (see parallel/attention.py).
+  # Ours, not diffusers': dtypes and the remat policy per block. How attention runs (implementation, block size,
+  # context-parallel mode) is the run's choice, the execution plan's (parallel/plan.py), not the model's.
   param_dtype: str = "float32"
   dtype: str = "float32"
   remat_policy: str = "full"
-  attention: str = "auto"
-  attention_block_size: int = 512
-  context_parallel: str = "allgather_kv"
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(self.patch_size))
@@ -80,12 +75,6 @@ class WanDiTConfig(DiffusersConfig):
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"WanDiTConfig: remat_policy {self.remat_policy!r} is unknown; choose from "
                        f"{tuple(REMAT_POLICIES)}")
-    if self.attention not in attention_ops.IMPLEMENTATIONS:
-      raise ValueError(f"WanDiTConfig: attention {self.attention!r} is unknown; choose from "
-                       f"{attention_ops.IMPLEMENTATIONS}")
-    if self.context_parallel not in context_parallel.MODES:
-      raise ValueError(f"WanDiTConfig: context_parallel {self.context_parallel!r} is unknown; choose from "
-                       f"{context_parallel.MODES}")
     if self.attention_head_dim % 2 or self.attention_head_dim < 6:
       raise ValueError(f"WanDiTConfig: attention_head_dim must be even and at least 6 (three RoPE bands), got "
                        f"{self.attention_head_dim}")
@@ -171,9 +160,6 @@ class Attention(nnx.Module):
     dim = config.dim
     kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
     self.heads = config.num_attention_heads
-    self.implementation = config.attention
-    self.block_size = config.attention_block_size
-    self.context_parallel = config.context_parallel
     self.to_q = Dense(dim, dim, ("embed", "heads"), **kw)
     self.to_k = Dense(dim, dim, ("embed", "heads"), **kw)
     self.to_v = Dense(dim, dim, ("embed", "heads"), **kw)
@@ -188,22 +174,19 @@ class Attention(nnx.Module):
     is_self = context is None
     context = x if is_self else context
     split = lambda a: a.reshape(*a.shape[:2], self.heads, -1)  # noqa: E731
-    attend = functools.partial(attention_ops.dot_product_attention, implementation=self.implementation,  # noqa: E731
-                               block_size=self.block_size)
     q = split(self.norm_q(self.to_q(x)))
     k = split(self.norm_k(self.to_k(context)))
     v = split(self.to_v(context))
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     if is_self:
-      out = context_parallel.self_attention(q, k, v, key_mask, mode=self.context_parallel,
-                                            implementation=self.implementation, block_size=self.block_size)
+      out = parallel_attention.self_attention(q, k, v, key_mask)
     else:
-      out = attend(q, k, v)
+      out = parallel_attention.attention(q, k, v)
     if guidance is not None:
       tokens, gate = guidance
       values = self.to_v(tokens) * gate[None, :, None].astype(self.to_v.dtype)
-      out = out + attend(q, split(self.norm_k(self.to_k(tokens))), split(values))
+      out = out + parallel_attention.attention(q, split(self.norm_k(self.to_k(tokens))), split(values))
     return self.to_out(out.reshape(*out.shape[:2], -1))
 
 

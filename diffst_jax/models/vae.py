@@ -25,7 +25,7 @@ from flax import nnx
 
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.models.layers import Conv
-from diffst_jax.ops.attention import dot_product_attention
+from diffst_jax.parallel.attention import attention
 from diffst_jax.parallel import plan
 from diffst_jax.parallel.plan import constrain
 
@@ -179,7 +179,7 @@ class AttentionBlock(nnx.Module):
     b, t, h, w, c = x.shape
     qkv = self.to_qkv(self.norm(x)).reshape(b * t, h * w, 1, 3 * c)
     q, k, v = jnp.split(qkv, 3, axis=-1)
-    y = dot_product_attention(q, k, v).reshape(b, t, h, w, c)
+    y = attention(q, k, v).reshape(b, t, h, w, c)
     return x + self.proj(y)
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffst_jax.models.layers import Conv
-from diffst_jax.ops.attention import dot_product_attention
+from diffst_jax.parallel.attention import attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,6 @@ class VRG(nnx.Module):
     k, v = jnp.split(self.to_kv(x.reshape(b, 1, -1, c)).reshape(b, -1, 2 * c), 2, axis=-1)
     q = self.to_q(self.queries[...].astype(jnp.float32)[None, None, :, :]).reshape(1, -1, c)
     heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)  # noqa: E731
-    pooled = dot_product_attention(heads(jnp.broadcast_to(q, (b, *q.shape[1:]))), heads(k), heads(v))
+    pooled = attention(heads(jnp.broadcast_to(q, (b, *q.shape[1:]))), heads(k), heads(v))
     tokens = self.proj(pooled.reshape(b, -1, c))
     return tokens, self.gate[...].astype(jnp.float32)

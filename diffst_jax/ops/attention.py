@@ -2,7 +2,8 @@
 
 Layout is (B, S, heads, head_dim), as `jax.nn.dot_product_attention` takes it (not torch's (B, heads, S, D)).
 
-Implementations (config value `attention`):
+Implementations (the execution plan's `attention`, parallel/plan.py, which resolves "auto" for the platform the
+program is compiled for and runs the kernels inside shard_map, parallel/attention.py):
   "auto"       cuDNN on GPU, splash on TPU, XLA elsewhere;
   "xla"        the reference: full logits, softmax in float32 or wider;
   "blockwise"  FlashAttention in XLA: online softmax over key blocks in a `lax.scan`, a custom backward that
@@ -23,13 +24,14 @@ import jax
 import jax.numpy as jnp
 
 IMPLEMENTATIONS = ("auto", "xla", "blockwise", "cudnn", "splash", "splash_interpret")
+KERNELS = ("cudnn", "splash", "splash_interpret")  # custom calls XLA cannot partition: run on per-device operands
 _BACKEND_OF = {"cudnn": "gpu", "splash": "tpu"}
 _MASKED = -1e30  # finite, so fully masked blocks never produce inf - inf
 
 
-def resolve_implementation(name: str, backend: str | None = None) -> str:
-  """The implementation `name` stands for on `backend` (default: JAX's); an accelerator kernel elsewhere is an error."""
-  backend = backend or jax.default_backend()
+def resolve_implementation(name: str, backend: str) -> str:
+  """The implementation `name` stands for on `backend` (the platform compiled for); an accelerator kernel elsewhere is
+  an error."""
   if name not in IMPLEMENTATIONS:
     raise ValueError(f"attention implementation {name!r} is unknown; choose one of {IMPLEMENTATIONS}")
   if name == "auto":
@@ -41,10 +43,12 @@ def resolve_implementation(name: str, backend: str | None = None) -> str:
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_mask: jax.Array | None = None,
-                          implementation: str = "xla", block_size: int = 512, backend: str | None = None) -> jax.Array:
+                          implementation: str = "xla", block_size: int = 512) -> jax.Array:
   """Softmax attention of q (B, Sq, N, D) over k, v (B, Sk, N, D) with scale 1/sqrt(D); returns (B, Sq, N, D).
-  `backend`: the platform the program is compiled for (default: JAX's)."""
-  implementation = resolve_implementation(implementation, backend)
+  `implementation`: a resolved one (not "auto": `resolve_implementation`)."""
+  if implementation not in IMPLEMENTATIONS[1:]:
+    raise ValueError(f"attention implementation {implementation!r}: expected one of {IMPLEMENTATIONS[1:]}, resolved "
+                     "for the platform (resolve_implementation)")
   if implementation == "cudnn" and q.dtype in (jnp.bfloat16, jnp.float16):
     lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")

@@ -1,12 +1,20 @@
-"""Context-parallel self-attention (SPEC §10): the token axis is spread over the mesh axes of "act_length" (the
-`context` axis), time-major, so each device holds a contiguous block of latent frames.
+"""Attention under the execution plan: the implementation, its block size and the context-parallel mode are the
+plan's (parallel/plan.py), resolved for the platform the program is compiled for, and an accelerator kernel (splash,
+a Mosaic kernel; cuDNN) always runs inside shard_map on each device's part of the operands: XLA partitions only its
+own attention.
 
-Modes:
+Two shapes of attention:
+  `self_attention`   keys split like the queries: the DiT's tokens spread over the mesh axes of "act_length" (the
+                     `context` axis), rows first, so each device holds a contiguous block of latent rows;
+  `attention`        keys whole on every device: cross-attention to the text context, VRG's guidance tokens and
+                     pooling, the VAE's attention over each frame's pixels; the queries keep the plan's layout.
+
+Context-parallel modes of `self_attention` (the plan's `context_parallel`):
   "allgather_kv"  every device gathers all keys/values and attends its own queries (any device count; default);
   "ulysses"       all-to-all from token shards to head shards, full attention per head group, all-to-all back
                   (needs the heads per tensor shard divisible by the context size);
   "ring"          keys/values travel round the ring (ppermute); partial results merge by their log-sum-exp
-                  (each block in XLA attention, whatever the `implementation`).
+                  (each block in XLA attention, whatever the implementation).
 The sequence must divide by the context size: callers pad it and mask the padding with `key_mask`.
 """
 
@@ -17,23 +25,39 @@ from jax.sharding import PartitionSpec
 from diffst_jax.ops import attention as attention_ops
 from diffst_jax.parallel import plan as plan_lib
 
-MODES = ("allgather_kv", "ulysses", "ring")
+MODES = plan_lib.CONTEXT_PARALLEL_MODES
 LAYOUT = ("act_batch", "act_length", "act_heads", None)
 
 
-def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None, *,
-                   mode: str = "allgather_kv", implementation: str = "xla", block_size: int = 512) -> jax.Array:
+def _attend(plan: plan_lib.ExecutionPlan, implementation: str):
+  return lambda q, k, v, mask=None: attention_ops.dot_product_attention(  # noqa: E731
+      q, k, v, key_mask=mask, implementation=implementation, block_size=plan.attention_block_size)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """Attention of q (B, Sq, N, D) over k, v (B, Sk, N, D) whose keys every device holds whole: the queries laid out
+  by the plan ("act_batch", "act_length", "act_heads", as far as they divide), keys and values over the batch and
+  heads only."""
+  plan = plan_lib.current()
+  implementation = plan.attention_implementation()
+  attend = _attend(plan, implementation)
+  if plan.mesh is None or implementation not in attention_ops.KERNELS:
+    return attend(q, k, v)
+  q_spec = plan.spec(LAYOUT, q.shape)
+  kv_spec = PartitionSpec(q_spec[0], None, q_spec[2], None)  # split as the queries' batch and heads, keys whole
+  return jax.shard_map(attend, mesh=plan.mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                       check_vma=False)(q, k, v)
+
+
+def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
   """Attention of q over k, v (B, S, N, D) with tokens sharded over the active mesh's context axis (plain
   attention without an active mesh or with context size 1); `key_mask` (B, S), True for real tokens."""
-  if mode not in MODES:
-    raise ValueError(f"context-parallel attention mode {mode!r} is unknown; choose one of {MODES}")
   plan = plan_lib.current()
+  mode = plan.context_parallel
   cp = plan.axis_size("act_length")
-  implementation = plan.attention_implementation(implementation)
-  attend = lambda q, k, v, mask: attention_ops.dot_product_attention(  # noqa: E731
-      q, k, v, key_mask=mask, implementation=implementation, block_size=block_size, backend=plan.platform)
-  # XLA partitions its own attention; a Mosaic kernel (splash) runs only inside shard_map, on each device's part.
-  if plan.mesh is None or (cp == 1 and not implementation.startswith("splash")):
+  implementation = plan.attention_implementation()
+  attend = _attend(plan, implementation)
+  if plan.mesh is None or (cp == 1 and implementation not in attention_ops.KERNELS):
     return attend(q, k, v, key_mask)
   if q.shape[1] % cp:
     raise ValueError(f"context-parallel attention: {q.shape[1]} tokens do not split over {cp} devices; pad the "

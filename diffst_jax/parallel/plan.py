@@ -25,6 +25,7 @@ from diffst_jax.ops import attention as attention_ops
 from diffst_jax.parallel import rules as rules_lib
 
 CONV_IMPLEMENTATIONS = ("auto", "xla", "gemm")
+CONTEXT_PARALLEL_MODES = ("allgather_kv", "ulysses", "ring")  # parallel/attention.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,13 +33,21 @@ class ExecutionPlan:
   mesh: Mesh | None = None
   rules: rules_lib.Rules = rules_lib.DEFAULT_RULES
   platform: str = ""  # default: the mesh's devices', else JAX's default backend
-  conv_implementation: str = "auto"  # the run's choice: "auto", "xla" or "gemm" (`convolutions`)
+  # The run's choices, not the model's (no checkpoint records them):
+  conv_implementation: str = "auto"  # "auto", "xla" or "gemm" (`convolutions`)
+  attention: str = "auto"  # ops/attention.py's implementations (`attention_implementation`)
+  attention_block_size: int = 512  # key block of "blockwise" attention
+  context_parallel: str = "allgather_kv"  # how self-attention spreads over "act_length" (parallel/attention.py)
 
   def __post_init__(self):
     rules_lib.check_rules(self.rules)
-    if self.conv_implementation not in CONV_IMPLEMENTATIONS:
-      raise ValueError(f"conv_implementation = {self.conv_implementation!r} is unknown: use one of "
-                       f"{', '.join(CONV_IMPLEMENTATIONS)}")
+    for name, value, known in (("conv_implementation", self.conv_implementation, CONV_IMPLEMENTATIONS),
+                               ("attention", self.attention, attention_ops.IMPLEMENTATIONS),
+                               ("context_parallel", self.context_parallel, CONTEXT_PARALLEL_MODES)):
+      if value not in known:
+        raise ValueError(f"{name} = {value!r} is unknown: use one of {', '.join(known)}")
+    if self.attention_block_size < 1:
+      raise ValueError(f"attention_block_size = {self.attention_block_size}: a positive number of keys")
     if not self.platform:
       platform = self.mesh.devices.flat[0].platform if self.mesh is not None else jax.default_backend()
       object.__setattr__(self, "platform", platform)
@@ -60,9 +69,10 @@ class ExecutionPlan:
 
   # Algorithms ----------------------------------------------------------------------------------------------------
 
-  def attention_implementation(self, requested: str) -> str:
-    """What attention `requested` ("auto", "xla", "splash", ...) runs as on this plan's platform."""
-    return attention_ops.resolve_implementation(requested, self.platform)
+  def attention_implementation(self) -> str:
+    """What this plan's `attention` ("auto", "xla", "splash", ...) runs as on its platform: "auto" is cuDNN on GPU,
+    splash on TPU, XLA elsewhere."""
+    return attention_ops.resolve_implementation(self.attention, self.platform)
 
   def convolutions(self, requested: str | None = None) -> str:
     """What a convolution runs as (`layers.convolve`): `requested`, else this plan's `conv_implementation`, with
@@ -148,7 +158,7 @@ def use(plan: ExecutionPlan) -> Iterator[ExecutionPlan]:
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES, **choices) -> Iterator[Mesh]:
   """Makes `mesh` current (for jit, shard_map and the plan's layouts) with `rules` and the run's `choices`
-  (`conv_implementation`)."""
+  (`conv_implementation`, `attention`, `attention_block_size`, `context_parallel`)."""
   with use(ExecutionPlan(mesh, rules, **choices)), jax.set_mesh(mesh):
     yield mesh
 

@@ -144,12 +144,15 @@ def _logical_names(leaf) -> tuple[str | None, ...] | None:
 def state_shardings(tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
   """The tree's NamedShardings, in its structure (nnx Variables keep their place, holding their sharding), for a
   pytree of nnx Variables / arrays (model state, optimizer state): annotated variables by their logical names,
-  everything else replicated."""
+  everything else replicated. A variable holding no array (the `optax.MaskedNode` that per-part optimizers keep
+  for the parameters another part updates) stays as it is."""
   check_rules(rules)
 
   def sharding(leaf):
     names = _logical_names(leaf)
     value = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
+    if not jax.tree.leaves(value):
+      return leaf
     shape = getattr(value, "shape", ())
     spec = PartitionSpec()
     if names is not None and len(names) == len(shape):

@@ -70,6 +70,12 @@ def training_defaults() -> ml_collections.ConfigDict:
   config.logical_axis_rules = rules.DEFAULT_RULES  # logical axis -> mesh axes (diffst_jax/parallel/rules.py)
   # "auto": matrix-product convolutions ("gemm") when training on CPU, XLA's own elsewhere; or "xla", "gemm".
   config.conv_implementation = "auto"
+  # How attention runs (parallel/plan.py): "auto" is splash on TPU, cuDNN on GPU, XLA elsewhere (or "xla", "blockwise",
+  # "splash", "cudnn"); blockwise's key block; self-attention's context-parallel mode ("allgather_kv", "ulysses",
+  # "ring").
+  config.attention = "auto"
+  config.attention_block_size = 512
+  config.context_parallel = "allgather_kv"
   config.log_every = 10
   config.strip_every = 500  # steps between TensorBoard strips of a clip's output beside its ground truth; 0: none
   config.checkpoint_every = 500

@@ -33,8 +33,10 @@ from diffst_jax.train import curves, defaults, perceptual, tasks
 from diffst_jax.train import step as train_step
 
 # Settings a resumed run may change; anything else must match the run in the work directory.
-RUN_CONTROL = ("log_every", "strip_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "mesh",
-               "data.workers", "data.videos", "data.prepared")
+RUN_CONTROL = ("log_every", "strip_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "attention",
+               "attention_block_size", "context_parallel", "mesh", "data.workers", "data.videos", "data.prepared")
+# The execution plan's choices a run makes (parallel/plan.py), all of them RUN_CONTROL.
+PLAN_CHOICES = ("conv_implementation", "attention", "attention_block_size", "context_parallel")
 
 
 @dataclasses.dataclass
@@ -92,10 +94,16 @@ def _check_config(workdir: paths.Path, config: ml_collections.ConfigDict) -> Non
     added = {k: legacy[k] if k in legacy else legacy.get(k.rsplit(".", 1)[-1], default.get(k))
              for k in now if k not in before}
     changed = sorted(k for k in before.keys() | now.keys()
-                     if before.get(k, added.get(k)) != now.get(k) and not any(k.startswith(c) for c in RUN_CONTROL))
+                     if before.get(k, added.get(k)) != now.get(k) and not any(k.startswith(c) for c in RUN_CONTROL)
+                     and not _retired_model_field(k))
     if changed:
       raise ValueError(f"{workdir} holds a run with another config (differs in {', '.join(changed)}); "
                        "use a new --workdir, or the same config to resume")
+
+
+def _retired_model_field(key: str) -> bool:
+  """Whether `key` is a model setting that became the run's (an older run's config.json holds model.dit.attention)."""
+  return key.startswith("model.") and key.rsplit(".", 1)[-1] in checkpoint.RETIRED_CONFIG_FIELDS
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
@@ -211,12 +219,12 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
     if step is None:
       raise ValueError(f"{workdir}: the run has no checkpoint yet (one is written every "
                        f"{config.checkpoint_every} steps and when it is stopped)")
-    with plan.activate(mesh, axis_rules, **run_choices(config)):
-      made = program(config, tasks.get(config.task).abstract(config), mesh, axis_rules)
-      state, frozen, _ = _restore_state(made, manager, step, mesh, axis_rules, with_data=False)
-      average = train_step.averaged_parameters(state.opt_state)
-      _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
-              paths.resolve(directory))
+    # Built with no mesh active, as train() builds it: under one, Flax reads the logical axis names as mesh axes.
+    made = program(config, tasks.get(config.task).abstract(config), mesh, axis_rules)
+    state, frozen, _ = _restore_state(made, manager, step, mesh, axis_rules, with_data=False)
+    average = train_step.averaged_parameters(state.opt_state)
+    _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
+            paths.resolve(directory))
   return step
 
 
@@ -239,7 +247,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
 
 def run_choices(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What a training run tells the execution plan (parallel/plan.py) beyond mesh and rules."""
-  return {"conv_implementation": config.conv_implementation}
+  return {name: config[name] for name in PLAN_CHOICES}
 
 
 @dataclasses.dataclass(frozen=True)

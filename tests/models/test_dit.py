@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from diffst_jax.convert import load_dit
 from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise, wan21_t2v_14b, wan21_t2v_1_3b
+from diffst_jax.parallel import plan
 from tests import wan_original_layout
 from tests.conftest import rbg_rngs
 
@@ -131,9 +132,9 @@ def _with(dit, **changes):
   return nnx.merge(graphdef, state)
 
 
-@pytest.mark.parametrize("changes", [dict(remat_policy="none"), dict(remat_policy="dots"),
-                                     dict(attention="blockwise", attention_block_size=5)])
-def test_remat_and_attention_choices_do_not_change_results(tiny_dit, changes):
+@pytest.mark.parametrize("changes, choices", [(dict(remat_policy="none"), {}), (dict(remat_policy="dots"), {}),
+                                              ({}, dict(attention="blockwise", attention_block_size=5))])
+def test_remat_and_attention_choices_do_not_change_results(tiny_dit, changes, choices):
   x, context = (jnp.asarray(a) for a in _inputs(tiny_dit.config, seed=2))
   t = jnp.array([400.0])
 
@@ -141,7 +142,8 @@ def test_remat_and_attention_choices_do_not_change_results(tiny_dit, changes):
     return jnp.sum(dit(x, t, context) ** 2)
 
   base_value, base_grad = jax.value_and_grad(loss, argnums=1)(tiny_dit, x)
-  value, grad = jax.value_and_grad(loss, argnums=1)(_with(tiny_dit, **changes), x)
+  with plan.use(plan.ExecutionPlan(**choices)):
+    value, grad = jax.value_and_grad(loss, argnums=1)(_with(tiny_dit, **changes), x)
   np.testing.assert_allclose(value, base_value, rtol=1e-5)
   np.testing.assert_allclose(grad, base_grad, atol=1e-5 * float(jnp.abs(base_grad).max()))
 
@@ -160,8 +162,8 @@ def test_bad_inputs_raise_one_line_errors(tiny_dit, x_shape, t_shape, context_sh
 
 def test_accelerator_attention_is_rejected_on_cpu_with_a_clear_error(tiny_dit):
   x, context = _inputs(tiny_dit.config)
-  with pytest.raises(ValueError, match="needs a gpu backend"):
-    _with(tiny_dit, attention="cudnn")(jnp.asarray(x), jnp.array([1.0]), jnp.asarray(context))
+  with plan.use(plan.ExecutionPlan(attention="cudnn")), pytest.raises(ValueError, match="needs a gpu backend"):
+    tiny_dit(jnp.asarray(x), jnp.array([1.0]), jnp.asarray(context))
 
 
 def test_bfloat16_policy_stays_close_to_float32(tiny_dit):

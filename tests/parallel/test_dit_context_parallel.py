@@ -23,8 +23,7 @@ MESHES = {"cp8": "context=8", "dp2_cp4": "data=2,context=4", "fsdp2_cp2_tp2": "f
 def make_mesh(text):
   return mesh_lib.make_mesh(text, jax.devices()[:math.prod(mesh_lib.parse_mesh(text).values())])
 # 8 heads so that Ulysses runs on every mesh; latent grid 3 x 4 x 6 -> 18 tokens (not a multiple of 4 or 8).
-CONFIG = dict(num_attention_heads=8, attention_head_dim=6, ffn_dim=32, num_layers=2, text_dim=24, freq_dim=16,
-              attention="xla")
+CONFIG = dict(num_attention_heads=8, attention_head_dim=6, ffn_dim=32, num_layers=2, text_dim=24, freq_dim=16)
 
 
 def relative_error(ours, reference):
@@ -32,9 +31,10 @@ def relative_error(ours, reference):
   return float(jnp.max(jnp.abs(ours - reference)) / jnp.maximum(jnp.max(jnp.abs(reference)), 1e-30))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def forward(graphdef, state, x, t, context):
-  return nnx.merge(graphdef, state)(x, t, context)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def forward(graphdef, execution_plan, state, x, t, context):
+  with plan.use(execution_plan):  # a static argument: each plan's program is traced anew
+    return nnx.merge(graphdef, state)(x, t, context)
 
 
 @pytest.fixture(scope="module")
@@ -44,38 +44,31 @@ def model_and_inputs():
   x = jax.random.normal(keys[0], (2, 3, 8, 12, 16))
   context = jax.random.normal(keys[1], (2, 5, 24))
   t = jnp.array([400.0, 937.0])
-  return model, (x, t, context), forward(*nnx.split(model), x, t, context)
+  graphdef, state = nnx.split(model)
+  return model, (x, t, context), forward(graphdef, plan.ExecutionPlan(), state, x, t, context)
 
 
 COLLECTIVE = {"allgather_kv": "all-gather", "ulysses": "all-to-all", "ring": "collective-permute"}
 
 
-def sharded_forward(model, inputs, mesh):
+def sharded_forward(model, inputs, mesh, mode="allgather_kv"):
   """The output, and the compiled program's text."""
   graphdef, state = nnx.split(model)
-  with plan.activate(mesh):
+  with plan.activate(mesh, context_parallel=mode):
     state = jax.device_put(state, rules.state_shardings(state, mesh))
     x, t, context = inputs
     x = rules.place(x, ("act_batch", "act_frames", None, None, None), mesh)
-    program = forward.lower(graphdef, state, x, t, context).compile().as_text()
-    return forward(graphdef, state, x, t, context), program
+    program = forward.lower(graphdef, plan.current(), state, x, t, context).compile().as_text()
+    return forward(graphdef, plan.current(), state, x, t, context), program
 
 
 @pytest.mark.parametrize("mode", context_parallel.MODES)
 @pytest.mark.parametrize("mesh_name", MESHES)
 def test_dit_matches_single_device(model_and_inputs, mesh_name, mode):
   model, inputs, reference = model_and_inputs
-  model = nnx.merge(*_with_mode(model, mode))
-  out, program = sharded_forward(model, inputs, make_mesh(MESHES[mesh_name]))
+  out, program = sharded_forward(model, inputs, make_mesh(MESHES[mesh_name]), mode)
   assert relative_error(out, reference) <= 1e-5
   assert COLLECTIVE[mode] in program  # the mode's collective really runs
-
-
-def _with_mode(model, mode):
-  graphdef, state = nnx.split(model)
-  config = WanDiTConfig(**{**CONFIG, "context_parallel": mode})
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
-  return graphdef, state
 
 
 @pytest.mark.parametrize("mode", context_parallel.MODES)
@@ -90,12 +83,12 @@ def test_attention_modes_pad_and_mask(mode):
 
   def padded(q, k, v):
     pad = lambda a: jnp.pad(a, ((0, 0), (0, 3), (0, 0), (0, 0)))  # noqa: E731
-    out = context_parallel.self_attention(pad(q), pad(k), pad(v), jnp.pad(mask, ((0, 0), (0, 3))), mode=mode)
+    out = context_parallel.self_attention(pad(q), pad(k), pad(v), jnp.pad(mask, ((0, 0), (0, 3))))
     return out[:, :13]
 
-  plain = lambda q, k, v: context_parallel.self_attention(q, k, v, mask, mode=mode)  # noqa: E731
+  plain = lambda q, k, v: context_parallel.self_attention(q, k, v, mask)  # noqa: E731
   reference = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, plain)
-  with plan.activate(mesh_lib.make_mesh("data=2,context=4")):
+  with plan.activate(mesh_lib.make_mesh("data=2,context=4"), context_parallel=mode):
     ours = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)(q, k, v, padded)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
     assert relative_error(a, b) <= 1e-5
@@ -103,5 +96,6 @@ def test_attention_modes_pad_and_mask(mode):
 
 def test_ulysses_needs_heads_divisible_by_context():
   q = jnp.zeros((1, 8, 3, 8))
-  with plan.activate(mesh_lib.make_mesh("context=2,tensor=4")), pytest.raises(ValueError, match="ulysses"):
-    jax.jit(lambda q: context_parallel.self_attention(q, q, q, mode="ulysses"))(q)
+  with plan.activate(mesh_lib.make_mesh("context=2,tensor=4"), context_parallel="ulysses"), pytest.raises(
+      ValueError, match="ulysses"):
+    jax.jit(lambda q: context_parallel.self_attention(q, q, q))(q)

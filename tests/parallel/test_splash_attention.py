@@ -51,10 +51,23 @@ def test_splash_inside_shard_map_equals_xla(mesh_text, mode):
   mask = jnp.broadcast_to(jnp.arange(TOKENS) < REAL, (2, TOKENS))
   mesh = mesh_lib.make_mesh(mesh_text, jax.devices()[:math.prod(mesh_lib.parse_mesh(mesh_text).values())])
   expected = _loss_and_grads(lambda q, k, v: dot_product_attention(q, k, v, key_mask=mask), q, k, v, weights)
-  with plan.activate(mesh):
-    got = _loss_and_grads(lambda q, k, v: context_parallel.self_attention(
-        q, k, v, mask, mode=mode, implementation="splash_interpret"), q, k, v, weights)
-    program = jax.jit(lambda q, k, v: context_parallel.self_attention(
-        q, k, v, mask, mode=mode, implementation="splash_interpret")).lower(q, k, v).as_text()
+  with plan.activate(mesh, attention="splash_interpret", context_parallel=mode):
+    got = _loss_and_grads(lambda q, k, v: context_parallel.self_attention(q, k, v, mask), q, k, v, weights)
+    program = jax.jit(lambda q, k, v: context_parallel.self_attention(q, k, v, mask)).lower(q, k, v).as_text()
   _assert_close(got, expected)
   assert "shard_map" in program or "sdy.manual_computation" in program  # the kernel runs on each device's part
+
+
+@pytest.mark.parametrize("keys", [8, 4])  # the tiny null context's tokens, VRG's guidance tokens
+@pytest.mark.parametrize("mesh_text", ["context=4", "data=2,context=2,tensor=2"])
+def test_splash_with_whole_keys_inside_shard_map_equals_xla(mesh_text, keys):
+  """Cross-attention and guidance attention: queries split over context, keys whole on every device."""
+  q, _, _, weights = _inputs()
+  k, v = (jax.random.normal(key, (2, keys, HEADS, DIM)) for key in jax.random.split(jax.random.key(1)))
+  mesh = mesh_lib.make_mesh(mesh_text, jax.devices()[:math.prod(mesh_lib.parse_mesh(mesh_text).values())])
+  expected = _loss_and_grads(lambda q, k, v: dot_product_attention(q, k, v), q, k, v, weights)
+  with plan.activate(mesh, attention="splash_interpret"):
+    got = _loss_and_grads(context_parallel.attention, q, k, v, weights)
+    program = jax.jit(context_parallel.attention).lower(q, k, v).as_text()
+  _assert_close(got, expected)
+  assert "shard_map" in program or "sdy.manual_computation" in program

@@ -1,0 +1,76 @@
+"""The TPU compiler's time estimate of the real programs (configs/wan21_1_3b.py), and their memory per chip: each row
+is one `python -m diffst_jax.aot` run in its own process, compiled for a TPU slice from this machine (libtpu, no
+TPU), its JSON kept in --out so that a rerun skips the rows it has (the big train steps compile for 15-30 minutes).
+
+  python bench/tpu_cost.py --out runs/tpu_cost            # every row
+  python bench/tpu_cost.py --out runs/tpu_cost --rows upscale_720p_v5e
+
+Every time here is the compiler's estimate (`optimal_seconds` of libtpu's cost analysis), not a measurement; MFU =
+model FLOPs (counted from the model's jaxpr, ops/flops.py) / (chips x chip peak x estimated seconds).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG = str(ROOT / "configs" / "wan21_1_3b.py")
+# name: (topology, mesh, program, stage, clip)
+ROWS = {
+    "upscale_720p_v5e": ("v5e:2x2", "context=4", "upscale", None, "33x720x1280"),
+    "train1_v5e": ("v5e:2x4", "fsdp=2,context=4", "train", 1, "33x480x832"),
+    "train2_v5e": ("v5e:2x4", "fsdp=2,context=4", "train", 2, "33x480x832"),
+    "upscale_480p_v5p": ("v5p:1x1x1", "data=1", "upscale", None, "33x480x832"),
+    "upscale_768x1408_v5p": ("v5p:1x1x1", "data=1", "upscale", None, "33x768x1408"),
+    "train1_v5p": ("v5p:2x2x2", "fsdp=2,context=4", "train", 1, "33x480x832"),
+    "train2_v5p": ("v5p:2x2x2", "fsdp=2,context=4", "train", 2, "33x480x832"),
+}
+GIB = 1 << 30
+
+
+def command(name: str, out: pathlib.Path) -> list[str]:
+  topology, mesh, program, stage, clip = ROWS[name]
+  args = ["--topology", topology, "--config", CONFIG, "--mesh", mesh, "--program", program, "--clip", clip,
+          "--json", str(out / f"{name}.json")]
+  return [sys.executable, "-m", "diffst_jax.aot", *args, *(["--stage", str(stage)] if stage else [])]
+
+
+def row(name: str, result: dict) -> str:
+  seconds = result.get("estimated_seconds")
+  fields = [name, result["topology"], result["mesh"], result["program"] + (f" {result['stage']}" if "stage" in result
+                                                                          else ""),
+            "x".join(map(str, result["clip"])), f"{result['peak_bytes_per_device'] / GIB:.2f}",
+            f"{result['model_flops'] / 1e12:.1f}", f"{result['compiler_flops'] * result['chips'] / 1e12:.1f}",
+            f"{seconds:.3f}" if seconds else f"none ({result['compiler_optimal_seconds']})",
+            f"{result['estimated_mfu']:.1%}" if "estimated_mfu" in result else "",
+            f"{result['frames_per_second']:.1f}" if "frames_per_second" in result else "",
+            f"{result['frames_per_second_per_312_tflops']:.1f}" if "frames_per_second_per_312_tflops" in result else "",
+            f"{result['compile_seconds']:.0f}"]
+  return "| " + " | ".join(fields) + " |"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", required=True, help="folder of the rows' JSON files")
+  parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+  args = parser.parse_args()
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  names = args.rows.split(",")
+  for name in names:
+    if not (out / f"{name}.json").exists():
+      print(" ".join(command(name, out)), flush=True)
+      subprocess.run(command(name, out), cwd=ROOT, check=False, env=dict(os.environ, ALLOW_MULTIPLE_LIBTPU_LOAD="1"))
+  print("| row | topology | mesh | program | clip | peak GiB per chip | model TFLOPs | compiler TFLOPs (all chips) "
+        "| estimated s | estimated MFU | output frames/s | frames/s per 312 TFLOP/s | compile s |")
+  print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  for name in names:
+    if (out / f"{name}.json").exists():
+      print(row(name, json.loads((out / f"{name}.json").read_text())))
+
+
+if __name__ == "__main__":
+  main()

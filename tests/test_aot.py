@@ -43,13 +43,25 @@ def _lowered(program: str, topology: str, mesh_text: str):
   return aot.lower_train(config, mesh, axis_rules, int(program[-1]), (5, 32, 32), None)
 
 
-@pytest.mark.parametrize("program", ["train stage 1", "train stage 2", "upscale"])
-@pytest.mark.parametrize("topology, mesh_text", TPU_MESHES)
-def test_programs_are_the_targets_whatever_the_host_sees(monkeypatch, program, topology, mesh_text):
-  """Lowered on this CPU machine and lowered as a TPU VM (default backend "tpu") sees it, the program is the same:
-  every kernel choice follows the target. Splash, TPU's attention, runs inside shard_map (a Mosaic kernel outside
-  it fails to lower under a mesh)."""
+PROGRAMS = ["train stage 1", "train stage 2", "upscale"]
+
+
+@pytest.mark.parametrize("program", ["train stage 2", "upscale"])  # stage 1's model and optimizer are stage 2's
+@pytest.mark.parametrize("topology, mesh_text", TPU_MESHES[:-1])
+def test_programs_lower_as_on_a_tpu_vm_on_each_axis(monkeypatch, program, topology, mesh_text):
+  """As a TPU VM (default backend "tpu") sees it, each program lowers with splash, TPU's attention, inside shard_map
+  (a Mosaic kernel outside it fails to lower under a mesh)."""
   monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert "tpu_custom_call" in _lowered(program, topology, mesh_text).as_text()
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_programs_are_the_targets_whatever_the_host_sees(monkeypatch, program):
+  """Lowered on this CPU machine and lowered as a TPU VM sees it, on a mesh that mixes fsdp and context, the program
+  is the same: every kernel choice follows the target, none the host."""
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  topology, mesh_text = TPU_MESHES[-1]
   on_this_host = _lowered(program, topology, mesh_text).as_text()
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
   as_on_a_tpu_vm = _lowered(program, topology, mesh_text).as_text()

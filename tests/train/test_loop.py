@@ -88,6 +88,8 @@ def _tensorboard_images(workdir: pathlib.Path) -> dict[int, tuple[int, int]]:
   return images
 
 
+@pytest.mark.slow  # 2 min on 2 cores; the default run stops, resumes and exports the real recipe at tiny widths
+# (tests/train/test_real_recipe.py, work directory as a file:// URI) and a two-process run (test_multihost_stop.py)
 def test_sigterm_then_resume_reproduces_an_uninterrupted_run(videos, tmp_path):
   env, average = _env(tmp_path), ["--config.optimizer.ema_decay=0.5"]
   expected = _uninterrupted_run(videos, tmp_path, env, average + ["--config.strip_every=3"])

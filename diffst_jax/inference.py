@@ -48,8 +48,8 @@ def program_bytes(model: DiffST, frames: int, tile: tuple[int, int], batch: int)
 
 def fit_to_memory(model: DiffST, plan: Plan, frames: int, size: tuple[int, int], budget: int | None = None) -> Plan:
   """`plan` with a tile: the whole frame (`size`, LR pixels) if its program fits in `budget` bytes (default: the
-  device's, backend.memory_budget), else the largest tile that does, halving the longer side."""
-  budget = backend.memory_budget(jax.devices()[0]) if budget is None else budget
+  device's, the execution plan's memory budget), else the largest tile that does, halving the longer side."""
+  budget = execution_plan.current().memory_budget() if budget is None else budget
   tile, frames = tuple(size), min(frames, plan.chunk_frames)
   while (needed := program_bytes(model, frames, tile, plan.tile_batch)) > budget:
     if max(tile) <= MIN_TILE:

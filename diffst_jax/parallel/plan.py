@@ -22,6 +22,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 
 from diffst_jax.ops import attention as attention_ops
+from diffst_jax.parallel import backend
 from diffst_jax.parallel import rules as rules_lib
 
 CONV_IMPLEMENTATIONS = ("auto", "xla", "gemm")
@@ -83,6 +84,11 @@ class ExecutionPlan:
     if choice == "auto":
       return "gemm" if self.platform == "cpu" else "xla"
     return choice
+
+  def memory_budget(self) -> int:
+    """Bytes one program may plan to use on each device of this plan (`backend.memory_budget` of its first)."""
+    device = self.mesh.devices.flat[0] if self.mesh is not None else jax.local_devices(backend=self.platform)[0]
+    return backend.memory_budget(device)
 
   def token_padding(self, length: int) -> int:
     """Tokens to append so `length` splits over the devices of "act_length" (the padding is masked)."""

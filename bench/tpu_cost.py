@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 CONFIG = str(ROOT / "configs" / "wan21_1_3b.py")
 # name: (topology, mesh, program, stage, clip)
 ROWS = {
@@ -39,12 +40,16 @@ def command(name: str, out: pathlib.Path) -> list[str]:
 
 
 def row(name: str, result: dict) -> str:
+  from diffst_jax import aot  # pylint: disable=import-outside-toplevel
+
+  result = result | aot.utilization(result)
   seconds = result.get("estimated_seconds")
   fields = [name, result["topology"], result["mesh"], result["program"] + (f" {result['stage']}" if "stage" in result
                                                                           else ""),
             "x".join(map(str, result["clip"])), f"{result['peak_bytes_per_device'] / GIB:.2f}",
             f"{result['model_flops'] / 1e12:.1f}", f"{result['compiler_flops'] * result['chips'] / 1e12:.1f}",
-            f"{seconds:.3f}" if seconds else f"none ({result['compiler_optimal_seconds']})",
+            f"{seconds:.3f}" if seconds else f"none (libtpu: {result['compiler_optimal_seconds']:.4g})",
+            f"{result['roofline_seconds']:.3f}",
             f"{result['estimated_mfu']:.1%}" if "estimated_mfu" in result else "",
             f"{result['frames_per_second']:.1f}" if "frames_per_second" in result else "",
             f"{result['frames_per_second_per_312_tflops']:.1f}" if "frames_per_second_per_312_tflops" in result else "",
@@ -65,8 +70,8 @@ def main():
       print(" ".join(command(name, out)), flush=True)
       subprocess.run(command(name, out), cwd=ROOT, check=False, env=dict(os.environ, ALLOW_MULTIPLE_LIBTPU_LOAD="1"))
   print("| row | topology | mesh | program | clip | peak GiB per chip | model TFLOPs | compiler TFLOPs (all chips) "
-        "| estimated s | estimated MFU | output frames/s | frames/s per 312 TFLOP/s | compile s |")
-  print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "| estimated s | roofline s | estimated MFU | output frames/s | frames/s per 312 TFLOP/s | compile s |")
+  print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for name in names:
     if (out / f"{name}.json").exists():
       print(row(name, json.loads((out / f"{name}.json").read_text())))

@@ -27,6 +27,7 @@ MEMORY_FIELDS = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", 
 GIB = 1 << 30
 # Peak dense bfloat16 FLOP/s of one chip, as Google's Cloud TPU pages give them.
 CHIP_PEAK_FLOPS = {"v4": 275e12, "v5e": 197e12, "v5p": 459e12, "v6e": 918e12}
+CHIP_MEMORY_BANDWIDTH = {"v4": 1228e9, "v5e": 819e9, "v5p": 2765e9, "v6e": 1640e9}  # HBM bytes/s of one chip
 REFERENCE_PEAK_FLOPS = 312e12  # one A100's dense bf16 peak, what other upscalers report their frame rates on
 
 
@@ -236,13 +237,20 @@ def cost(compiled) -> dict[str, float]:
 
 
 def utilization(result: dict) -> dict[str, float]:
-  """Estimated MFU (model FLOPs / (chips x chip peak x estimated seconds)) and, for the upscale program, output frames
-  per second, also per 312 TFLOP/s of chip peak (one A100's); empty without a time estimate or a known chip."""
+  """The roofline's lower bound on the program's time (the model's FLOPs at the chips' peak, or the compiler's bytes
+  accessed per chip at the chip's memory bandwidth, whichever takes longer: the compiler counts no FLOPs of custom
+  calls such as splash); with the compiler's own time estimate, estimated MFU (model FLOPs / (chips x chip peak x
+  estimated seconds)) and, for the upscale program, output frames per second, also per 312 TFLOP/s of chip peak (one
+  A100's). Empty for a chip of unknown peak."""
   seconds, chip = result.get("estimated_seconds"), result["topology"].partition(":")[0]
-  if not seconds or chip not in CHIP_PEAK_FLOPS:
+  if chip not in CHIP_PEAK_FLOPS:
     return {}
   peak = result["chips"] * CHIP_PEAK_FLOPS[chip]
-  numbers = {"peak_flops": peak, "estimated_mfu": result["model_flops"] / (peak * seconds)}
+  roofline = max(result["model_flops"] / peak, (result["compiler_bytes_accessed"] or 0) / CHIP_MEMORY_BANDWIDTH[chip])
+  numbers = {"peak_flops": peak, "roofline_seconds": roofline}
+  if not seconds:
+    return numbers
+  numbers["estimated_mfu"] = result["model_flops"] / (peak * seconds)
   if result["program"] == "upscale":
     fps = result["clip"][0] / seconds
     numbers.update(frames_per_second=fps, frames_per_second_per_312_tflops=fps * REFERENCE_PEAK_FLOPS / peak)
@@ -299,6 +307,7 @@ def table(result: dict) -> str:
   estimates = (("compiler FLOPs (per chip)", "compiler_flops", "{:.4g}"),
                ("compiler bytes accessed (per chip)", "compiler_bytes_accessed", "{:.4g}"),
                ("estimated seconds (compiler estimate)", "estimated_seconds", "{:.4g}"),
+               ("roofline lower bound on the time, s", "roofline_seconds", "{:.4g}"),
                ("estimated MFU (compiler estimate)", "estimated_mfu", "{:.1%}"),
                ("output frames per second (compiler estimate)", "frames_per_second", "{:.2f}"),
                ("output frames per second per 312 TFLOP/s (compiler estimate)", "frames_per_second_per_312_tflops",

@@ -1,8 +1,9 @@
 """The floating-point operations of a program counted from its jaxpr, the model's own operations: every matrix
-product and convolution (2 per multiply-add), scan bodies times their length, the larger branch of a conditional.
-Elementwise work, normalizations and softmax are left out, as model-FLOPs utilization counts them (MaxText,
-PaLM's MFU). Unlike a compiler's count, nothing the compiler adds (rematerialization, padding, collectives) is in it,
-so trace the program without rematerialization and without a mesh."""
+product and convolution (2 per multiply-add; every tap of a padded convolution, as the chips compute them), scan
+bodies times their length, the larger branch of a conditional. Elementwise work, normalizations and softmax are
+left out, as model-FLOPs utilization counts them (MaxText, PaLM's MFU). Unlike a compiler's count, nothing the
+compiler adds (rematerialization, padding, collectives) is in it, so trace the program without rematerialization
+and without a mesh."""
 
 import math
 from collections.abc import Callable

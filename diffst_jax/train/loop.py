@@ -32,11 +32,11 @@ from diffst_jax.parallel.mesh import make_mesh
 from diffst_jax.train import curves, defaults, perceptual, tasks
 from diffst_jax.train import step as train_step
 
-# Settings a resumed run may change; anything else must match the run in the work directory.
-RUN_CONTROL = ("log_every", "strip_every", "checkpoint_every", "keep_checkpoints", "conv_implementation", "attention",
-               "attention_block_size", "context_parallel", "mesh", "data.workers", "data.videos", "data.prepared")
-# The execution plan's choices a run makes (parallel/plan.py), all of them RUN_CONTROL.
+# The execution plan's choices a run makes (parallel/plan.py).
 PLAN_CHOICES = ("conv_implementation", "attention", "attention_block_size", "context_parallel")
+# Settings a resumed run may change; anything else must match the run in the work directory.
+RUN_CONTROL = ("log_every", "strip_every", "checkpoint_every", "keep_checkpoints", *PLAN_CHOICES, "mesh",
+               "data.workers", "data.videos", "data.prepared")
 
 
 @dataclasses.dataclass

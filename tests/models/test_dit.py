@@ -125,7 +125,7 @@ def tiny_dit(tiny_config):
 
 
 def _with(dit, **changes):
-  """A copy of `dit` under a config with `changes` (remat policy, attention implementation, dtypes)."""
+  """A copy of `dit` under a config with `changes` (remat policy, dtypes)."""
   _, state = nnx.split(nnx.clone(dit))
   config = dataclasses.replace(dit.config, **changes)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))

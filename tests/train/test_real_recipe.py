@@ -21,11 +21,12 @@ from diffst_jax.models import diffst
 from tests.conftest import ROOT
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"
-CONFIG = f"{ROOT / 'configs' / 'wan21_1_3b.py'}:tiny"
+CONFIG_FILE = ROOT / "configs" / "wan21_1_3b.py"
+CONFIG = f"{CONFIG_FILE}:tiny"
 
 
 def test_the_tiny_preset_keeps_every_setting_of_the_real_recipe():
-  real, tiny = config_files.load(*CONFIG.split(":")[0:1]), config_files.load(*CONFIG.split(":"))
+  real, tiny = config_files.load(CONFIG_FILE), config_files.load(CONFIG_FILE, "tiny")
   assert tiny.optimizer.learning_rate_scale.to_dict() == real.optimizer.learning_rate_scale.to_dict() == {
       "cfca": 5.0, "vrg": 5.0}
   for part in ("vae", "dit"):
@@ -80,7 +81,8 @@ def test_trains_stops_resumes_exports_and_upscales(inputs, tmp_path):
   assert all(expected[step].keys() >= {"loss_rec", "loss_perceptual", "loss_consistency"} for step in (3, 4))
   assert all("loss_latent" in expected[step] for step in (1, 2))
   # per-part rates: CFCA and VRG at 5x the DiT's (the logged rate is the schedule's, the DiT's)
-  assert expected[2]["learning_rate"] == pytest.approx(config_files.load(*CONFIG.split(":")).stages.stage1.learning_rate)
+  stage1_rate = config_files.load(CONFIG_FILE, "tiny").stages.stage1.learning_rate
+  assert expected[2]["learning_rate"] == pytest.approx(stage1_rate)
 
   # The stopped run names its work directory as a file:// URI, as a run in object storage would (gs://, io/paths.py).
   workdir = tmp_path / "stopped"

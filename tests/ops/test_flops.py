@@ -1,0 +1,44 @@
+"""Model FLOPs counted from a jaxpr agree with XLA's own count of the same compiled program (an oracle we did not
+write) for matrix products and convolutions, and multiply scan bodies by their length."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from diffst_jax.ops import flops
+
+MATRIX = (jax.ShapeDtypeStruct((2, 37, 24), jnp.float32), jax.ShapeDtypeStruct((24, 40), jnp.float32))
+VIDEO = (jax.ShapeDtypeStruct((1, 5, 12, 16, 6), jnp.float32), jax.ShapeDtypeStruct((3, 3, 3, 6, 10), jnp.float32))
+
+
+def _conv(x, kernel, padding="VALID"):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 2, 1), padding, dimension_numbers=("NTHWC", "THWIO", "NTHWC"))
+
+
+@pytest.mark.parametrize("function, args", [(lambda a, b: a @ b, MATRIX), (_conv, VIDEO),
+                                            (lambda x, kernel: jnp.sum(_conv(x, kernel) ** 2), VIDEO)])
+def test_matrix_products_and_convolutions_count_as_xla_counts_them(function, args):
+  compiled = jax.jit(function).lower(*args).compile().cost_analysis()
+  xla_flops = (compiled[0] if isinstance(compiled, (list, tuple)) else compiled)["flops"]
+  ours = flops.count(function, *args)
+  assert ours > 0
+  assert ours <= xla_flops <= 1.05 * ours  # XLA adds the elementwise work (the square and the sum), ours does not
+
+
+def test_padded_convolutions_count_every_tap_as_the_chips_compute_them():
+  """XLA's count leaves out the taps that fall on padding; a chip multiplies them all, and so does our count."""
+  x, kernel = VIDEO
+  assert flops.count(lambda x, k: _conv(x, k, "SAME"), x, kernel) == 2 * (5 * 6 * 16 * 10) * (3 * 3 * 3 * 6)
+
+
+def test_scan_bodies_count_once_per_iteration_and_calls_by_function():
+  a, b = MATRIX
+
+  def repeated(a, b):
+    return jax.lax.scan(lambda carry, _: (carry @ b[:, :24], None), a, None, length=7)[0]
+
+  one = flops.count(lambda a, b: a @ b[:, :24], a, b)
+  assert flops.count(repeated, a, b) == 7 * one
+  named = jax.jit(lambda a, b: a @ b[:, :24])
+  assert flops.count_by_function(lambda a, b: named(a, b) @ b, a, b) == {"<lambda>": one,
+                                                                            "other": flops.count(lambda a, b: a @ b, a, b)}

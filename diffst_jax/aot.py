@@ -169,9 +169,9 @@ def _clip_shapes(config, clip: tuple[int, int, int], clips: int) -> dict[str, tu
   return shapes
 
 
-def _upscale_program(config, clip: tuple[int, int, int], bf16: bool):
+def _upscale_program(config, clip: tuple[int, int, int], bf16: bool, row_devices: int):
   """(graphdef, abstract state, padded LR input shape) of the program infer.py runs on one chunk whose output is the
-  HR clip `clip`."""
+  HR clip `clip`, its VAE's rows over `row_devices`."""
   import dataclasses  # pylint: disable=import-outside-toplevel
 
   from flax import nnx  # pylint: disable=import-outside-toplevel
@@ -188,7 +188,7 @@ def _upscale_program(config, clip: tuple[int, int, int], bf16: bool):
     raise ValueError(f"--clip {frames}x{height}x{width}: an output clip has s_t (N-1) + 1 frames and sizes "
                      f"divisible by s_x (s_t = {s_t}, s_x = {s_x})")
   lr = ((frames - 1) // s_t + 1, height // s_x, width // s_x)
-  padding = diffst.padding_for(model_config, *lr)
+  padding = diffst.padding_for(model_config, *lr, row_devices)
   model = nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
   layers.store_in_compute_dtype(model)  # as infer.py
   graphdef, state = nnx.split(model)
@@ -202,15 +202,16 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
 
-  graphdef, state, shape = _upscale_program(config, clip, bf16)
   axis_rules = rules.for_inference(axis_rules)  # as infer.py
+  graphdef, state, shape = _upscale_program(config, clip, bf16, rules.axis_size_on(mesh, axis_rules, "act_rows"))
   with plan.activate(mesh, axis_rules):
     return diffst.forward.lower(graphdef, plan.current(), rules.abstract_state(state, mesh, axis_rules),
                                 _replicated(shape, jnp.float32, mesh))
 
 
-def upscale_flops(config, clip: tuple[int, int, int], bf16: bool) -> dict[str, int]:
-  """The model FLOPs of the upscale program (`lower_upscale`), by jit-compiled function."""
+def upscale_flops(config, clip: tuple[int, int, int], bf16: bool, row_devices: int) -> dict[str, int]:
+  """The model FLOPs of the upscale program (`lower_upscale`, its VAE's rows over `row_devices`), by jit-compiled
+  function."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
@@ -218,7 +219,7 @@ def upscale_flops(config, clip: tuple[int, int, int], bf16: bool) -> dict[str, i
   from diffst_jax.ops import flops  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
 
-  graphdef, state, shape = _upscale_program(config, clip, bf16)
+  graphdef, state, shape = _upscale_program(config, clip, bf16, row_devices)
   with _counting_plan():
     return flops.count_by_function(lambda state, x: diffst.forward(graphdef, plan.current(), state, x), state,
                                    jax.ShapeDtypeStruct(shape, jnp.float32))
@@ -291,7 +292,8 @@ def compile_program(args) -> dict:
   if args.program == "train":
     parts = train_flops(config, args.stage, clip, args.batch or rules.axis_size_on(mesh, axis_rules, "act_batch"))
   else:
-    parts = upscale_flops(config, clip, args.precision == "bf16")
+    parts = upscale_flops(config, clip, args.precision == "bf16",
+                          rules.axis_size_on(mesh, rules.for_inference(axis_rules), "act_rows"))
   result.update(model_flops=sum(parts.values()), model_flops_by_function={k: v for k, v in parts.items() if v})
   return result | utilization(result)
 

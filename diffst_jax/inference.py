@@ -39,7 +39,7 @@ def model_tiles(model: DiffST, across_processes: bool = True) -> TilesFn:
 def program_bytes(model: DiffST, frames: int, tile: tuple[int, int], batch: int) -> int:
   """Peak memory per device of the program that upscales `batch` tiles of `frames` x `tile` LR pixels (compiled,
   not run), under the current execution plan."""
-  extra = diffst.padding_for(model.config, frames, *tile)
+  extra = diffst.padding_for(model.config, frames, *tile, execution_plan.current().axis_size("act_rows"))
   shape = (batch, frames + extra[0], tile[0] + extra[1], tile[1] + extra[2], 3)
   graphdef, state = nnx.split(model)
   lowered = diffst.forward.lower(graphdef, execution_plan.current(), state, jax.ShapeDtypeStruct(shape, jnp.float32))

@@ -7,6 +7,7 @@ what the VAE and DiT cannot take (an even N for s_t = 2 repeats the last frame; 
 
 import dataclasses
 import functools
+import math
 import pathlib
 from typing import Any
 
@@ -127,11 +128,16 @@ def forward(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: n
     return nnx.merge(graphdef, state)(frames)
 
 
-def padding_for(config: DiffSTConfig, frames: int, height: int, width: int) -> tuple[int, int, int]:
-  """Frames, rows and columns to append so the model can take an (N, h, w) input."""
+def padding_for(config: DiffSTConfig, frames: int, height: int, width: int,
+                row_devices: int = 1) -> tuple[int, int, int]:
+  """Frames, rows and columns to append so the model can take an (N, h, w) input whose VAE rows split over
+  `row_devices` (the execution plan's "act_rows"): rows that leave the coarsest latent level indivisible would run
+  the VAE whole on every device (`ExecutionPlan.for_vae`)."""
   extra_frames = 1 if config.time_scale == 2 and frames % 2 == 0 else 0
-  multiple = 16 // config.space_scale
-  return extra_frames, -height % multiple, -width % multiple
+  s_x = config.space_scale
+  hr_rows = math.lcm(16, config.vae.spatial_compression * row_devices)
+  row_multiple = hr_rows // math.gcd(hr_rows, s_x)
+  return extra_frames, -height % row_multiple, -width % (16 // s_x)
 
 
 def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
@@ -142,7 +148,7 @@ def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
   if n < 2:
     raise ValueError(f"upscale: needs at least 2 input frames to interpolate between, got {n}")
   config = model.config
-  extra_frames, extra_rows, extra_cols = padding_for(config, n, h, w)
+  extra_frames, extra_rows, extra_cols = padding_for(config, n, h, w, plan.current().axis_size("act_rows"))
   frames = jnp.asarray(frames, jnp.float32)
   if extra_frames:
     frames = jnp.concatenate([frames, frames[:, -1:]], axis=1)

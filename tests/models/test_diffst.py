@@ -33,6 +33,28 @@ def test_output_shapes(model, frames, time_scale, space_scale, size):
   assert out.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("space_scale", [1, 2, 4])
+@pytest.mark.parametrize("row_devices", [1, 2, 3, 4, 8])
+def test_padding_lets_the_vae_rows_split_over_the_row_devices(model, space_scale, row_devices):
+  config = dataclasses.replace(model.config, space_scale=space_scale)
+  compression = config.vae.spatial_compression
+
+  def fits(rows):
+    hr_rows = space_scale * rows
+    return hr_rows % 16 == 0 and (hr_rows // compression) % row_devices == 0
+
+  for rows in range(1, 130):
+    extra = diffst.padding_for(config, 3, rows, 8, row_devices)[1]
+    assert fits(rows + extra) and not any(fits(rows + fewer) for fewer in range(extra)), (rows, extra)
+
+
+def test_720p_rows_split_over_four_devices():
+  # 180 LR rows make 90 latent rows, which do not split over context=4: the VAE would run whole on every device
+  # (13.5 GiB per v5e chip for 9 frames, 6.0 GiB with 4 rows of padding; docs/BENCHMARKS.md).
+  assert diffst.padding_for(diffst.DiffSTConfig(), 9, 180, 320) == (0, 0, 0)
+  assert diffst.padding_for(diffst.DiffSTConfig(), 9, 180, 320, row_devices=4) == (0, 4, 0)
+
+
 @pytest.mark.slow  # 40 s on 2 cores: a program per variant of the model
 def test_ablation_switches_use_the_same_code(model):
   x = jax.random.uniform(jax.random.key(0), (1, 3, 8, 8, 3), minval=-1, maxval=1)

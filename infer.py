@@ -144,10 +144,11 @@ def run(args) -> int:
   upscale = functools.partial(upscale_file, args=args, plan=plan, color_fix=color_fix)
   if one_video:
     with contextlib.ExitStack() as stack:
+      execution_plan = None
       if args.mesh:
         model, activate = model_on_mesh(model, make_mesh(args.mesh))
-        stack.enter_context(activate())
-      upscale(model, source, output, info, quiet=jax.process_index() != 0)
+        execution_plan = stack.enter_context(activate())
+      upscale(model, source, output, info, execution_plan=execution_plan, quiet=jax.process_index() != 0)
     return 0
   return upscale_set(args, model, videos, output, upscale)
 
@@ -163,14 +164,16 @@ def probe(args, source: pathlib.Path, quiet: bool):
 
 
 def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, plan, color_fix: str, quiet: bool,
-                 across_processes: bool = True) -> None:
-  """Upscales the video `source` (`info`: its probe) into `output`. `across_processes`: the model is spread over
-  every process's devices, every process runs each step and process 0 writes; else this process runs it alone."""
+                 execution_plan=None, across_processes: bool = True) -> None:
+  """Upscales the video `source` (`info`: its probe) into `output`, the model under `execution_plan` (default: one
+  device). `across_processes`: the model is spread over every process's devices, every process runs each step and
+  process 0 writes; else this process runs it alone."""
   import jax  # pylint: disable=import-outside-toplevel
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as plan_lib  # pylint: disable=import-outside-toplevel
 
   say = (lambda *_: None) if quiet else functools.partial(print, file=sys.stderr)
   keep_audio = info.audio and not args.no_audio and output.suffix
@@ -185,8 +188,10 @@ def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, 
     say(f"warning: {output}: H.264 needs even frame sizes, so the {s_x * info.width}x{s_x * info.height} "
         f"output is written at {width}x{height}, its last column or row repeated; write PNG frames (an --output "
         "without suffix) for the exact size")
+  execution_plan = execution_plan or plan_lib.ExecutionPlan()
   frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan, color_fix=color_fix,
-                                   run_tiles=inference.model_tiles(model, across_processes),
+                                   execution_plan=execution_plan,
+                                   run_tiles=inference.model_tiles(model, execution_plan, across_processes),
                                    progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk", disable=quiet))
   if not across_processes or jax.process_index() == 0:
     video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
@@ -199,16 +204,16 @@ def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, 
 
 def model_on_mesh(model, mesh):
   """A copy of `model` on `mesh` (with the inference rules; its arrays put there straight from `model`'s), and the
-  context that makes `mesh` current."""
+  context that makes `mesh` current and gives the execution plan the copy runs under."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import plan as execution_plan  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as plan_lib  # pylint: disable=import-outside-toplevel
 
   inference_rules = rules.for_inference(rules.DEFAULT_RULES)
   graphdef, state = nnx.split(model)
   placed = nnx.merge(graphdef, rules.place_state(state, mesh, inference_rules))
-  return placed, functools.partial(execution_plan.activate, mesh, inference_rules)
+  return placed, functools.partial(plan_lib.activate, mesh, inference_rules)
 
 
 def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, upscale) -> int:
@@ -232,8 +237,9 @@ def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, u
         return ["skipped", str(source), ""]
       outputs.check_replaceable(target, args.overwrite, video.output_kind(target))
       group_model, activate = placed[group]
-      with activate():
-        upscale(group_model, source, target, probe(args, source, quiet=True), quiet=True, across_processes=False)
+      with activate() as execution_plan:
+        upscale(group_model, source, target, probe(args, source, quiet=True), quiet=True,
+                execution_plan=execution_plan, across_processes=False)
       distributed.say(f"diffst: wrote {target}", file=sys.stderr)
       return ["done", str(source), ""]
     except Exception as error:  # pylint: disable=broad-except  # one bad video never stops the others

@@ -25,15 +25,16 @@ def _reconstruction_fns(config: WanVAEConfig, shape: tuple[int, ...], implementa
   graphdef, params, rest = nnx.split(WanVAE(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))), nnx.Param, ...)
   video = jax.random.uniform(jax.random.key(1), shape, minval=-1, maxval=1)
 
+  execution_plan = plan.ExecutionPlan(conv_implementation=implementation)
+
   def loss(params, video):
     model = nnx.merge(graphdef, params, rest)
-    return jnp.mean((model.decode(model.encode(video)) - video) ** 2)
+    return jnp.mean((model.decode(execution_plan, model.encode(execution_plan, video)) - video) ** 2)
 
   compiled = []
   for fn in (loss, jax.grad(loss, argnums=(0, 1))):
     start = time.perf_counter()
-    with plan.use(plan.ExecutionPlan(conv_implementation=implementation)):
-      executable = jax.jit(fn).lower(params, video).compile()
+    executable = jax.jit(fn).lower(params, video).compile()
     compiled.append((time.perf_counter() - start, functools.partial(_run, executable, params, video)))
   return compiled
 

@@ -117,14 +117,15 @@ def main():
   z = jax.random.normal(jax.random.key(1), (1, *latent, dit.in_channels))
   context = jnp.zeros((1, model_config.context_tokens, dit.text_dim))
   inputs = (state, z, jnp.array([400.0]), context)
-  forward = compiled(jax.jit(lambda state, z, t, c: nnx.merge(graphdef, state)(z, t, c)), *inputs)
+  one_device = plan.ExecutionPlan()
+  forward = compiled(jax.jit(lambda state, z, t, c: nnx.merge(graphdef, state)(one_device, z, t, c)), *inputs)
   row(f"DiT forward ({latent[0] * latent[1] * latent[2] // 4} tokens)", timed(forward, *inputs), flops(forward))
 
   hr = jax.random.uniform(jax.random.key(2), (1, frames, height, width, 3), minval=-1.0, maxval=1.0)
-  encode = compiled(jax.jit(lambda video: inference.vae.encode(video)), hr)
+  encode = compiled(jax.jit(lambda video: inference.vae.encode(one_device, video)), hr)
   row("VAE encode", timed(encode, hr), flops(encode))
   code = encode(hr)
-  decode = compiled(jax.jit(lambda latent_clip: inference.vae.decode(latent_clip)), code)
+  decode = compiled(jax.jit(lambda latent_clip: inference.vae.decode(one_device, latent_clip)), code)
   row("VAE decode", timed(decode, code), flops(decode))
 
   lr = hr[:, ::s_t, ::s_x, ::s_x]
@@ -132,11 +133,11 @@ def main():
 
   mesh = make_mesh("", [device])
   axis_rules = rules.rules_from_config(config.logical_axis_rules)
-  made = loop.program(config, model, mesh, axis_rules)
+  made = loop.program(config, model, plan.ExecutionPlan(mesh, axis_rules, **loop.run_choices(config)))
   state, frozen = jax.device_put((made.new_state(made.trainable), made.frozen), made.shardings)
   batch = {"hr": np.random.default_rng(0).integers(0, 256, (1, frames, height, width, 3), np.uint8)}
   batch["lr"] = batch["hr"][:, ::s_t, ::s_x, ::s_x]
-  with plan.activate(mesh, axis_rules, **loop.run_choices(config)):
+  with jax.set_mesh(mesh):
     batch = rules.global_batch(batch, mesh, axis_rules)
     step = compiled(made.step(made.stages[0]), state, frozen, None, batch)
     step_flops = flops(step)

@@ -20,6 +20,7 @@ from timing import median_seconds
 from diffst_jax.models import diffst
 from diffst_jax.models.dit import one_step_denoise
 from diffst_jax.ops.resize import resize_bilinear
+from diffst_jax.parallel.plan import ExecutionPlan
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -29,26 +30,27 @@ def config_named(name: str) -> diffst.DiffSTConfig:
 
 
 def stages(model: diffst.DiffST):
-  """(name, function of (state, input), how to get its input from the previous stage's output)."""
+  """(name, function of (state, input), how to get its input from the previous stage's output), on one device."""
   config = model.config
   graphdef, _ = nnx.split(model)
+  plan = ExecutionPlan()
 
   def cfca(state, frames):
-    return nnx.merge(graphdef, state).cfca(frames)
+    return nnx.merge(graphdef, state).cfca(plan, frames)
 
   def encode(state, x):
     s_x = config.space_scale
-    return nnx.merge(graphdef, state).vae.encode(resize_bilinear(x, x.shape[2] * s_x, x.shape[3] * s_x))
+    return nnx.merge(graphdef, state).vae.encode(plan, resize_bilinear(x, x.shape[2] * s_x, x.shape[3] * s_x))
 
   def denoise(state, inputs):
     m = nnx.merge(graphdef, state)
     frames, z = inputs
     context = jnp.broadcast_to(m.null_context[...], (z.shape[0], *m.null_context.shape[1:]))
-    guidance = m.vrg(frames) if m.vrg is not None else None
-    return one_step_denoise(m.dit, z, context, config.sigma, guidance)
+    guidance = m.vrg(plan, frames) if m.vrg is not None else None
+    return one_step_denoise(plan, m.dit, z, context, config.sigma, guidance)
 
   def decode(state, z):
-    return nnx.merge(graphdef, state).vae.decode(z)
+    return nnx.merge(graphdef, state).vae.decode(plan, z)
 
   return [("CFCA", cfca), ("x s_x + VAE encode", encode), ("VRG + DiT (one step)", denoise),
           ("VAE decode", decode)]

@@ -94,8 +94,9 @@ def dit_rows(latent: tuple[int, int, int], context_len: int) -> list[dict]:
       for layers in (config.num_layers, 1):
         layer_config = dataclasses.replace(config, num_layers=layers)
         graphdef, state = nnx.split(nnx.eval_shape(lambda c=layer_config: WanDiT(c, rngs=nnx.Rngs(0))))
-        forward = jax.jit(lambda state, x, t, c, graphdef=graphdef: nnx.merge(graphdef, state)(x, t, c))
-        with plan.activate(mesh, context_parallel=mode):  # a new jit per mode: each traces under its own plan
+        with plan.activate(mesh, context_parallel=mode) as execution_plan:
+          forward = jax.jit(lambda state, x, t, c, graphdef=graphdef, p=execution_plan: nnx.merge(graphdef, state)(
+              p, x, t, c))
           start = time.perf_counter()
           compiled = forward.lower(rules.abstract_state(state, mesh), _replicated(mesh, (1, *latent, 16)),
                                    _replicated(mesh, (1,)), _replicated(mesh, (1, context_len, 4096))).compile()
@@ -116,10 +117,11 @@ def dit_rows(latent: tuple[int, int, int], context_len: int) -> list[dict]:
 def vae_rows(clip: tuple[int, int, int]) -> list[dict]:
   rows = []
   graphdef, state = nnx.split(nnx.eval_shape(lambda: WanVAE(wan21_vae_config(), rngs=nnx.Rngs(0))))
-  reconstruct = jax.jit(lambda state, video: (lambda vae: vae.decode(vae.encode(video)))(nnx.merge(graphdef, state)))
   for cp in (1, 2, 4, 8):
     mesh = make_mesh(f"context={cp}", jax.devices()[:cp])
-    with plan.activate(mesh):
+    with plan.activate(mesh) as execution_plan:
+      reconstruct = jax.jit(lambda state, video, p=execution_plan: (lambda vae: vae.decode(p, vae.encode(p, video)))(
+          nnx.merge(graphdef, state)))
       start = time.perf_counter()
       video = jax.ShapeDtypeStruct((1, *clip, 3), jnp.float32, sharding=NamedSharding(
           mesh, rules.logical_to_mesh(("act_batch", None, "act_rows", None, None), rules.DEFAULT_RULES,

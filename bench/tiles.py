@@ -48,9 +48,9 @@ def main():
   for round_index in range(args.repeats + 1):
     for run, plan in plans.items():
       start = time.perf_counter()
-      with execution_plan.use(execution_plan.ExecutionPlan(conv_implementation=run[2])):
-        for _ in inference.upscale_video(model, clip, len(clip), plan):
-          pass
+      convolutions = execution_plan.ExecutionPlan(conv_implementation=run[2])
+      for _ in inference.upscale_video(model, clip, len(clip), plan, execution_plan=convolutions):
+        pass
       if round_index:  # round 0 compiles
         times[run].append(time.perf_counter() - start)
   print(f"{args.checkpoint}: {args.frames} LR frames {args.height}x{args.width} -> {out_frames} frames, chunks of "

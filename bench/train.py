@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402
 from diffst_jax import config_files  # noqa: E402
+from diffst_jax.parallel.plan import ExecutionPlan  # noqa: E402
 from diffst_jax.train import perceptual, tasks  # noqa: E402
 from diffst_jax.train import step as train_step  # noqa: E402
 
@@ -47,7 +48,8 @@ def _setup(config_name: str, weights: dict, perceptual_kind: str, abstract: bool
   graphdef, trainable, frozen = nnx.split(model, tasks.get("diffst").trainable(), ...)
   stages = [config.stages[name].to_dict() for name in sorted(config.stages)]
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
-  step = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, schedule, weights, perceptual_kind)
+  step = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, schedule, weights, perceptual_kind,
+                                    ExecutionPlan())
   initial = lambda t: train_step.TrainState(jnp.zeros((), jnp.int32), t, tx.init(t))  # noqa: E731
   state = jax.eval_shape(initial, trainable) if abstract else initial(trainable)
   return step, state, frozen, config

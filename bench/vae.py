@@ -10,6 +10,7 @@ side by side, and reports medians over --repeats runs after one warm-up run each
 """
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ MB = 1 << 20
 def decode_memory(config, frames: int, height: int, width: int) -> dict:
   graphdef, state = nnx.split(nnx.eval_shape(lambda: WanVAE(config, rngs=nnx.Rngs(0))))
   latent = jax.ShapeDtypeStruct((1, 1 + (frames - 1) // 4, height // 8, width // 8, config.z_dim), jnp.float32)
-  decode = jax.jit(lambda state, z: nnx.merge(graphdef, state).decode(z))
+  decode = jax.jit(lambda state, z: nnx.merge(graphdef, state).decode(plan.ExecutionPlan(), z))
   stats = decode.lower(state, latent).compile().memory_analysis()
   return {"arguments": stats.argument_size_in_bytes, "output": stats.output_size_in_bytes,
           "temp": stats.temp_size_in_bytes}
@@ -47,14 +48,13 @@ def wall_times(frames: int, height: int, width: int, repeats: int) -> list[tuple
   x_torch = torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous()
   z_torch = torch.from_numpy(z).permute(0, 4, 1, 2, 3).contiguous()
   x_jax, z_jax = jnp.asarray(x), jnp.asarray(z)
-  ops = {"encode": (lambda: ours.encode(x_jax).block_until_ready(), lambda: reference.encode(x_torch)),
-         "decode": (lambda: ours.decode(z_jax).block_until_ready(), lambda: reference.decode(z_torch))}
+  ops = {"encode": (lambda p: ours.encode(p, x_jax).block_until_ready(), lambda: reference.encode(x_torch)),
+         "decode": (lambda p: ours.decode(p, z_jax).block_until_ready(), lambda: reference.decode(z_torch))}
   ours_seconds = {name: {} for name in ops}
   for implementation in ("auto", *plan.CONV_IMPLEMENTATIONS[1:]):
-    jax.clear_caches()  # the jitted encode and decode trace the convolutions of the plan in scope
-    with plan.use(plan.ExecutionPlan(conv_implementation=implementation)):
-      for name, (ours_fn, _) in ops.items():
-        ours_seconds[name][implementation] = median_seconds(ours_fn, repeats)
+    execution_plan = plan.ExecutionPlan(conv_implementation=implementation)
+    for name, (ours_fn, _) in ops.items():
+      ours_seconds[name][implementation] = median_seconds(functools.partial(ours_fn, execution_plan), repeats)
   with torch.no_grad():
     return [(name, ours_seconds[name], median_seconds(torch_fn, repeats)) for name, (_, torch_fn) in ops.items()]
 

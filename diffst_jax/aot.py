@@ -101,7 +101,8 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop, perceptual, tasks  # pylint: disable=import-outside-toplevel
 
-  made = loop.program(config, tasks.get(config.task).abstract(config), mesh, axis_rules)
+  made = loop.program(config, tasks.get(config.task).abstract(config),
+                      plan.ExecutionPlan(mesh, axis_rules, **loop.run_choices(config)))
   names = sorted(config.stages)
   if not 1 <= stage <= len(names):
     raise ValueError(f"--stage {stage}: the config has {len(names)} stages ({', '.join(names)}); give 1 to "
@@ -113,8 +114,8 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   perceptual_params = None
   if weights.get("perceptual"):
     perceptual_params = jax.tree.map(lambda a: _replicated(a.shape, a.dtype, mesh), perceptual.load(config.perceptual))
-  state, frozen = made.abstract_state(mesh, axis_rules)
-  with plan.activate(mesh, axis_rules, **loop.run_choices(config)):
+  state, frozen = made.abstract_state()
+  with jax.set_mesh(mesh):
     return made.step(made.stages[stage - 1]).lower(state, frozen, perceptual_params, inputs)
 
 
@@ -129,7 +130,7 @@ def _counting_plan():
   """One device, XLA's attention and convolutions: every matrix product a plain one to count."""
   from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
 
-  return plan.use(plan.ExecutionPlan(platform="cpu", attention="xla", conv_implementation="xla"))
+  return plan.ExecutionPlan(platform="cpu", attention="xla", conv_implementation="xla")
 
 
 def train_flops(config, stage: int, clip: tuple[int, int, int], clips: int) -> dict[str, int]:
@@ -147,15 +148,13 @@ def train_flops(config, stage: int, clip: tuple[int, int, int], clips: int) -> d
   task = tasks.get(config.task)
   graphdef, trainable, frozen = nnx.split(task.abstract(config), task.trainable(tasks.trains_flow(config)), ...)
   weights = config.stages[sorted(config.stages)[stage - 1]].loss.to_dict()
-  loss = train_step.make_loss_fn(task, graphdef, weights, config.perceptual, config.pixel_range)
+  loss = train_step.make_loss_fn(task, graphdef, weights, config.perceptual, _counting_plan(), config.pixel_range)
   perceptual_params = None
   if weights.get("perceptual"):
     perceptual_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                                      perceptual.load(config.perceptual))
   batch = {name: jax.ShapeDtypeStruct(shape, jnp.uint8) for name, shape in _clip_shapes(config, clip, clips).items()}
-  with _counting_plan():
-    return flops.count_by_function(jax.value_and_grad(loss, has_aux=True), trainable, frozen, perceptual_params,
-                                   batch)
+  return flops.count_by_function(jax.value_and_grad(loss, has_aux=True), trainable, frozen, perceptual_params, batch)
 
 
 def _clip_shapes(config, clip: tuple[int, int, int], clips: int) -> dict[str, tuple[int, ...]]:
@@ -204,8 +203,8 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
 
   axis_rules = rules.for_inference(axis_rules)  # as infer.py
   graphdef, state, shape = _upscale_program(config, clip, bf16, rules.axis_size_on(mesh, axis_rules, "act_rows"))
-  with plan.activate(mesh, axis_rules):
-    return diffst.forward.lower(graphdef, plan.current(), rules.abstract_state(state, mesh, axis_rules),
+  with plan.activate(mesh, axis_rules) as execution_plan:
+    return diffst.forward.lower(graphdef, execution_plan, rules.abstract_state(state, mesh, axis_rules),
                                 _replicated(shape, jnp.float32, mesh))
 
 
@@ -217,12 +216,10 @@ def upscale_flops(config, clip: tuple[int, int, int], bf16: bool, row_devices: i
 
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.ops import flops  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
 
   graphdef, state, shape = _upscale_program(config, clip, bf16, row_devices)
-  with _counting_plan():
-    return flops.count_by_function(lambda state, x: diffst.forward(graphdef, plan.current(), state, x), state,
-                                   jax.ShapeDtypeStruct(shape, jnp.float32))
+  return flops.count_by_function(lambda state, x: diffst.forward(graphdef, _counting_plan(), state, x), state,
+                                 jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
 def cost(compiled) -> dict[str, float]:

@@ -22,36 +22,39 @@ from diffst_jax.models.diffst import DiffST, upscale
 from diffst_jax.ops import color_fix as color_ops
 from diffst_jax.ops import resize
 from diffst_jax.parallel import backend
-from diffst_jax.parallel import plan as execution_plan
+from diffst_jax.parallel import plan as plan_lib
 
 TilesFn = Callable[[np.ndarray], np.ndarray]
 
 
-def model_tiles(model: DiffST, across_processes: bool = True) -> TilesFn:
-  """The model as a function of a batch of tiles: (B, L, h, w, 3) in [-1, 1] -> (B, s_t (L-1) + 1, s_x h, s_x w, 3).
-  `across_processes`: the model is spread over the devices of every process, which all call it with the same tiles;
-  else it lies on this process's devices alone."""
+def model_tiles(model: DiffST, execution_plan: plan_lib.ExecutionPlan, across_processes: bool = True) -> TilesFn:
+  """The model under `execution_plan` as a function of a batch of tiles: (B, L, h, w, 3) in [-1, 1] ->
+  (B, s_t (L-1) + 1, s_x h, s_x w, 3). `across_processes`: the model is spread over the devices of every process,
+  which all call it with the same tiles; else it lies on this process's devices alone."""
   if not across_processes:
-    return lambda tiles: np.asarray(upscale(model, jnp.asarray(tiles)))
-  return lambda tiles: multihost_utils.process_allgather(upscale(model, jnp.asarray(tiles)), tiled=True)
+    return lambda tiles: np.asarray(upscale(model, jnp.asarray(tiles), execution_plan))
+  return lambda tiles: multihost_utils.process_allgather(upscale(model, jnp.asarray(tiles), execution_plan),
+                                                         tiled=True)
 
 
-def program_bytes(model: DiffST, frames: int, tile: tuple[int, int], batch: int) -> int:
-  """Peak memory per device of the program that upscales `batch` tiles of `frames` x `tile` LR pixels (compiled,
-  not run), under the current execution plan."""
-  extra = diffst.padding_for(model.config, frames, *tile, execution_plan.current().axis_size("act_rows"))
+def program_bytes(model: DiffST, execution_plan: plan_lib.ExecutionPlan, frames: int, tile: tuple[int, int],
+                  batch: int) -> int:
+  """Peak memory per device of the program that upscales `batch` tiles of `frames` x `tile` LR pixels under
+  `execution_plan` (compiled, not run)."""
+  extra = diffst.padding_for(model.config, frames, *tile, execution_plan.axis_size("act_rows"))
   shape = (batch, frames + extra[0], tile[0] + extra[1], tile[1] + extra[2], 3)
   graphdef, state = nnx.split(model)
-  lowered = diffst.forward.lower(graphdef, execution_plan.current(), state, jax.ShapeDtypeStruct(shape, jnp.float32))
+  lowered = diffst.forward.lower(graphdef, execution_plan, state, jax.ShapeDtypeStruct(shape, jnp.float32))
   return backend.peak_bytes(lowered.compile())
 
 
-def fit_to_memory(model: DiffST, plan: Plan, frames: int, size: tuple[int, int], budget: int | None = None) -> Plan:
-  """`plan` with a tile: the whole frame (`size`, LR pixels) if its program fits in `budget` bytes (default: the
-  device's, the execution plan's memory budget), else the largest tile that does, halving the longer side."""
-  budget = execution_plan.current().memory_budget() if budget is None else budget
+def fit_to_memory(model: DiffST, execution_plan: plan_lib.ExecutionPlan, plan: Plan, frames: int,
+                  size: tuple[int, int], budget: int | None = None) -> Plan:
+  """`plan` with a tile: the whole frame (`size`, LR pixels) if its program under `execution_plan` fits in `budget`
+  bytes (default: the execution plan's memory budget), else the largest tile that does, halving the longer side."""
+  budget = execution_plan.memory_budget() if budget is None else budget
   tile, frames = tuple(size), min(frames, plan.chunk_frames)
-  while (needed := program_bytes(model, frames, tile, plan.tile_batch)) > budget:
+  while (needed := program_bytes(model, execution_plan, frames, tile, plan.tile_batch)) > budget:
     if max(tile) <= MIN_TILE:
       raise ValueError(f"upscaling needs {needed / 2**30:.2f} GiB per device even in {MIN_TILE}x{MIN_TILE} tiles, "
                        f"more than the {budget / 2**30:.2f} GiB there are; use --chunk-frames smaller, --precision "
@@ -85,16 +88,19 @@ def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, 
 
 def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, plan: Plan,
                   progress: Callable[[Iterable], Iterable] = iter, run_tiles: TilesFn | None = None,
+                  execution_plan: plan_lib.ExecutionPlan | None = None,
                   color_fix: str = "none") -> Iterator[np.ndarray]:
   """Streams the output frames (uint8, s_x h x s_x w x 3) of `num_frames` uint8 input frames, chunk by chunk;
-  holds at most a chunk of input and of output in memory. `run_tiles` replaces the model (model_tiles).
+  holds at most a chunk of input and of output in memory. The model runs under `execution_plan` (default: one
+  device of JAX's default backend); `run_tiles` replaces it (model_tiles).
   `color_fix` ("none", "wavelet", "adain"; ops/color_fix.py) corrects each output frame's colour towards the
   bicubic-upscaled, time-blended input's. A plan without a tile gets one from `fit_to_memory`."""
   plan.check()
   if color_fix not in color_ops.COLOR_FIXES:
     raise ValueError(f"colour fix {color_fix!r} is unknown; use one of {', '.join(color_ops.COLOR_FIXES)}")
   s_t, s_x = model.config.time_scale, model.config.space_scale
-  run_tiles = run_tiles or model_tiles(model)
+  execution_plan = execution_plan or plan_lib.ExecutionPlan()
+  run_tiles = run_tiles or model_tiles(model, execution_plan)
   chunks = spans(num_frames, plan.chunk_frames, plan.overlap_frames)
   shared_outputs = overlaps(chunks, lambda n: s_t * (n - 1) + 1)
   source = iter(frames)
@@ -102,7 +108,7 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
     first = next(source, None)
     if first is None:
       raise ValueError(f"the input ended after 0 frames, {num_frames} were expected")
-    plan = fit_to_memory(model, plan, num_frames, first.shape[:2])
+    plan = fit_to_memory(model, execution_plan, plan, num_frames, first.shape[:2])
     source = itertools.chain([first], source)
   window, window_start = [], 0  # input frames window_start, window_start + 1, ...
   pending = np.zeros((0,))  # weighted output frames still to be blended with the next chunk

@@ -11,11 +11,8 @@ from diffst_jax.models import diffst
 from diffst_jax.parallel import plan as execution_plan
 
 
-@pytest.fixture(autouse=True)
-def xla_convolutions():
-  """What is tested is chunking and tiling: XLA's convolutions compile faster than the CPU default's."""
-  with execution_plan.use(execution_plan.ExecutionPlan(conv_implementation="xla")):
-    yield
+# What is tested is chunking and tiling: XLA's convolutions compile faster than the CPU default's.
+XLA_CONVOLUTIONS = execution_plan.ExecutionPlan(conv_implementation="xla")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +26,8 @@ def clip():
 
 
 def _run(model, clip, plan, run_tiles=None):
-  return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tiles=run_tiles)))
+  return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tiles=run_tiles,
+                                               execution_plan=XLA_CONVOLUTIONS)))
 
 
 def test_spans_and_ramps():
@@ -63,7 +61,7 @@ def test_plans_default_to_the_trained_clip_and_the_recorded_tile():
 
 def test_one_chunk_one_tile_equals_whole_clip(model, clip):
   got = _run(model, clip, chunking.Plan(9, 0, (64, 64), 0))
-  whole = np.asarray(diffst.upscale(model, jnp.asarray(clip[None].astype(np.float32) / 127.5 - 1)))[0]
+  whole = np.asarray(diffst.upscale(model, jnp.asarray(clip[None].astype(np.float32) / 127.5 - 1), XLA_CONVOLUTIONS))[0]
   np.testing.assert_array_equal(got, np.clip(np.round((whole + 1) * 127.5), 0, 255).astype(np.uint8))
 
 
@@ -99,7 +97,7 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
   lies between the two tiles' predictions."""
   frames = clip.astype(np.float32) / 127.5 - 1
   got = _run(model, clip, chunking.Plan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
-  run = inference.model_tiles(model)
+  run = inference.model_tiles(model, XLA_CONVOLUTIONS)
   to_uint8 = lambda a: np.clip(np.round((a + 1) * 127.5), 0, 255)  # noqa: E731
   left, right = to_uint8(run(frames[None, :, :, :16])[0]), to_uint8(run(frames[None, :, :, 8:24])[0])
   np.testing.assert_array_equal(got[:, :, :32], left[:, :, :32])
@@ -112,7 +110,7 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
 def test_batched_tiles_equal_tiles_one_by_one(model, clip):
   """Tiles batched in calls of equal size (the last padded) give the outputs of one call per tile."""
   calls = []
-  run = inference.model_tiles(model)
+  run = inference.model_tiles(model, XLA_CONVOLUTIONS)
 
   def counted(tiles):
     calls.append(len(tiles))
@@ -150,7 +148,8 @@ def test_bad_plans(plan, message):
 
 def test_a_stream_shorter_than_announced_is_a_clear_error(model, clip):
   with pytest.raises(ValueError, match="ended after 9 frames, 12 were expected"):
-    list(inference.upscale_video(model, iter(clip), 12, chunking.Plan(12, 0, (64, 64), 0)))
+    list(inference.upscale_video(model, iter(clip), 12, chunking.Plan(12, 0, (64, 64), 0),
+                                 execution_plan=XLA_CONVOLUTIONS))
 
 
 def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
@@ -164,11 +163,13 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
   reference = resize.bicubic_blend(clip, 4, 2).astype(np.float64)
   cast = lambda frames: np.stack([frames[:, 0] * 0.5 + 0.3, frames[:, 1], frames[:, 2] - 0.2], axis=1)  # noqa: E731
   run_tiles = lambda tiles: np.stack([cast(tile.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)  # noqa: E731
-                                      for tile in np.asarray(diffst.upscale(model, jnp.asarray(tiles)))])
+                                      for tile in np.asarray(diffst.upscale(model, jnp.asarray(tiles),
+                                                                            XLA_CONVOLUTIONS))])
   plan = chunking.Plan(5, 0, (64, 64), 0)
 
   def upscaled(kind):
     return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tiles=run_tiles,
+                                                 execution_plan=XLA_CONVOLUTIONS,
                                                  color_fix=kind))).astype(np.float64)
 
   means = lambda frames: frames.mean(axis=(1, 2))  # noqa: E731  (frames, channels)
@@ -179,17 +180,20 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
   np.testing.assert_allclose(means(upscaled("wavelet")), means(reference), atol=4.0)
   assert inference.upscale_video.__defaults__[-1] == "none"
   with pytest.raises(ValueError, match="colour fix 'gray' is unknown"):
-    next(inference.upscale_video(model, iter(clip), len(clip), plan, color_fix="gray"))
+    next(inference.upscale_video(model, iter(clip), len(clip), plan, execution_plan=XLA_CONVOLUTIONS,
+                                 color_fix="gray"))
 
 
 def test_a_plan_without_a_tile_runs_whole_frames_as_far_as_memory_allows(model):
   plan = chunking.Plan(5, 1, None, None)
-  whole = inference.program_bytes(model, 5, (32, 48), 1)
-  halved = inference.fit_to_memory(model, plan, 9, (32, 48), budget=whole - 1)  # so (32, 24) needs less
+  whole = inference.program_bytes(model, XLA_CONVOLUTIONS, 5, (32, 48), 1)
+  halved = inference.fit_to_memory(model, XLA_CONVOLUTIONS, plan, 9, (32, 48), budget=whole - 1)  # (32, 24) needs less
   assert halved.tile == (32, 24) and halved.tile_overlap == 6  # the longer side halved, overlap a quarter
   with pytest.raises(ValueError, match=r"needs .* GiB per device even in 16x16 tiles"):
-    inference.fit_to_memory(model, plan, 9, (16, 16), budget=1)
+    inference.fit_to_memory(model, XLA_CONVOLUTIONS, plan, 9, (16, 16), budget=1)
   frames = np.random.default_rng(0).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
-  got = np.stack(list(inference.upscale_video(model, iter(frames), 5, plan)))  # whole frames on this machine
-  want = np.stack(list(inference.upscale_video(model, iter(frames), 5, plan.with_tile((32, 48)))))
+  whole_frames = inference.upscale_video(model, iter(frames), 5, plan, execution_plan=XLA_CONVOLUTIONS)
+  got = np.stack(list(whole_frames))  # whole frames on this machine
+  tiled = inference.upscale_video(model, iter(frames), 5, plan.with_tile((32, 48)), execution_plan=XLA_CONVOLUTIONS)
+  want = np.stack(list(tiled))
   np.testing.assert_array_equal(got, want)

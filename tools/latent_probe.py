@@ -11,6 +11,7 @@ go through the checkpoint's own frozen VAE.
 """
 
 import argparse
+import functools
 import pathlib
 
 import jax
@@ -21,6 +22,7 @@ from PIL import Image
 from diffst_jax.eval import metrics, run
 from diffst_jax.models import diffst
 from diffst_jax.ops import resize
+from diffst_jax.parallel.plan import ExecutionPlan
 
 WINDOW = 9
 
@@ -58,7 +60,9 @@ def main():
   parser.add_argument("--windows", type=int, default=10, help="9-frame windows per training clip for the fit")
   args = parser.parse_args()
   model = diffst.load(args.checkpoint)
-  lr_latent, encode, decode = jax.jit(model.lr_latent), jax.jit(model.vae.encode), jax.jit(model.vae.decode)
+  one_device = ExecutionPlan()
+  lr_latent, encode, decode = (jax.jit(functools.partial(fn, one_device))
+                               for fn in (model.lr_latent, model.vae.encode, model.vae.decode))
   s_x, s_t = model.config.space_scale, model.config.time_scale
 
   def degrade(hr: np.ndarray, seed: int) -> np.ndarray:
@@ -78,7 +82,7 @@ def main():
   hr = run.ground_truth(read_frames(args.clip), s_x, s_t)
   lr = degrade(hr, seed=0)
   z_lr, z_hr = latent_pair(lr_latent, encode, hr, lr)
-  z_dit = np.asarray(model.denoised_latent(to_unit(lr))[0])
+  z_dit = np.asarray(model.denoised_latent(one_device, to_unit(lr))[0])
   z_linear = z_lr + (neighbourhoods(z_lr) @ weights).reshape(z_lr.shape).astype(np.float32)
   print("| latent | MSE to the HR latent | decoded PSNR dB |\n|---|---:|---:|")
   for name, z in (("LR latent (DiT output zeroed)", z_lr), ("3x3 linear filter, least squares", z_linear),

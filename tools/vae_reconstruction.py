@@ -21,6 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from diffst_jax.eval import metrics, run  # noqa: E402
 from diffst_jax.ops import resize  # noqa: E402
+from diffst_jax.parallel.plan import ExecutionPlan  # noqa: E402
 
 
 def clip_folders(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -49,7 +50,8 @@ def read_clip(folder: pathlib.Path, frames: int, size: tuple[int, int]) -> np.nd
 
 def reconstruct(vae, clip: np.ndarray) -> np.ndarray:
   x = clip[None].astype(np.float32) / 127.5 - 1.0
-  y = np.asarray(vae.decode(vae.encode(x)))[0]
+  one_device = ExecutionPlan()
+  y = np.asarray(vae.decode(one_device, vae.encode(one_device, x)))[0]
   return np.clip(np.round((y + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from diffst_jax.models import perceptual
+from diffst_jax.parallel import plan as plan_lib
 
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -86,14 +87,15 @@ def ssim(output: np.ndarray, target: np.ndarray, *, y_channel: bool = True, crop
   return float(np.mean((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * contrast_structure))
 
 
+# Scores are computed on one device.
 @jax.jit
 def _lpips(params: perceptual.LpipsParams, output: jax.Array, target: jax.Array) -> jax.Array:
-  return perceptual.lpips(params, _unit(output), _unit(target))
+  return perceptual.lpips(plan_lib.ExecutionPlan(), params, _unit(output), _unit(target))
 
 
 @jax.jit
 def _dists(params: perceptual.DistsParams, output: jax.Array, target: jax.Array) -> jax.Array:
-  return perceptual.dists(params, _unit(output), _unit(target))
+  return perceptual.dists(plan_lib.ExecutionPlan(), params, _unit(output), _unit(target))
 
 
 def _unit(frames: jax.Array) -> jax.Array:

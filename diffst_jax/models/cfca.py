@@ -22,7 +22,7 @@ from diffst_jax.models.flow import SpyNet
 from diffst_jax.models.layers import Conv
 from diffst_jax.models.vae import VIDEO
 from diffst_jax.ops.warp import warp
-from diffst_jax.parallel.plan import constrain
+from diffst_jax.parallel import plan as plan_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +70,12 @@ class Fusion(nnx.Module):
     self.conv_out.kernel[...] = jnp.zeros_like(self.conv_out.kernel[...])
     self.conv_out.bias[...] = jnp.zeros_like(self.conv_out.bias[...])
 
-  def __call__(self, stack: jax.Array, alpha: jax.Array) -> jax.Array:
+  def __call__(self, plan: plan_lib.ExecutionPlan, stack: jax.Array, alpha: jax.Array) -> jax.Array:
     """stack (B, 6, h, w, 3), alpha (B,) -> (B, h, w, 3)."""
     planes = jnp.broadcast_to(alpha[:, None, None, None, None], (*stack.shape[:-1], 1))
-    x = jax.nn.silu(self.conv1(jnp.concatenate([stack, planes], axis=-1)))
-    x = jax.nn.silu(self.conv2(x))
-    return self.conv_out(x.mean(axis=1))
+    x = jax.nn.silu(self.conv1(plan, jnp.concatenate([stack, planes], axis=-1)))
+    x = jax.nn.silu(self.conv2(plan, x))
+    return self.conv_out(plan, x.mean(axis=1))
 
 
 class CFCA(nnx.Module):
@@ -87,17 +87,17 @@ class CFCA(nnx.Module):
     self.flow = SpyNet(**kw)
     self.fusion = Fusion(config.fusion_channels, **kw)
 
-  def __call__(self, frames: jax.Array) -> jax.Array:
+  def __call__(self, plan: plan_lib.ExecutionPlan, frames: jax.Array) -> jax.Array:
     config, s_t = self.config, self.config.time_scale
-    frames = constrain(frames.astype(jnp.float32), VIDEO)
+    frames = plan.constrain(frames.astype(jnp.float32), VIDEO)
     blend = linear_blend(frames, s_t)
     b, n, h, w, c = frames.shape
     if not config.enabled or n < 2:
       return blend
     pairs = lambda a: a.reshape(b * (n - 1), h, w, -1)  # noqa: E731
     left, right = pairs(frames[:, :-1]), pairs(frames[:, 1:])
-    to_right = self.flow(left, right)  # at frame k, pointing into k+1: warp(I_k+1, to_right) ~ I_k
-    to_left = self.flow(right, left)  # at frame k+1, pointing into k
+    to_right = self.flow(plan, left, right)  # at frame k, pointing into k+1: warp(I_k+1, to_right) ~ I_k
+    to_left = self.flow(plan, right, left)  # at frame k+1, pointing into k
     keep_left = _consistency(to_right, to_left, config.consistency_alpha, config.consistency_beta)
     keep_right = _consistency(to_left, to_right, config.consistency_alpha, config.consistency_beta)
     unpair = lambda a: a.reshape(b, n - 1, h, w, -1)  # noqa: E731
@@ -122,8 +122,8 @@ class CFCA(nnx.Module):
     warp_stack = lambda stack, flow: jax.vmap(lambda f: warp(f, flow), in_axes=1, out_axes=1)(stack)  # noqa: E731
     warped = jnp.concatenate([warp_stack(expand(stacks[:, :-1]), flow_left),
                               warp_stack(expand(stacks[:, 1:]), flow_right)], axis=1)  # (B (N-1) j, 6, h, w, c)
-    residual = self.fusion(warped, jnp.tile(alphas, b * (n - 1))).reshape(b, n - 1, j, h, w, c)
+    residual = self.fusion(plan, warped, jnp.tile(alphas, b * (n - 1))).reshape(b, n - 1, j, h, w, c)
 
     out = blend[:, :-1].reshape(b, n - 1, s_t, h, w, c)
     out = out.at[:, :, 1:].add(residual)
-    return constrain(jnp.concatenate([out.reshape(b, (n - 1) * s_t, h, w, c), frames[:, -1:]], axis=1), VIDEO)
+    return plan.constrain(jnp.concatenate([out.reshape(b, (n - 1) * s_t, h, w, c), frames[:, -1:]], axis=1), VIDEO)

@@ -22,7 +22,7 @@ from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise
 from diffst_jax.models.vae import WanVAE, WanVAEConfig
 from diffst_jax.models.vrg import VRG, VRGConfig
 from diffst_jax.ops.resize import resize_bilinear
-from diffst_jax.parallel import plan
+from diffst_jax.parallel import plan as plan_lib
 
 MODEL_NAME = "diffst"
 _PARTS = {"vae": WanVAEConfig, "dit": WanDiTConfig, "cfca": CFCAConfig, "vrg": VRGConfig}
@@ -66,7 +66,7 @@ class NullContext(nnx.Variable):
 
 
 class DiffST(nnx.Module):
-  """The DiffST model; call `upscale(model, frames)` rather than the module on raw clips."""
+  """The DiffST model; call `upscale(model, frames, plan)` rather than the module on raw clips."""
 
   def __init__(self, config: DiffSTConfig, *, rngs: nnx.Rngs):
     self.config = config
@@ -76,22 +76,22 @@ class DiffST(nnx.Module):
     self.dit = WanDiT(config.dit, rngs=rngs)
     self.null_context = NullContext(jnp.zeros((1, config.context_tokens, config.dit.text_dim), jnp.float32))
 
-  def __call__(self, frames: jax.Array) -> jax.Array:
+  def __call__(self, plan: plan_lib.ExecutionPlan, frames: jax.Array) -> jax.Array:
     """(B, N, h, w, 3) with N, h, w already valid (see `upscale`) -> (B, s_t (N-1) + 1, s_x h, s_x w, 3)."""
-    return self.vae.decode(self.denoised_latent(frames))
+    return self.vae.decode(plan, self.denoised_latent(plan, frames))
 
-  def lr_latent(self, frames: jax.Array) -> jax.Array:
+  def lr_latent(self, plan: plan_lib.ExecutionPlan, frames: jax.Array) -> jax.Array:
     """(B, N, h, w, 3) -> the latent the DiT denoises: the CFCA-interpolated clip, upscaled bilinearly, encoded."""
-    x = self.cfca(frames)
+    x = self.cfca(plan, frames)
     if self.config.space_scale > 1:
       x = resize_bilinear(x, x.shape[2] * self.config.space_scale, x.shape[3] * self.config.space_scale)
-    return self.vae.encode(x)
+    return self.vae.encode(plan, x)
 
-  def denoised_latent(self, frames: jax.Array) -> jax.Array:
+  def denoised_latent(self, plan: plan_lib.ExecutionPlan, frames: jax.Array) -> jax.Array:
     """(B, N, h, w, 3) -> the one-step denoised latent ẑ (B, 1 + s_t (N-1) / 4, s_x h / 8, s_x w / 8, z_dim)."""
     context = jnp.broadcast_to(self.null_context[...], (frames.shape[0], *self.null_context.shape[1:]))
-    guidance = self.vrg(frames) if self.vrg is not None else None
-    return one_step_denoise(self.dit, self.lr_latent(frames), context, self.config.sigma, guidance)
+    guidance = self.vrg(plan, frames) if self.vrg is not None else None
+    return one_step_denoise(plan, self.dit, self.lr_latent(plan, frames), context, self.config.sigma, guidance)
 
 
 def init(config: DiffSTConfig, seed: int = 0) -> DiffST:
@@ -120,12 +120,10 @@ def without(model: DiffST, part: str) -> DiffST:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def forward(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State,
-            frames: jax.Array) -> jax.Array:
+def forward(graphdef: nnx.GraphDef, plan: plan_lib.ExecutionPlan, state: nnx.State, frames: jax.Array) -> jax.Array:
   """The compiled program of `upscale` (and of `python -m diffst_jax.aot --program upscale`), on valid sizes, under
-  `execution_plan` (a static argument: a program traced under one plan is not reused under another)."""
-  with plan.use(execution_plan):
-    return nnx.merge(graphdef, state)(frames)
+  `plan` (a static argument: a program traced under one plan is not reused under another)."""
+  return nnx.merge(graphdef, state)(plan, frames)
 
 
 def padding_for(config: DiffSTConfig, frames: int, height: int, width: int,
@@ -140,15 +138,17 @@ def padding_for(config: DiffSTConfig, frames: int, height: int, width: int,
   return extra_frames, -height % row_multiple, -width % (16 // s_x)
 
 
-def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
-  """(B, N, h, w, 3) in [-1, 1], N >= 2 -> (B, s_t (N-1) + 1, s_x h, s_x w, 3) in [-1, 1], float32."""
+def upscale(model: DiffST, frames: jax.Array, plan: plan_lib.ExecutionPlan | None = None) -> jax.Array:
+  """(B, N, h, w, 3) in [-1, 1], N >= 2 -> (B, s_t (N-1) + 1, s_x h, s_x w, 3) in [-1, 1], float32, under `plan`
+  (default: one device of JAX's default backend)."""
   if frames.ndim != 5 or frames.shape[-1] != 3:
     raise ValueError(f"upscale: expected frames (B, N, h, w, 3), got shape {tuple(frames.shape)}")
   b, n, h, w, _ = frames.shape
   if n < 2:
     raise ValueError(f"upscale: needs at least 2 input frames to interpolate between, got {n}")
   config = model.config
-  extra_frames, extra_rows, extra_cols = padding_for(config, n, h, w, plan.current().axis_size("act_rows"))
+  plan = plan or plan_lib.ExecutionPlan()
+  extra_frames, extra_rows, extra_cols = padding_for(config, n, h, w, plan.axis_size("act_rows"))
   frames = jnp.asarray(frames, jnp.float32)
   if extra_frames:
     frames = jnp.concatenate([frames, frames[:, -1:]], axis=1)
@@ -156,7 +156,7 @@ def upscale(model: DiffST, frames: jax.Array) -> jax.Array:
     mode = "reflect" if extra_rows < h and extra_cols < w else "edge"
     frames = jnp.pad(frames, ((0, 0), (0, 0), (0, extra_rows), (0, extra_cols), (0, 0)), mode=mode)
   graphdef, state = nnx.split(model)
-  out = forward(graphdef, plan.current(), state, frames)
+  out = forward(graphdef, plan, state, frames)
   s_t, s_x = config.time_scale, config.space_scale
   return out[:, : s_t * (n - 1) + 1, : s_x * h, : s_x * w]
 

@@ -25,8 +25,7 @@ from diffst_jax.models import layers
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.ops.rope import apply_rope, rope_tables
 from diffst_jax.parallel import attention as parallel_attention
-from diffst_jax.parallel import plan
-from diffst_jax.parallel.plan import constrain
+from diffst_jax.parallel import plan as plan_lib
 
 REMAT_POLICIES = {
     "none": None,
@@ -167,8 +166,8 @@ class Attention(nnx.Module):
     self.norm_q = RMSNorm(dim, config.eps, ("heads",), param_dtype=config.param_dtype)
     self.norm_k = RMSNorm(dim, config.eps, ("heads",), param_dtype=config.param_dtype)
 
-  def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None, guidance=None,
-               key_mask: jax.Array | None = None) -> jax.Array:
+  def __call__(self, plan: plan_lib.ExecutionPlan, x: jax.Array, context: jax.Array | None = None, rope=None,
+               guidance=None, key_mask: jax.Array | None = None) -> jax.Array:
     """Self-attention (context None; `key_mask` (B, S) hides padding) or cross-attention to `context`.
     `guidance` = (tokens (B, K, dim), gate (K,)): attended in a softmax of their own, values scaled by gate."""
     is_self = context is None
@@ -180,13 +179,13 @@ class Attention(nnx.Module):
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     if is_self:
-      out = parallel_attention.self_attention(q, k, v, key_mask)
+      out = parallel_attention.self_attention(plan, q, k, v, key_mask)
     else:
-      out = parallel_attention.attention(q, k, v)
+      out = parallel_attention.attention(plan, q, k, v)
     if guidance is not None:
       tokens, gate = guidance
       values = self.to_v(tokens) * gate[None, :, None].astype(self.to_v.dtype)
-      out = out + parallel_attention.attention(q, split(self.norm_k(self.to_k(tokens))), split(values))
+      out = out + parallel_attention.attention(plan, q, split(self.norm_k(self.to_k(tokens))), split(values))
     return self.to_out(out.reshape(*out.shape[:2], -1))
 
 
@@ -214,15 +213,15 @@ class Block(nnx.Module):
     self.attn2 = Attention(config, rngs=rngs)
     self.ffn = FeedForward(config, rngs=rngs)
 
-  def __call__(self, x: jax.Array, context: jax.Array, e0: jax.Array, rope, guidance=None,
-               key_mask: jax.Array | None = None) -> jax.Array:
+  def __call__(self, plan: plan_lib.ExecutionPlan, x: jax.Array, context: jax.Array, e0: jax.Array, rope,
+               guidance=None, key_mask: jax.Array | None = None) -> jax.Array:
     m = jnp.split(_float32(self.scale_shift_table[...]) + e0, 6, axis=1)  # six (B, 1, dim)
-    y = self.attn1(_layer_norm(x, self.eps) * (1 + m[1]) + m[0], rope=rope, key_mask=key_mask)
+    y = self.attn1(plan, _layer_norm(x, self.eps) * (1 + m[1]) + m[0], rope=rope, key_mask=key_mask)
     x = x + _float32(y) * m[2]
-    y = self.attn2(self.norm2(x) if self.norm2 is not None else x, context, guidance=guidance)
+    y = self.attn2(plan, self.norm2(x) if self.norm2 is not None else x, context, guidance=guidance)
     x = x + _float32(y)
     y = self.ffn(_layer_norm(x, self.eps) * (1 + m[4]) + m[3])
-    return constrain(x + _float32(y) * m[5], TOKENS)
+    return plan.constrain(x + _float32(y) * m[5], TOKENS)
 
 
 class TwoLayerProjection(nnx.Module):
@@ -277,8 +276,8 @@ class PatchEmbedding(nnx.Module):
     self.kernel = _param(init(rngs.params(), shape, config.param_dtype), (None, None, None, None, "embed"))
     self.bias = _param(jnp.zeros((config.dim,), config.param_dtype), ("embed",))
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = layers.convolve(_float32(x), _float32(self.kernel[...]), self.patch_size, ((0, 0), (0, 0)))
+  def __call__(self, plan: plan_lib.ExecutionPlan, x: jax.Array) -> jax.Array:
+    y = layers.convolve(plan, _float32(x), _float32(self.kernel[...]), self.patch_size, ((0, 0), (0, 0)))
     return y + _float32(self.bias[...])
 
 
@@ -289,7 +288,7 @@ _ROWS_FIRST = (1, 0, 2, 3)
 
 
 class WanDiT(nnx.Module):
-  """Wan2.1 DiT: `dit(x, t, context)` with x (B, T', H', W', in_channels), t (B,), context (B, L, text_dim)
+  """Wan2.1 DiT: `dit(plan, x, t, context)` with x (B, T', H', W', in_channels), t (B,), context (B, L, text_dim)
   -> velocity (B, T', H', W', out_channels), float32."""
 
   def __init__(self, config: WanDiTConfig, *, rngs: nnx.Rngs):
@@ -309,7 +308,7 @@ class WanDiT(nnx.Module):
     table = jax.random.normal(rngs.params(), (1, 2, config.dim)) / math.sqrt(config.dim)
     self.scale_shift_table = _param(table.astype(config.param_dtype), (None, None, "embed"))
 
-  def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array,
+  def __call__(self, plan: plan_lib.ExecutionPlan, x: jax.Array, t: jax.Array, context: jax.Array,
                guidance: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """`guidance`: optional (tokens (B, K, text_dim), gate (K,)) from VRG, embedded like the context and attended
     by every block's cross-attention in a branch scaled by the gate (zero gate: output unchanged)."""
@@ -321,22 +320,22 @@ class WanDiT(nnx.Module):
     rope = tuple(table.reshape(*grid, -1).transpose(_ROWS_FIRST).reshape(table.shape)
                  for table in rope_tables(config.attention_head_dim, grid))
 
-    patches = self.patch_embedding(constrain(x, LATENTS))  # (B, T', H', W', dim)
+    patches = self.patch_embedding(plan, plan.constrain(x, LATENTS))  # (B, T', H', W', dim)
     tokens = patches.transpose(0, *(1 + axis for axis in _ROWS_FIRST)).reshape(b, -1, config.dim)
     length = tokens.shape[1]
-    padding = plan.current().token_padding(length)  # padded keys are masked
+    padding = plan.token_padding(length)  # padded keys are masked
     key_mask = None
     if padding:
       tokens = jnp.pad(tokens, ((0, 0), (0, padding), (0, 0)))
       rope = tuple(np.pad(table, ((0, padding), (0, 0))) for table in rope)
       key_mask = jnp.broadcast_to(jnp.arange(length + padding) < length, (b, length + padding))
-    tokens = constrain(tokens, TOKENS)
+    tokens = plan.constrain(tokens, TOKENS)
     temb, e0, context = self.condition_embedder(t, context)
     if guidance is not None:
       guidance = (self.condition_embedder.text_embedder(guidance[0]), guidance[1])
 
     # Tree-mode (graph=False) transforms: they also run when the module comes in through a plain jax transform.
-    run_block = lambda block, x: block(x, context, e0, rope, guidance, key_mask)  # noqa: E731
+    run_block = lambda block, x: block(plan, x, context, e0, rope, guidance, key_mask)  # noqa: E731
     if config.remat_policy != "none":
       run_block = nnx.remat(run_block, policy=REMAT_POLICIES[config.remat_policy], graph=False)
 
@@ -367,7 +366,8 @@ def _check_inputs(config: WanDiTConfig, x, t, context) -> None:
     raise ValueError(f"WanDiT: expected context (B={x.shape[0]}, L, {config.text_dim}), got {tuple(context.shape)}")
 
 
-def one_step_denoise(dit: WanDiT, z: jax.Array, context: jax.Array, sigma: float, guidance=None) -> jax.Array:
+def one_step_denoise(plan: plan_lib.ExecutionPlan, dit: WanDiT, z: jax.Array, context: jax.Array, sigma: float,
+                     guidance=None) -> jax.Array:
   """DiffST's single step: the LR latent z is taken as x_t at t* = 1000 sigma, and z - sigma * v is returned."""
   t = jnp.full((z.shape[0],), 1000.0 * sigma, jnp.float32)
-  return _float32(z) - sigma * dit(z, t, context, guidance)
+  return _float32(z) - sigma * dit(plan, z, t, context, guidance)

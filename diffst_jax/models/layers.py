@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffst_jax.parallel import convolution, plan
+from diffst_jax.parallel import convolution
+from diffst_jax.parallel import plan as plan_lib
 
 
 class Conv(nnx.Module):
@@ -34,18 +35,18 @@ class Conv(nnx.Module):
     bound = 1 / math.sqrt(math.prod(self.kernel_size) * in_channels)
     self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), param_dtype, -bound, bound))
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = convolve(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding)
+  def __call__(self, plan: plan_lib.ExecutionPlan, x: jax.Array) -> jax.Array:
+    y = convolve(plan, x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding)
     return y + self.bias[...].astype(self.dtype)
 
 
-def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...], padding: tuple[tuple[int, int], ...],
-             implementation: str | None = None) -> jax.Array:
+def convolve(plan: plan_lib.ExecutionPlan, x: jax.Array, kernel: jax.Array, stride: tuple[int, ...],
+             padding: tuple[tuple[int, int], ...], implementation: str | None = None) -> jax.Array:
   """A 3D convolution (kernel (kt, kh, kw, in, out)) over (B, T, H, W, C) without time padding, or a 2D one
   (kernel (kh, kw, in, out)) over the last three axes of (..., H, W, C); `padding` is the spatial
   ((top, bottom), (left, right)).
 
-  `implementation`, by default the current plan's (parallel/plan.py): "xla", XLA's native convolutions, or
+  `implementation`, by default `plan`'s (parallel/plan.py): "xla", XLA's native convolutions, or
   "gemm", for CPU, whose XLA backend runs 3D convolutions and convolution kernel gradients slowly: a 3D
   convolution becomes a 2D one over time-stacked frames and each kernel gradient a matrix product per kernel tap;
   forward + backward of the tiny VAE runs about 2x faster and compiles longer (bench/conv.py). Both give the same
@@ -53,22 +54,21 @@ def convolve(x: jax.Array, kernel: jax.Array, stride: tuple[int, ...], padding: 
 
   With the rows split over devices ("act_rows"), each device convolves its own rows and adds its neighbours' edge
   rows (parallel/convolution.py). Where that does not apply (a neighbour's rows would not be enough), XLA
-  partitions the convolution; the current plan (parallel/plan.py) says when XLA's partitioner would then get the
+  partitions the convolution; `plan` says when XLA's partitioner would then get the
   kernel gradient wrong, and it is taken tap by tap; otherwise input and output are laid out over every device
   axis and XLA's native gradient runs.
   """
-  current = plan.current()
   stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
-  if current.convolutions(implementation) == "gemm":
+  if plan.convolutions(implementation) == "gemm":
     return _gemm_conv(x, kernel, stride, padding)
-  if current.axis_size("act_rows") == 1:
+  if plan.axis_size("act_rows") == 1:
     return _native_conv(x, kernel, stride, padding)
-  if convolution.applies(x.shape, kernel.shape, stride, padding, current.axis_size("act_rows")):
-    return convolution.convolve_split_rows(_native_conv, x, kernel, stride, padding)
-  if current.kernel_gradient_by_taps(x.shape):
+  if convolution.applies(x.shape, kernel.shape, stride, padding, plan.axis_size("act_rows")):
+    return convolution.convolve_split_rows(plan, _native_conv, x, kernel, stride, padding)
+  if plan.kernel_gradient_by_taps(x.shape):
     return _conv_with_tap_kernel_grad(x, kernel, stride, padding)
-  layout = current.conv_layout(x.ndim)
-  return current.constrain(_native_conv(current.constrain(x, layout), kernel, stride, padding), layout)
+  layout = plan.conv_layout(x.ndim)
+  return plan.constrain(_native_conv(plan.constrain(x, layout), kernel, stride, padding), layout)
 
 
 def _native_conv(x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:

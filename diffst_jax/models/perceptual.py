@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffst_jax.models import layers
+from diffst_jax.parallel import plan as plan_lib
 
 Conv = tuple[jax.Array, jax.Array]  # (kernel (kh, kw, in, out), bias (out,))
 
@@ -148,9 +149,9 @@ def load_dists() -> DistsParams:
   return DistsParams(convs, by_stage(alpha), by_stage(beta))
 
 
-def _conv_relu(x: jax.Array, conv: Conv, stride: int = 1, padding: int = 1) -> jax.Array:
+def _conv_relu(plan: plan_lib.ExecutionPlan, x: jax.Array, conv: Conv, stride: int = 1, padding: int = 1) -> jax.Array:
   kernel, bias = conv
-  y = layers.convolve(x, kernel, (stride, stride), ((padding, padding),) * 2)
+  y = layers.convolve(plan, x, kernel, (stride, stride), ((padding, padding),) * 2)
   return jax.nn.relu(y + bias)
 
 
@@ -173,18 +174,18 @@ def _l2_pool(x: jax.Array) -> jax.Array:
   return jnp.sqrt(blurred + 1e-12)
 
 
-def _alexnet_features(convs: tuple[Conv, ...], x: jax.Array) -> list[jax.Array]:
+def _alexnet_features(plan: plan_lib.ExecutionPlan, convs: tuple[Conv, ...], x: jax.Array) -> list[jax.Array]:
   """The ReLU output of every convolution of AlexNet, which max-pools before its second and third."""
   features = []
   for i, (conv, (stride, padding)) in enumerate(zip(convs, _ALEXNET_CONVS)):
     if i in (1, 2):
       x = _max_pool(x, 3, 2)
-    x = _conv_relu(x, conv, stride, padding)
+    x = _conv_relu(plan, x, conv, stride, padding)
     features.append(x)
   return features
 
 
-def _vgg16_features(convs: tuple[Conv, ...], x: jax.Array,
+def _vgg16_features(plan: plan_lib.ExecutionPlan, convs: tuple[Conv, ...], x: jax.Array,
                     downsample: Callable[[jax.Array], jax.Array]) -> list[jax.Array]:
   """The last ReLU output of every block of VGG16 (relu1_2 ... relu5_3), with `downsample` between blocks."""
   features, layers = [], iter(convs)
@@ -192,14 +193,14 @@ def _vgg16_features(convs: tuple[Conv, ...], x: jax.Array,
     if block:
       x = downsample(x)
     for _ in range(depth):
-      x = _conv_relu(x, next(layers))
+      x = _conv_relu(plan, x, next(layers))
     features.append(x)
   return features
 
 
 _LPIPS_BACKBONES = {
     "alex": _alexnet_features,
-    "vgg": lambda convs, x: _vgg16_features(convs, x, lambda h: _max_pool(h, 2, 2)),
+    "vgg": lambda plan, convs, x: _vgg16_features(plan, convs, x, lambda h: _max_pool(h, 2, 2)),
 }
 
 
@@ -216,22 +217,22 @@ def _check_images(metric: str, x: jax.Array, y: jax.Array, min_size: int = 1):
     raise ValueError(f"{metric}: images must be at least {min_size}x{min_size}, got {x.shape[1]}x{x.shape[2]}")
 
 
-def lpips(params: LpipsParams, x: jax.Array, y: jax.Array) -> jax.Array:
+def lpips(plan: plan_lib.ExecutionPlan, params: LpipsParams, x: jax.Array, y: jax.Array) -> jax.Array:
   """LPIPS v0.1 distances (N,) between images (N, H, W, 3) in [-1, 1], H and W at least 32."""
   _check_images("lpips", x, y, _LPIPS_MIN_SIZE)
   images = (jnp.concatenate([x, y]).astype(jnp.float32) - _LPIPS_SHIFT) / _LPIPS_SCALE
   distance = jnp.zeros(x.shape[0], jnp.float32)
-  for feature, weights in zip(_LPIPS_BACKBONES[params.net](params.convs, images), params.channel_weights):
+  for feature, weights in zip(_LPIPS_BACKBONES[params.net](plan, params.convs, images), params.channel_weights):
     unit = _unit_channels(feature)
     distance += jnp.mean(jnp.square(unit[:x.shape[0]] - unit[x.shape[0]:]) @ weights, axis=(1, 2))
   return distance
 
 
-def dists(params: DistsParams, x: jax.Array, y: jax.Array) -> jax.Array:
+def dists(plan: plan_lib.ExecutionPlan, params: DistsParams, x: jax.Array, y: jax.Array) -> jax.Array:
   """DISTS distances (N,), about 0 to 1, between images (N, H, W, 3) in [-1, 1]."""
   _check_images("dists", x, y)
   images = (jnp.concatenate([x, y]).astype(jnp.float32) + 1) / 2
-  stages = [images, *_vgg16_features(params.convs, (images - _IMAGENET_MEAN) / _IMAGENET_STD, _l2_pool)]
+  stages = [images, *_vgg16_features(plan, params.convs, (images - _IMAGENET_MEAN) / _IMAGENET_STD, _l2_pool)]
   similarity = jnp.zeros(x.shape[0], jnp.float32)
   for feature, alpha, beta in zip(stages, params.alpha, params.beta):
     fx, fy = feature[:x.shape[0]], feature[x.shape[0]:]

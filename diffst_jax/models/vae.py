@@ -7,9 +7,10 @@ from the previous chunk in a cache, a pytree that mirrors the module tree, so co
 grow with the number of frames.
 
 Under a mesh (parallel/rules.py) activations keep their rows spread over the "act_rows" mesh axes (`context`):
-time runs as a causal scan, so rows, not frames, are what the devices split; XLA exchanges the convolution halos.
-Rows are split only when they divide over the devices at every resolution level (H a multiple of c x devices):
-the plan decides (parallel/plan.py, `for_vae`).
+time runs as a causal scan, so rows, not frames, are what the devices split; each device convolves its own rows and
+takes its neighbours' edge rows (parallel/convolution.py). Rows are split only when they divide over the devices at
+every resolution level (H a multiple of c x devices): the execution plan decides (parallel/plan.py, `for_vae`), and
+every module takes it as its first argument.
 
 Module and parameter names follow diffusers' `AutoencoderKLWan`, so the conversion tables stay short.
 """
@@ -25,9 +26,8 @@ from flax import nnx
 
 from diffst_jax.models.diffusers_config import DiffusersConfig
 from diffst_jax.models.layers import Conv
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.parallel.attention import attention
-from diffst_jax.parallel import plan
-from diffst_jax.parallel.plan import constrain
 
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -118,7 +118,8 @@ def wan21_vae_config(**overrides) -> WanVAEConfig:
 # Layers
 
 
-def causal_conv(conv: Conv, x: jax.Array, cache: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def causal_conv(plan: plan_lib.ExecutionPlan, conv: Conv, x: jax.Array,
+                cache: jax.Array | None) -> tuple[jax.Array, jax.Array]:
   """Runs a stride-1 temporal `conv` on the frames of `x` preceded by `cache`; returns (y, next cache).
 
   The cache holds the last kt - 1 input frames of the previous chunk (zeros at the start of a clip), so running a
@@ -130,7 +131,7 @@ def causal_conv(conv: Conv, x: jax.Array, cache: jax.Array | None) -> tuple[jax.
   if cache is None:
     cache = jnp.zeros((x.shape[0], context, *x.shape[2:]), conv.dtype)
   x = jnp.concatenate([cache.astype(x.dtype), x], axis=1)
-  return conv(x), x[:, x.shape[1] - context:].astype(conv.dtype)
+  return conv(plan, x), x[:, x.shape[1] - context:].astype(conv.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -158,12 +159,12 @@ class ResidualBlock(nnx.Module):
     self.conv2 = Conv(out_dim, out_dim, (3, 3, 3), **kw)
     self.conv_shortcut = Conv(in_dim, out_dim, (1, 1, 1), **kw) if in_dim != out_dim else None
 
-  def __call__(self, x, cache):
+  def __call__(self, plan, x, cache):
     cache = cache or {"conv1": None, "conv2": None}
-    shortcut = self.conv_shortcut(x) if self.conv_shortcut is not None else x
-    h, cache1 = causal_conv(self.conv1, jax.nn.silu(self.norm1(x)), cache["conv1"])
-    h, cache2 = causal_conv(self.conv2, jax.nn.silu(self.norm2(h)), cache["conv2"])
-    return constrain(h + shortcut, VIDEO), {"conv1": cache1, "conv2": cache2}
+    shortcut = self.conv_shortcut(plan, x) if self.conv_shortcut is not None else x
+    h, cache1 = causal_conv(plan, self.conv1, jax.nn.silu(self.norm1(x)), cache["conv1"])
+    h, cache2 = causal_conv(plan, self.conv2, jax.nn.silu(self.norm2(h)), cache["conv2"])
+    return plan.constrain(h + shortcut, VIDEO), {"conv1": cache1, "conv2": cache2}
 
 
 class AttentionBlock(nnx.Module):
@@ -175,12 +176,12 @@ class AttentionBlock(nnx.Module):
     self.to_qkv = Conv(dim, 3 * dim, (1, 1), **kw)
     self.proj = Conv(dim, dim, (1, 1), **kw)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, plan: plan_lib.ExecutionPlan, x: jax.Array) -> jax.Array:
     b, t, h, w, c = x.shape
-    qkv = self.to_qkv(self.norm(x)).reshape(b * t, h * w, 1, 3 * c)
+    qkv = self.to_qkv(plan, self.norm(x)).reshape(b * t, h * w, 1, 3 * c)
     q, k, v = jnp.split(qkv, 3, axis=-1)
-    y = attention(q, k, v).reshape(b, t, h, w, c)
-    return x + self.proj(y)
+    y = attention(plan, q, k, v).reshape(b, t, h, w, c)
+    return x + self.proj(plan, y)
 
 
 class Resample(nnx.Module):
@@ -205,25 +206,25 @@ class Resample(nnx.Module):
       self.resample = Conv(dim, dim, (3, 3), stride=(2, 2), padding=((0, 1), (0, 1)), **kw)
       self.time_conv = Conv(dim, dim, (3, 1, 1), stride=(2, 1, 1), **kw) if mode == "downsample3d" else None
 
-  def __call__(self, x, cache):
+  def __call__(self, plan, x, cache):
     if self.mode.startswith("up"):
       if self.time_conv is not None:
-        x, cache = self._double_frames(x, cache)
+        x, cache = self._double_frames(plan, x, cache)
       x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
-      return self.resample(x), cache
-    x = self.resample(x)
+      return self.resample(plan, x), cache
+    x = self.resample(plan, x)
     if self.time_conv is None:
       return x, cache
     last = x[:, -1:]
     if cache is not None:
-      x = self.time_conv(jnp.concatenate([cache.astype(x.dtype), x], axis=1))
+      x = self.time_conv(plan, jnp.concatenate([cache.astype(x.dtype), x], axis=1))
     return x, last
 
-  def _double_frames(self, x, cache):
+  def _double_frames(self, plan, x, cache):
     b, t, h, w, c = x.shape
     if cache is None:
       return x, jnp.zeros((b, 2, h, w, c), self.time_conv.dtype)
-    y, cache = causal_conv(self.time_conv, x, cache)
+    y, cache = causal_conv(plan, self.time_conv, x, cache)
     # Interleaved by stacking the two halves, not by reshape and transpose: with the rows split over devices, the
     # TPU partitioner turns the transpose into all-to-alls and the next row repeat into a gather of every row.
     return jnp.stack([y[..., :c], y[..., c:]], axis=2).reshape(b, 2 * t, h, w, c), cache
@@ -237,11 +238,11 @@ class MidBlock(nnx.Module):
     self.resnets = nnx.List([ResidualBlock(dim, dim, **kw) for _ in range(2)])
     self.attentions = nnx.List([AttentionBlock(dim, **kw)])
 
-  def __call__(self, x, cache):
+  def __call__(self, plan, x, cache):
     cache = cache or [None, None]
-    x, cache0 = self.resnets[0](x, cache[0])
-    x = self.attentions[0](x)
-    x, cache1 = self.resnets[1](x, cache[1])
+    x, cache0 = self.resnets[0](plan, x, cache[0])
+    x = self.attentions[0](plan, x)
+    x, cache1 = self.resnets[1](plan, x, cache[1])
     return x, [cache0, cache1]
 
 
@@ -265,16 +266,16 @@ class Encoder(nnx.Module):
     self.norm_out = RMSNorm(dims[-1], param_dtype=config.param_dtype)
     self.conv_out = Conv(dims[-1], 2 * config.z_dim, (3, 3, 3), **kw)
 
-  def __call__(self, x, cache):
+  def __call__(self, plan, x, cache):
     cache = cache or {"conv_in": None, "down_blocks": [None] * len(self.down_blocks), "mid_block": None,
                       "conv_out": None}
-    x, conv_in = causal_conv(self.conv_in, x, cache["conv_in"])
+    x, conv_in = causal_conv(plan, self.conv_in, x, cache["conv_in"])
     down = []
     for block, block_cache in zip(self.down_blocks, cache["down_blocks"]):
-      x, block_cache = block(x, block_cache)
+      x, block_cache = block(plan, x, block_cache)
       down.append(block_cache)
-    x, mid = self.mid_block(x, cache["mid_block"])
-    x, conv_out = causal_conv(self.conv_out, jax.nn.silu(self.norm_out(x)), cache["conv_out"])
+    x, mid = self.mid_block(plan, x, cache["mid_block"])
+    x, conv_out = causal_conv(plan, self.conv_out, jax.nn.silu(self.norm_out(x)), cache["conv_out"])
     return x, {"conv_in": conv_in, "down_blocks": down, "mid_block": mid, "conv_out": conv_out}
 
 
@@ -288,15 +289,15 @@ class UpBlock(nnx.Module):
     self.resnets = nnx.List([ResidualBlock(i, o, **kw) for i, o in zip(dims[:-1], dims[1:])])
     self.upsampler = Resample(out_dim, upsample_mode, **kw) if upsample_mode else None
 
-  def __call__(self, x, cache):
+  def __call__(self, plan, x, cache):
     cache = cache or {"resnets": [None] * len(self.resnets), "upsampler": None}
     resnets = []
     for resnet, resnet_cache in zip(self.resnets, cache["resnets"]):
-      x, resnet_cache = resnet(x, resnet_cache)
+      x, resnet_cache = resnet(plan, x, resnet_cache)
       resnets.append(resnet_cache)
     upsampler = None
     if self.upsampler is not None:
-      x, upsampler = self.upsampler(x, cache["upsampler"])
+      x, upsampler = self.upsampler(plan, x, cache["upsampler"])
     return x, {"resnets": resnets, "upsampler": upsampler}
 
 
@@ -322,21 +323,23 @@ class Decoder(nnx.Module):
     self.norm_out = RMSNorm(dims[-1], param_dtype=config.param_dtype)
     self.conv_out = Conv(dims[-1], config.out_channels, (3, 3, 3), **kw)
 
-  def __call__(self, x, cache):
+  def __call__(self, plan, x, cache):
     cache = cache or {"conv_in": None, "mid_block": None, "up_blocks": [None] * len(self.up_blocks),
                       "conv_out": None}
-    x, conv_in = causal_conv(self.conv_in, x, cache["conv_in"])
-    x, mid = self.mid_block(x, cache["mid_block"])
+    x, conv_in = causal_conv(plan, self.conv_in, x, cache["conv_in"])
+    x, mid = self.mid_block(plan, x, cache["mid_block"])
     up = []
     for block, block_cache in zip(self.up_blocks, cache["up_blocks"]):
-      x, block_cache = block(x, block_cache)
+      x, block_cache = block(plan, x, block_cache)
       up.append(block_cache)
-    x, conv_out = causal_conv(self.conv_out, jax.nn.silu(self.norm_out(x)), cache["conv_out"])
+    x, conv_out = causal_conv(plan, self.conv_out, jax.nn.silu(self.norm_out(x)), cache["conv_out"])
     return x, {"conv_in": conv_in, "mid_block": mid, "up_blocks": up, "conv_out": conv_out}
 
 
-def _scan_time_chunks(module: nnx.Module, first: jax.Array, rest: jax.Array | None, remat: bool) -> jax.Array:
-  """Runs a causal `module(x, cache) -> (y, cache)` over chunk `first`, then over `rest` (n, B, t, ...) in a scan.
+def _scan_time_chunks(plan: plan_lib.ExecutionPlan, module: nnx.Module, first: jax.Array, rest: jax.Array | None,
+                      remat: bool) -> jax.Array:
+  """Runs a causal `module(plan, x, cache) -> (y, cache)` over chunk `first`, then over `rest` (n, B, t, ...) in a
+  scan.
 
   Under `remat` each chunk is recomputed in the backward pass, so the scan keeps only every chunk's incoming caches;
   where n has a divisor g near its square root, the chunks run as g checkpointed groups of n/g, which keeps g + n/g
@@ -347,8 +350,8 @@ def _scan_time_chunks(module: nnx.Module, first: jax.Array, rest: jax.Array | No
   graphdef, state = nnx.split(module)
 
   def run_chunk(state, x, cache):
-    y, cache = nnx.merge(graphdef, state)(constrain(x, VIDEO), cache)
-    return constrain(y, VIDEO), cache
+    y, cache = nnx.merge(graphdef, state)(plan, plan.constrain(x, VIDEO), cache)
+    return plan.constrain(y, VIDEO), cache
 
   if remat:
     run_chunk = jax.checkpoint(run_chunk)
@@ -400,33 +403,31 @@ def _output_dtype(config: WanVAEConfig):
 # called under an outer jax transform (a loss being differentiated with respect to the input, say). The execution
 # plan is a static argument so that a program traced under one plan is not reused under another.
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _encode(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State, x: jax.Array) -> jax.Array:
+def _encode(graphdef: nnx.GraphDef, plan: plan_lib.ExecutionPlan, state: nnx.State, x: jax.Array) -> jax.Array:
   vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
+  vae_plan = plan.for_vae(x.shape[2] // config.spatial_compression)
   first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
   encoder_graph, encoder_state = nnx.split(vae.encoder)
   encode_chunks = lambda state, first, rest: _scan_time_chunks(  # noqa: E731
-      nnx.merge(encoder_graph, state), first, rest, config.remat)
+      vae_plan, nnx.merge(encoder_graph, state), first, rest, config.remat)
   if config.remat:
     # The whole clip recomputed in the backward pass as well: the time scan then keeps every chunk's causal caches
     # only while the encoder's own gradient is taken, not through the DiT's and the decoder's backward passes, when
     # (in DiffST's train step, whose gradients reach CFCA through the encoder) they would add to the decoder's.
     encode_chunks = jax.checkpoint(encode_chunks)
-  with plan.use(execution_plan.for_vae(x.shape[2] // config.spatial_compression)):
-    moments = vae.quant_conv(encode_chunks(encoder_state, first, rest))
+  moments = vae.quant_conv(vae_plan, encode_chunks(encoder_state, first, rest))
   mean = moments[..., :config.z_dim].astype(dtype)
   return (mean - jnp.asarray(config.latents_mean, dtype)) / jnp.asarray(config.latents_std, dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _decode(graphdef: nnx.GraphDef, execution_plan: plan.ExecutionPlan, state: nnx.State, z: jax.Array) -> jax.Array:
+def _decode(graphdef: nnx.GraphDef, plan: plan_lib.ExecutionPlan, state: nnx.State, z: jax.Array) -> jax.Array:
   vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
-  with plan.use(execution_plan):
-    first, rest = _split_chunks(vae.post_quant_conv(z), 1)
-  with plan.use(execution_plan.for_vae(z.shape[2])):
-    x = _scan_time_chunks(vae.decoder, first, rest, config.remat)
+  first, rest = _split_chunks(vae.post_quant_conv(plan, z), 1)
+  x = _scan_time_chunks(plan.for_vae(z.shape[2]), vae.decoder, first, rest, config.remat)
   return jnp.clip(x.astype(dtype), -1.0, 1.0)
 
 
@@ -464,16 +465,16 @@ class WanVAE(nnx.Module):
     self.post_quant_conv = Conv(config.z_dim, config.z_dim, (1, 1, 1), **kw)
     self.decoder = Decoder(config, rngs=rngs)
 
-  def encode(self, x: jax.Array) -> jax.Array:
+  def encode(self, plan: plan_lib.ExecutionPlan, x: jax.Array) -> jax.Array:
     """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of c = spatial_compression (8 for Wan2.1) ->
     normalized latent mean (B, 1 + (T-1)/4, H/c, W/c, z_dim), float32 (float64 for a float64 model)."""
     _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", self.config.spatial_compression)
     graphdef, state = nnx.split(self)
-    return _encode(graphdef, plan.current(), state, x)
+    return _encode(graphdef, plan, state, x)
 
-  def decode(self, z: jax.Array) -> jax.Array:
+  def decode(self, plan: plan_lib.ExecutionPlan, z: jax.Array) -> jax.Array:
     """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), c h, c w, 3) clamped to [-1, 1], float32
     (float64 for a float64 model)."""
     _check_video(z, "WanVAE.decode", self.config.z_dim, "any", 1)
     graphdef, state = nnx.split(self)
-    return _decode(graphdef, plan.current(), state, z)
+    return _decode(graphdef, plan, state, z)

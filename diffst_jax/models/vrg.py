@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffst_jax.models.layers import Conv
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.parallel.attention import attention
 
 
@@ -45,16 +46,16 @@ class VRG(nnx.Module):
     self.proj = nnx.Linear(c, text_dim, param_dtype=config.param_dtype, rngs=rngs)
     self.gate = nnx.Param(jnp.zeros((config.num_tokens,), config.param_dtype))
 
-  def __call__(self, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, plan: plan_lib.ExecutionPlan, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
     x = frames.astype(jnp.float32)
     for conv in self.stem:
-      x = jax.nn.silu(conv(x))
+      x = jax.nn.silu(conv(plan, x))
     x = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)), mode="edge")  # time: keep every frame's context
-    x = jax.nn.silu(self.temporal(x))
+    x = jax.nn.silu(self.temporal(plan, x))
     b, c = x.shape[0], x.shape[-1]
-    k, v = jnp.split(self.to_kv(x.reshape(b, 1, -1, c)).reshape(b, -1, 2 * c), 2, axis=-1)
-    q = self.to_q(self.queries[...].astype(jnp.float32)[None, None, :, :]).reshape(1, -1, c)
+    k, v = jnp.split(self.to_kv(plan, x.reshape(b, 1, -1, c)).reshape(b, -1, 2 * c), 2, axis=-1)
+    q = self.to_q(plan, self.queries[...].astype(jnp.float32)[None, None, :, :]).reshape(1, -1, c)
     heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)  # noqa: E731
-    pooled = attention(heads(jnp.broadcast_to(q, (b, *q.shape[1:]))), heads(k), heads(v))
+    pooled = attention(plan, heads(jnp.broadcast_to(q, (b, *q.shape[1:]))), heads(k), heads(v))
     tokens = self.proj(pooled.reshape(b, -1, c))
     return tokens, self.gate[...].astype(jnp.float32)

@@ -1,4 +1,4 @@
-"""Attention under the execution plan: the implementation, its block size and the context-parallel mode are the
+"""Attention under an execution plan: the implementation, its block size and the context-parallel mode are the
 plan's (parallel/plan.py), resolved for the platform the program is compiled for, and an accelerator kernel (splash,
 a Mosaic kernel; cuDNN) always runs inside shard_map on each device's part of the operands: XLA partitions only its
 own attention.
@@ -34,11 +34,10 @@ def _attend(plan: plan_lib.ExecutionPlan, implementation: str):
       q, k, v, key_mask=mask, implementation=implementation, block_size=plan.attention_block_size)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def attention(plan: plan_lib.ExecutionPlan, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   """Attention of q (B, Sq, N, D) over k, v (B, Sk, N, D) whose keys every device holds whole: the queries laid out
-  by the plan ("act_batch", "act_length", "act_heads", as far as they divide), keys and values over the batch and
+  by `plan` ("act_batch", "act_length", "act_heads", as far as they divide), keys and values over the batch and
   heads only."""
-  plan = plan_lib.current()
   implementation = plan.attention_implementation()
   attend = _attend(plan, implementation)
   if plan.mesh is None or implementation not in attention_ops.KERNELS:
@@ -49,10 +48,10 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
                        check_vma=False)(q, k, v)
 
 
-def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
-  """Attention of q over k, v (B, S, N, D) with tokens sharded over the active mesh's context axis (plain
-  attention without an active mesh or with context size 1); `key_mask` (B, S), True for real tokens."""
-  plan = plan_lib.current()
+def self_attention(plan: plan_lib.ExecutionPlan, q: jax.Array, k: jax.Array, v: jax.Array,
+                   key_mask: jax.Array | None = None) -> jax.Array:
+  """Attention of q over k, v (B, S, N, D) with tokens sharded over `plan`'s "act_length" mesh axes (plain
+  attention without a mesh or with context size 1); `key_mask` (B, S), True for real tokens."""
   mode = plan.context_parallel
   cp = plan.axis_size("act_length")
   implementation = plan.attention_implementation()

@@ -32,13 +32,13 @@ def applies(x_shape, kernel_shape, stride, padding, rows_devices: int) -> bool:
   return kh - s <= top + bottom < kh and top <= local and kh - s - top <= local
 
 
-def convolve_split_rows(conv: ConvFn, x: jax.Array, kernel: jax.Array, stride, padding) -> jax.Array:
-  """`conv(x, kernel, stride, padding)` (N, ..., H, W, C) with the rows H over the current plan's "act_rows" devices,
-  each device on its own rows (see the module's docstring); needs `applies`."""
-  current = plan_lib.current()
-  spec = current.spec(current.conv_layout(x.ndim), x.shape)
+def convolve_split_rows(plan: plan_lib.ExecutionPlan, conv: ConvFn, x: jax.Array, kernel: jax.Array, stride,
+                        padding) -> jax.Array:
+  """`conv(x, kernel, stride, padding)` (N, ..., H, W, C) with the rows H over `plan`'s "act_rows" devices, each
+  device on its own rows (see the module's docstring); needs `applies`."""
+  spec = plan.spec(plan.conv_layout(x.ndim), x.shape)
   axes = spec[-3]
-  devices = current.axis_size("act_rows")
+  devices = plan.axis_size("act_rows")
   s, kh = stride[-2], kernel.shape[-4]
   top = padding[0][0]
   below = kh - s - top  # rows of the next device the last output rows need
@@ -65,4 +65,4 @@ def convolve_split_rows(conv: ConvFn, x: jax.Array, kernel: jax.Array, stride, p
       y = y.at[..., first:, :, :].add(conv(strip, kernel, stride, strip_padding))
     return y
 
-  return jax.shard_map(body, mesh=current.mesh, in_specs=(spec, PartitionSpec()), out_specs=spec)(x, kernel)
+  return jax.shard_map(body, mesh=plan.mesh, in_specs=(spec, PartitionSpec()), out_specs=spec)(x, kernel)

@@ -1,20 +1,19 @@
 """The one place where the mesh and the backend decide how the models compute.
 
-An `ExecutionPlan` is made once from a mesh, its logical axis rules and the platform the program is compiled for
-(the mesh's devices', which may be a TPU slice compiled for from another machine: diffst_jax.aot), and scoped
-explicitly: `activate(mesh, rules)` makes it current (with `jax.set_mesh`) for the code traced inside. Models,
-losses and ops ask the current plan (`current()`) what to do: how to lay out an activation, which attention and
-convolution implementations to run, whether to pad tokens, which convolution kernel gradients to take tap by tap;
-derived plans lay out the VAE (`for_vae`) and per-image networks (`for_images`). They never look at the mesh
-themselves. Without an active mesh the plan is the single-device one of JAX's default backend, and every layout
-call is a no-op.
+An `ExecutionPlan` is made once, at the entry point (a script, the AOT tool, a test), from a mesh, its logical axis
+rules, the platform the program is compiled for (the mesh's devices', which may be a TPU slice compiled for from
+another machine: diffst_jax.aot) and the run's choices, and is passed explicitly: every model, loss and layer takes
+it as its first argument and asks it what to do: how to lay out an activation, which attention and convolution
+implementations to run, whether to pad tokens, which convolution kernel gradients to take tap by tap; derived plans
+lay out the VAE (`for_vae`) and per-image networks (`for_images`). Nothing below the entry points looks at the mesh
+or the backend itself. `ExecutionPlan()` is the single-device plan of JAX's default backend, whose layout calls are
+no-ops; `activate(mesh, rules, ...)` makes a plan for a mesh and also sets that mesh as JAX's (`jax.set_mesh`).
 
-Plans are read when a function is traced: change them in a new process, not between calls of an already compiled
-function. Each XLA workaround below names the test that shows the defect it avoids.
+Jitted functions take the plan as a static argument, so a program traced under one plan is never reused under
+another. Each XLA workaround below names the test that shows the defect it avoids.
 """
 
 import contextlib
-import contextvars
 import dataclasses
 from collections.abc import Iterator, Sequence
 
@@ -143,32 +142,10 @@ class ExecutionPlan:
     return ("act_batch",) + (None,) * (ndim - 4) + ("act_rows", None, None)
 
 
-_CURRENT: contextvars.ContextVar[ExecutionPlan | None] = contextvars.ContextVar("diffst_plan", default=None)
-
-
-def current() -> ExecutionPlan:
-  """The plan in scope: the active mesh's, else the single-device plan of JAX's default backend."""
-  plan = _CURRENT.get()
-  return plan if plan is not None else ExecutionPlan()
-
-
 @contextlib.contextmanager
-def use(plan: ExecutionPlan) -> Iterator[ExecutionPlan]:
-  token = _CURRENT.set(plan)
-  try:
+def activate(mesh: Mesh, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES, **choices) -> Iterator[ExecutionPlan]:
+  """The plan of `mesh` with `rules` and the run's `choices` (`conv_implementation`, `attention`,
+  `attention_block_size`, `context_parallel`), with `mesh` set as JAX's for the code run inside."""
+  plan = ExecutionPlan(mesh, rules, **choices)
+  with jax.set_mesh(mesh):
     yield plan
-  finally:
-    _CURRENT.reset(token)
-
-
-@contextlib.contextmanager
-def activate(mesh: Mesh, rules: rules_lib.Rules = rules_lib.DEFAULT_RULES, **choices) -> Iterator[Mesh]:
-  """Makes `mesh` current (for jit, shard_map and the plan's layouts) with `rules` and the run's `choices`
-  (`conv_implementation`, `attention`, `attention_block_size`, `context_parallel`)."""
-  with use(ExecutionPlan(mesh, rules, **choices)), jax.set_mesh(mesh):
-    yield mesh
-
-
-def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-  """`current().constrain`: the models' layout hint, a no-op without a mesh."""
-  return current().constrain(x, names)

@@ -2,7 +2,8 @@
 "act_length", ...); the rules, kept in config, map each logical name to mesh axes. This module turns names into
 shardings, places parameters and optimizer state, and constrains activations inside jit-compiled code.
 
-Which mesh and rules are in force while a program is traced is parallel/plan.py's business (`plan.activate`).
+Which mesh and rules a program is traced with is the execution plan's (parallel/plan.py), made at the entry point and
+passed to the models.
 """
 
 import math

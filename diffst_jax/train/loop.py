@@ -27,7 +27,8 @@ from jax.sharding import Mesh
 
 from diffst_jax.data import builder, pipeline
 from diffst_jax.io import checkpoint, paths, strips, tensorboard
-from diffst_jax.parallel import distributed, plan, rules
+from diffst_jax.parallel import distributed, rules
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.parallel.mesh import make_mesh
 from diffst_jax.train import curves, defaults, perceptual, tasks
 from diffst_jax.train import step as train_step
@@ -192,10 +193,9 @@ def _checkpoint_manager(workdir: paths.Path, config: ml_collections.ConfigDict) 
   return ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options)
 
 
-def _restore_state(made: "Program", manager: ocp.CheckpointManager, step: int, mesh: Mesh, axis_rules: rules.Rules,
-                   with_data: bool = True):
+def _restore_state(made: "Program", manager: ocp.CheckpointManager, step: int, with_data: bool = True):
   """(TrainState, frozen) of checkpoint `step`, and the data iterator's state when `with_data`."""
-  items = {"state": ocp.args.StandardRestore(made.abstract_state(mesh, axis_rules))}
+  items = {"state": ocp.args.StandardRestore(made.abstract_state())}
   if with_data:
     items["data"] = ocp.args.JsonRestore()
   restored = manager.restore(step, args=ocp.args.Composite(**items))
@@ -220,8 +220,9 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
       raise ValueError(f"{workdir}: the run has no checkpoint yet (one is written every "
                        f"{config.checkpoint_every} steps and when it is stopped)")
     # Built with no mesh active, as train() builds it: under one, Flax reads the logical axis names as mesh axes.
-    made = program(config, tasks.get(config.task).abstract(config), mesh, axis_rules)
-    state, frozen, _ = _restore_state(made, manager, step, mesh, axis_rules, with_data=False)
+    execution_plan = plan_lib.ExecutionPlan(mesh, axis_rules, **run_choices(config))
+    made = program(config, tasks.get(config.task).abstract(config), execution_plan)
+    state, frozen, _ = _restore_state(made, manager, step, with_data=False)
     average = train_step.averaged_parameters(state.opt_state)
     _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
             paths.resolve(directory))
@@ -241,8 +242,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
     task = tasks.get(config.task)
     model = task.build(config) if manager.latest_step() is None else task.abstract(config)
-    with plan.activate(mesh, axis_rules, **run_choices(config)):
-      return _train(config, workdir, mesh, axis_rules, model, manager)
+    with plan_lib.activate(mesh, axis_rules, **run_choices(config)) as execution_plan:
+      return _train(config, workdir, execution_plan, model, manager)
 
 
 def run_choices(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -253,9 +254,11 @@ def run_choices(config: ml_collections.ConfigDict) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class Program:
   """What every stage's train step is made of: the model split into its graph, trainable and frozen parts, the
-  optimizer and its schedule, and the shardings of (TrainState, frozen) on the mesh."""
+  optimizer and its schedule, the execution plan the steps run under and the shardings of (TrainState, frozen) on
+  its mesh."""
 
   config: ml_collections.ConfigDict
+  plan: plan_lib.ExecutionPlan
   stages: list[dict[str, Any]]
   graphdef: nnx.GraphDef
   trainable: nnx.State
@@ -267,19 +270,20 @@ class Program:
   def new_state(self, trainable: nnx.State) -> train_step.TrainState:
     return train_step.TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable))
 
-  def abstract_state(self, mesh: Mesh, axis_rules: rules.Rules):
+  def abstract_state(self):
     """(TrainState, frozen) as shapes with their shardings: what a checkpoint restores onto, or AOT compiles for."""
-    return rules.abstract_state((jax.eval_shape(self.new_state, self.trainable), self.frozen), mesh, axis_rules)
+    return rules.abstract_state((jax.eval_shape(self.new_state, self.trainable), self.frozen), self.plan.mesh,
+                                self.plan.rules)
 
   def step(self, stage: dict[str, Any]):
     """The jit-compiled step of `stage` (one of `stages`)."""
     return train_step.make_train_step(tasks.get(self.config.task), self.graphdef, self.tx, self.schedule, stage["loss"],
-                                      self.config.perceptual, state_sharding=self.shardings[0],
+                                      self.config.perceptual, self.plan, state_sharding=self.shardings[0],
                                       pixel_range=self.config.pixel_range)
 
 
-def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, axis_rules: rules.Rules) -> Program:
-  """The train program of `config` for `model` (concrete, or abstract as `Task.abstract` makes it) on `mesh`."""
+def program(config: ml_collections.ConfigDict, model: nnx.Module, plan: plan_lib.ExecutionPlan) -> Program:
+  """The train program of `config` for `model` (concrete, or abstract as `Task.abstract` makes it) under `plan`."""
   stages = _stages(config)
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
   graphdef, trainable, frozen = nnx.split(model, tasks.get(config.task).trainable(tasks.trains_flow(config)), ...)
@@ -288,16 +292,16 @@ def program(config: ml_collections.ConfigDict, model: nnx.Module, mesh: Mesh, ax
   if unknown:
     raise ValueError(f"optimizer.learning_rate_scale names {', '.join(unknown)}, which this run does not train; the "
                      f"trained parts are {', '.join(parts)}")
-  made = Program(config, stages, graphdef, trainable, frozen, tx, schedule, (None, None))
-  shardings = rules.state_shardings((jax.eval_shape(made.new_state, trainable), frozen), mesh, axis_rules)
+  made = Program(config, plan, stages, graphdef, trainable, frozen, tx, schedule, (None, None))
+  shardings = rules.state_shardings((jax.eval_shape(made.new_state, trainable), frozen), plan.mesh, plan.rules)
   return dataclasses.replace(made, shardings=shardings)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: paths.Path, mesh: Mesh, axis_rules: rules.Rules,
-           model: nnx.Module, manager: ocp.CheckpointManager) -> dict[str, float]:
+def _train(config: ml_collections.ConfigDict, workdir: paths.Path, plan: plan_lib.ExecutionPlan, model: nnx.Module,
+           manager: ocp.CheckpointManager) -> dict[str, float]:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-  made = program(config, model, mesh, axis_rules)
+  made = program(config, model, plan)
   stages, graphdef, frozen = made.stages, made.graphdef, made.frozen
   dataset = _dataset(config, workdir)
   latest = manager.latest_step()
@@ -305,7 +309,7 @@ def _train(config: ml_collections.ConfigDict, workdir: paths.Path, mesh: Mesh, a
   if latest is None:
     state, frozen = jax.device_put((made.new_state(made.trainable), frozen), made.shardings)
   else:
-    state, frozen, data_state = _restore_state(made, manager, latest, mesh, axis_rules)
+    state, frozen, data_state = _restore_state(made, manager, latest)
     iterator.set_state(data_state)
     distributed.say(f"resumed {workdir} at step {latest}", flush=True)
 
@@ -315,7 +319,7 @@ def _train(config: ml_collections.ConfigDict, workdir: paths.Path, mesh: Mesh, a
   stop = _StopRequest()
   previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
   logger = _Logger(workdir)
-  preview = train_step.make_preview(tasks.get(config.task), graphdef) if config.strip_every else None
+  preview = train_step.make_preview(tasks.get(config.task), graphdef, plan) if config.strip_every else None
   metrics, step = {}, int(state.step)
   clip_frames = config.data.batch_size * config.data.clip_frames
   stopping = False  # a signal often reaches one host only: every process stops after the same step
@@ -332,7 +336,7 @@ def _train(config: ml_collections.ConfigDict, workdir: paths.Path, mesh: Mesh, a
       run_step = None
       window_start, window = time.perf_counter(), []
       while step < end and not stopping:
-        batch = rules.global_batch(next(iterator), mesh, axis_rules)
+        batch = rules.global_batch(next(iterator), plan.mesh, plan.rules)
         if run_step is None:  # compiled by every process before any runs it, so none waits in a collective meanwhile
           run_step = made.step(stage).lower(state, frozen, perceptual_params, batch).compile()
           distributed.wait_for_every_process(f"diffst-jax: stage {index} compiled at step {step}")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.train import perceptual
 
 
@@ -40,10 +41,11 @@ def to_unit_range(frames: jax.Array) -> jax.Array:
 PIXEL_RANGES = ("unit", "symmetric")
 
 
-def pixel_terms(output: jax.Array, target: jax.Array, weights: Mapping[str, float], perceptual_kind: str,
-                 perceptual_params, pixel_range: str) -> dict[str, jax.Array]:
+def pixel_terms(plan: plan_lib.ExecutionPlan, output: jax.Array, target: jax.Array, weights: Mapping[str, float],
+                perceptual_kind: str, perceptual_params, pixel_range: str) -> dict[str, jax.Array]:
   """The pixel loss terms of a decoded clip `output` against `target`, both in [-1, 1]: on [0, 1] with the output
-  clamped ("unit", as DOVE computes them), or on [-1, 1] as they are ("symmetric")."""
+  clamped ("unit", as DOVE computes them), or on [-1, 1] as they are ("symmetric"); the perceptual network under
+  `plan`."""
   if pixel_range not in PIXEL_RANGES:
     raise ValueError(f"pixel_range is {pixel_range!r}; expected one of {PIXEL_RANGES}")
   if pixel_range == "unit":
@@ -53,7 +55,7 @@ def pixel_terms(output: jax.Array, target: jax.Array, weights: Mapping[str, floa
   if weights.get("rec"):
     terms["rec"] = reconstruction_loss(pixels(output), pixels(target))
   if weights.get("perceptual"):
-    terms["perceptual"] = perceptual.perceptual_loss(perceptual_kind, perceptual_params, output, target)
+    terms["perceptual"] = perceptual.perceptual_loss(plan, perceptual_kind, perceptual_params, output, target)
   if weights.get("consistency"):
     terms["consistency"] = consistency_loss(pixels(output), pixels(target))
   return terms

@@ -2,7 +2,8 @@
 the optimizer: AdamW on a schedule of stages, per-part learning rates, a moving average of the parameters.
 
 The model is split once into (graphdef, trainable, frozen); the step is a pure function of a `TrainState` (donated)
-and a batch of uint8 clips {"lr": (B, N, h, w, 3), "hr": (B, s_t (N-1) + 1, s_x h, s_x w, 3)}.
+and a batch of uint8 clips {"lr": (B, N, h, w, 3), "hr": (B, s_t (N-1) + 1, s_x h, s_x w, 3)}, traced under the
+run's execution plan (parallel/plan.py), which the step's maker takes.
 """
 
 import functools
@@ -15,6 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.train import losses
 from diffst_jax.train.tasks import Task
 
@@ -115,39 +117,40 @@ def make_optimizer(stages: list[Mapping[str, Any]], b1: float, b2: float, eps: f
   return optax.chain(*transforms), schedule
 
 
-def make_preview(task: Task, graphdef: nnx.GraphDef) -> Callable:
+def make_preview(task: Task, graphdef: nnx.GraphDef, plan: plan_lib.ExecutionPlan) -> Callable:
   """`preview(trainable, frozen, batch) -> (output, target)`, jit-compiled: what the model makes of the batch's
-  first clip (`task.output`) and the HR clip, in [-1, 1]."""
+  first clip (`task.output` under `plan`) and the HR clip, in [-1, 1]."""
 
   @jax.jit
   def preview(trainable, frozen, batch):
     model = nnx.merge(graphdef, trainable, frozen)
     first = jax.tree.map(lambda clips: clips[:1], batch)
-    return task.output(model, first), losses.to_unit_range(first["hr"])
+    return task.output(plan, model, first), losses.to_unit_range(first["hr"])
 
   return preview
 
 
 def make_loss_fn(task: Task, graphdef: nnx.GraphDef, weights: Mapping[str, float], perceptual_kind: str,
-                 pixel_range: str = "unit") -> Callable:
-  """`loss(trainable, frozen, perceptual_params, batch) -> (weighted total, {term: value})`."""
+                 plan: plan_lib.ExecutionPlan, pixel_range: str = "unit") -> Callable:
+  """`loss(trainable, frozen, perceptual_params, batch) -> (weighted total, {term: value})`, under `plan`."""
   task.check_loss_weights(weights)
   weights = {term: float(weight) for term, weight in weights.items() if weight}
 
   def total_loss(trainable, frozen, perceptual_params, batch):
     model = nnx.merge(graphdef, trainable, frozen)
-    terms = task.losses(model, batch, weights, perceptual_kind, perceptual_params, pixel_range)
+    terms = task.losses(plan, model, batch, weights, perceptual_kind, perceptual_params, pixel_range)
     return sum(weights[term] * value for term, value in terms.items()), terms
 
   return total_loss
 
 
 def make_train_step(task: Task, graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    weights: Mapping[str, float], perceptual_kind: str, state_sharding=None,
-                    pixel_range: str = "unit") -> Callable:
-  """`step(state, frozen, perceptual_params, batch) -> (state, metrics)`, jit-compiled with `state` donated; with
-  `state_sharding` (a TrainState of shardings) the new state keeps it and the metrics are replicated."""
-  total_loss = make_loss_fn(task, graphdef, weights, perceptual_kind, pixel_range)
+                    weights: Mapping[str, float], perceptual_kind: str, plan: plan_lib.ExecutionPlan,
+                    state_sharding=None, pixel_range: str = "unit") -> Callable:
+  """`step(state, frozen, perceptual_params, batch) -> (state, metrics)` under `plan`, jit-compiled with `state`
+  donated; with `state_sharding` (a TrainState of shardings) the new state keeps it and the metrics are
+  replicated."""
+  total_loss = make_loss_fn(task, graphdef, weights, perceptual_kind, plan, pixel_range)
   out_shardings = None
   if state_sharding is not None:
     mesh = jax.tree.leaves(state_sharding)[0].mesh

@@ -24,6 +24,7 @@ from diffst_jax.convert import null_context, spynet, torch_io
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import WanVAE
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.train import losses
 
 LOSS_TERMS = ("latent", "rec", "perceptual", "consistency")
@@ -60,13 +61,14 @@ class Task(abc.ABC):
     """Which variables the optimizer updates (`train_flow`: CFCA's flow network too, see `trains_flow`)."""
 
   @abc.abstractmethod
-  def losses(self, model: nnx.Module, batch: Mapping[str, jax.Array], weights: Mapping[str, float],
-             perceptual_kind: str, perceptual_params, pixel_range: str) -> dict[str, jax.Array]:
-    """The loss terms a stage weights (terms of weight 0 are not computed)."""
+  def losses(self, plan: plan_lib.ExecutionPlan, model: nnx.Module, batch: Mapping[str, jax.Array],
+             weights: Mapping[str, float], perceptual_kind: str, perceptual_params,
+             pixel_range: str) -> dict[str, jax.Array]:
+    """The loss terms a stage weights (terms of weight 0 are not computed), computed under `plan`."""
 
   @abc.abstractmethod
-  def output(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> jax.Array:
-    """What the model makes of the batch, in [-1, 1], to set beside its HR clip."""
+  def output(self, plan: plan_lib.ExecutionPlan, model: nnx.Module, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """What the model makes of the batch under `plan`, in [-1, 1], to set beside its HR clip."""
 
   @abc.abstractmethod
   def export(self, model: nnx.Module, config: ml_collections.ConfigDict, directory: pathlib.Path) -> None:
@@ -153,19 +155,19 @@ class DiffSTTask(Task):
     frozen = ("vae",) if train_flow else ("vae", "flow")
     return nnx.All(nnx.Param, *(nnx.Not(nnx.PathContains(name)) for name in frozen))
 
-  def losses(self, model, batch, weights, perceptual_kind, perceptual_params, pixel_range):
+  def losses(self, plan, model, batch, weights, perceptual_kind, perceptual_params, pixel_range):
     hr = losses.to_unit_range(batch["hr"])
-    z_hat = model.denoised_latent(losses.to_unit_range(batch["lr"]))
+    z_hat = model.denoised_latent(plan, losses.to_unit_range(batch["lr"]))
     terms = {}
     if weights.get("latent"):
-      terms["latent"] = losses.latent_loss(z_hat, jax.lax.stop_gradient(model.vae.encode(hr)))
+      terms["latent"] = losses.latent_loss(z_hat, jax.lax.stop_gradient(model.vae.encode(plan, hr)))
     if any(weights.get(term) for term in PIXEL_TERMS):
-      terms.update(losses.pixel_terms(model.vae.decode(z_hat), hr, weights, perceptual_kind, perceptual_params,
-                                      pixel_range))
+      terms.update(losses.pixel_terms(plan, model.vae.decode(plan, z_hat), hr, weights, perceptual_kind,
+                                      perceptual_params, pixel_range))
     return terms
 
-  def output(self, model, batch):
-    return model(losses.to_unit_range(batch["lr"]))
+  def output(self, plan, model, batch):
+    return model(plan, losses.to_unit_range(batch["lr"]))
 
   def export(self, model, config, directory):
     # the model's input is every time_scale-th frame of the HR training clip; it runs on whole frames (no "tile":
@@ -189,13 +191,13 @@ class AutoencoderTask(Task):
   def trainable(self, train_flow=True):
     return nnx.Param
 
-  def losses(self, model, batch, weights, perceptual_kind, perceptual_params, pixel_range):
+  def losses(self, plan, model, batch, weights, perceptual_kind, perceptual_params, pixel_range):
     hr = losses.to_unit_range(batch["hr"])
-    return losses.pixel_terms(model.decode(model.encode(hr)), hr, weights, perceptual_kind, perceptual_params,
-                              pixel_range)
+    return losses.pixel_terms(plan, model.decode(plan, model.encode(plan, hr)), hr, weights, perceptual_kind,
+                              perceptual_params, pixel_range)
 
-  def output(self, model, batch):
-    return model.decode(model.encode(losses.to_unit_range(batch["hr"])))
+  def output(self, plan, model, batch):
+    return model.decode(plan, model.encode(plan, losses.to_unit_range(batch["hr"])))
 
   def export(self, model, config, directory):
     vae_convert.save(model, directory)

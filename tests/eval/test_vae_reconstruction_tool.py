@@ -18,6 +18,7 @@ def _run(*args):
 
 def test_scores_equal_a_direct_encode_decode_of_the_centre_crop():
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel.plan import ExecutionPlan  # pylint: disable=import-outside-toplevel
 
   done = _run("--checkpoint", "weights/tiny", "--clips", str(CLIP), "--size", "64x96", "--frames", "5")
   assert done.returncode == 0, done.stderr
@@ -26,7 +27,9 @@ def test_scores_equal_a_direct_encode_decode_of_the_centre_crop():
   top, left = (frames.shape[1] - 64) // 2, (frames.shape[2] - 96) // 2
   clip = frames[:, top:top + 64, left:left + 96]
   vae = diffst.load(ROOT / "weights" / "tiny", "vae")
-  decoded = np.asarray(vae.decode(vae.encode(clip[None].astype(np.float32) / 127.5 - 1.0)))[0]
+  one_device = ExecutionPlan()
+  x = clip[None].astype(np.float32) / 127.5 - 1.0
+  decoded = np.asarray(vae.decode(one_device, vae.encode(one_device, x)))[0]
   output = np.clip(np.round((decoded + 1.0) * 127.5), 0, 255)
   mse = np.mean(np.square(output - clip.astype(np.float64)), axis=(1, 2, 3))
   expected_psnr = np.mean(10 * np.log10(255.0**2 / mse))

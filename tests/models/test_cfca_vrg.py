@@ -13,13 +13,16 @@ from diffst_jax.models.cfca import CFCA, CFCAConfig, linear_blend
 from diffst_jax.models.dit import WanDiT, WanDiTConfig
 from diffst_jax.models.flow import SpyNet
 from diffst_jax.models.vrg import VRG, VRGConfig
+from diffst_jax.parallel.plan import ExecutionPlan
+
+ONE_DEVICE = ExecutionPlan()
 
 
 @pytest.mark.parametrize("time_scale", [2, 4])
 def test_untrained_cfca_is_linear_blending_and_keeps_keyframes(time_scale):
   cfca = CFCA(CFCAConfig(time_scale=time_scale, fusion_channels=8), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
   frames = jax.random.uniform(jax.random.key(1), (2, 4, 18, 26, 3), minval=-1, maxval=1)
-  out = nnx.jit(CFCA.__call__)(cfca, frames)  # one compiled program: faster than op by op
+  out = nnx.jit(CFCA.__call__, static_argnums=1)(cfca, ONE_DEVICE, frames)  # one compiled program: faster than op by op
   assert out.shape == (2, time_scale * 3 + 1, 18, 26, 3)
   np.testing.assert_array_equal(out, linear_blend(frames, time_scale))
   np.testing.assert_array_equal(out[:, ::time_scale], frames)
@@ -28,7 +31,7 @@ def test_untrained_cfca_is_linear_blending_and_keeps_keyframes(time_scale):
 
   # The zero-initialized fusion output still learns (only the fusion's gradient is taken: it is all this checks).
   fusion_only = nnx.DiffState(0, nnx.All(nnx.Param, nnx.PathContains("fusion")))
-  grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(frames) ** 2), argnums=fusion_only))(cfca)
+  grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(ONE_DEVICE, frames) ** 2), argnums=fusion_only))(cfca)
   assert float(jnp.abs(grads.fusion.conv_out.kernel[...]).max()) > 0
 
 
@@ -37,7 +40,7 @@ def test_cfca_keyframes_pass_through_after_training_too():
   kernel = cfca.fusion.conv_out.kernel
   kernel[...] = jax.random.normal(jax.random.key(3), kernel.shape)  # as if trained
   frames = jax.random.uniform(jax.random.key(1), (1, 3, 16, 16, 3), minval=-1, maxval=1)
-  out = nnx.jit(CFCA.__call__)(cfca, frames)
+  out = nnx.jit(CFCA.__call__, static_argnums=1)(cfca, ONE_DEVICE, frames)
   np.testing.assert_array_equal(out[:, ::2], frames)
   assert not np.allclose(out[:, 1::2], linear_blend(frames, 2)[:, 1::2])
 
@@ -60,7 +63,7 @@ def test_spynet_converts_basicsr_weights_strictly():
 def test_spynet_flow_shape_and_identity():
   spynet = SpyNet(rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
   frame = jax.random.uniform(jax.random.key(1), (2, 36, 44, 3), minval=-1, maxval=1)
-  flow = spynet(frame, jnp.roll(frame, 1, axis=2))
+  flow = spynet(ONE_DEVICE, frame, jnp.roll(frame, 1, axis=2))
   assert flow.shape == (2, 36, 44, 2) and bool(jnp.all(jnp.isfinite(flow)))
 
 
@@ -68,12 +71,14 @@ def test_untrained_vrg_leaves_the_dit_unchanged(tiny_config):
   dit = WanDiT(WanDiTConfig(**tiny_config.dit), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
   vrg = VRG(VRGConfig(**tiny_config.vrg), dit.config.text_dim, rngs=nnx.Rngs(jax.random.key(1, impl="rbg")))
   frames = jax.random.uniform(jax.random.key(2), (2, 5, 20, 28, 3), minval=-1, maxval=1)
-  tokens, gate = nnx.jit(VRG.__call__)(vrg, frames)
+  tokens, gate = nnx.jit(VRG.__call__, static_argnums=1)(vrg, ONE_DEVICE, frames)
   assert tokens.shape == (2, tiny_config.vrg.num_tokens, dit.config.text_dim)
   z = jax.random.normal(jax.random.key(3), (2, 3, 4, 6, 16))
   context = jax.random.normal(jax.random.key(4), (2, 7, dit.config.text_dim))
   t = jnp.full((2,), 400.0)
-  run_dit = nnx.jit(WanDiT.__call__)
-  np.testing.assert_array_equal(run_dit(dit, z, t, context, (tokens, gate)), run_dit(dit, z, t, context))
-  grads = nnx.jit(lambda dit, g: jax.grad(lambda g: jnp.sum(dit(z, t, context, (tokens, g)) ** 2))(g))(dit, gate)
+  run_dit = nnx.jit(WanDiT.__call__, static_argnums=1)
+  np.testing.assert_array_equal(run_dit(dit, ONE_DEVICE, z, t, context, (tokens, gate)),
+                                run_dit(dit, ONE_DEVICE, z, t, context))
+  loss = lambda dit, g: jnp.sum(dit(ONE_DEVICE, z, t, context, (tokens, g)) ** 2)  # noqa: E731
+  grads = nnx.jit(lambda dit, g: jax.grad(lambda g: loss(dit, g))(g))(dit, gate)
   assert float(jnp.abs(grads).min()) > 0  # every token's gate can open

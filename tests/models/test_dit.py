@@ -17,9 +17,11 @@ from safetensors.torch import save_file
 
 from diffst_jax.convert import load_dit
 from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise, wan21_t2v_14b, wan21_t2v_1_3b
-from diffst_jax.parallel import plan
+from diffst_jax.parallel.plan import ExecutionPlan
 from tests import wan_original_layout
 from tests.conftest import rbg_rngs
+
+ONE_DEVICE = ExecutionPlan()
 
 TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
 TINY_B = dict(num_attention_heads=3, attention_head_dim=24, ffn_dim=40, num_layers=3, text_dim=20, freq_dim=32,
@@ -88,7 +90,8 @@ def test_forward_matches_diffusers(dit_pair, t):
   reference, ours, name = dit_pair
   x, context = _inputs(ours.config)  # latent grid T', H', W' = 3, 4, 6: all different
   expected = _reference_velocity(reference, x, t, context)
-  got = nnx.jit(lambda m, x, t, c: m(x, t, c))(ours, jnp.asarray(x), jnp.full((1,), t), jnp.asarray(context))
+  got = nnx.jit(lambda m, x, t, c: m(ONE_DEVICE, x, t, c))(ours, jnp.asarray(x), jnp.full((1,), t),
+                                                           jnp.asarray(context))
   assert got.shape == expected.shape
   error = float(np.abs(np.asarray(got) - expected).max() / np.abs(expected).max())
   print(f"[parity] {name} t={t}: max|ours-ref|/max|ref| = {error:.2e}")
@@ -100,7 +103,7 @@ def test_one_step_denoise_matches_the_reference_velocity(dit_pair):
   x, context = _inputs(ours.config, seed=1)
   sigma = 0.4
   expected = x - sigma * _reference_velocity(reference, x, 1000 * sigma, context)
-  got = one_step_denoise(ours, jnp.asarray(x), jnp.asarray(context), sigma)
+  got = one_step_denoise(ONE_DEVICE, ours, jnp.asarray(x), jnp.asarray(context), sigma)
   np.testing.assert_allclose(got, expected, atol=TOLERANCE * np.abs(expected).max())
 
 
@@ -138,12 +141,11 @@ def test_remat_and_attention_choices_do_not_change_results(tiny_dit, changes, ch
   x, context = (jnp.asarray(a) for a in _inputs(tiny_dit.config, seed=2))
   t = jnp.array([400.0])
 
-  def loss(dit, x):
-    return jnp.sum(dit(x, t, context) ** 2)
+  def loss(dit, x, plan=ONE_DEVICE):
+    return jnp.sum(dit(plan, x, t, context) ** 2)
 
   base_value, base_grad = jax.value_and_grad(loss, argnums=1)(tiny_dit, x)
-  with plan.use(plan.ExecutionPlan(**choices)):
-    value, grad = jax.value_and_grad(loss, argnums=1)(_with(tiny_dit, **changes), x)
+  value, grad = jax.value_and_grad(loss, argnums=1)(_with(tiny_dit, **changes), x, ExecutionPlan(**choices))
   np.testing.assert_allclose(value, base_value, rtol=1e-5)
   np.testing.assert_allclose(grad, base_grad, atol=1e-5 * float(jnp.abs(base_grad).max()))
 
@@ -156,14 +158,14 @@ def test_remat_and_attention_choices_do_not_change_results(tiny_dit, changes, ch
 ])
 def test_bad_inputs_raise_one_line_errors(tiny_dit, x_shape, t_shape, context_shape, message):
   with pytest.raises(ValueError, match=re.escape(message)) as info:
-    tiny_dit(jnp.zeros(x_shape), jnp.zeros(t_shape), jnp.zeros(context_shape))
+    tiny_dit(ONE_DEVICE, jnp.zeros(x_shape), jnp.zeros(t_shape), jnp.zeros(context_shape))
   assert "\n" not in str(info.value)
 
 
 def test_accelerator_attention_is_rejected_on_cpu_with_a_clear_error(tiny_dit):
   x, context = _inputs(tiny_dit.config)
-  with plan.use(plan.ExecutionPlan(attention="cudnn")), pytest.raises(ValueError, match="needs a gpu backend"):
-    tiny_dit(jnp.asarray(x), jnp.array([1.0]), jnp.asarray(context))
+  with pytest.raises(ValueError, match="needs a gpu backend"):
+    tiny_dit(ExecutionPlan(attention="cudnn"), jnp.asarray(x), jnp.array([1.0]), jnp.asarray(context))
 
 
 def test_bfloat16_policy_stays_close_to_float32(tiny_dit):
@@ -176,6 +178,6 @@ def test_bfloat16_policy_stays_close_to_float32(tiny_dit):
   rounded = _with(tiny_dit)
   nnx.update(rounded, jax.tree.map(lambda p: p.astype(jnp.bfloat16).astype(jnp.float32),
                                    nnx.state(rounded, nnx.Param)))
-  got, expected = bf16(x, t, context), rounded(x, t, context)
+  got, expected = bf16(ONE_DEVICE, x, t, context), rounded(ONE_DEVICE, x, t, context)
   assert got.dtype == jnp.float32
   assert float(jnp.abs(got - expected).max()) < 0.05 * float(jnp.abs(expected).max())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from diffst_jax.models import layers
+from diffst_jax.parallel.plan import ExecutionPlan
 
 CASES = {  # input shape, kernel shape, stride, spatial padding
     "3d": ((2, 5, 9, 8, 3), (3, 3, 3, 3, 4), (1, 1, 1), ((1, 1), (1, 1))),
@@ -23,7 +24,7 @@ def test_gemm_convolution_matches_xla(case):
   cotangent_key = jax.random.key(2)
 
   def value_and_grads(implementation):
-    y, vjp = jax.vjp(lambda x, k: layers.convolve(x, k, stride, padding, implementation), x, kernel)
+    y, vjp = jax.vjp(lambda x, k: layers.convolve(ExecutionPlan(), x, k, stride, padding, implementation), x, kernel)
     return (y, *vjp(jax.random.normal(cotangent_key, y.shape)))
 
   want, got = value_and_grads("xla"), value_and_grads("gemm")
@@ -45,8 +46,6 @@ def test_which_convolutions_run_on_each_devices_own_rows(kernel_case, rows_devic
 
 
 def test_plan_chooses_the_convolution_implementation_at_run_time():
-  from diffst_jax.parallel.plan import ExecutionPlan  # pylint: disable=import-outside-toplevel
-
   assert ExecutionPlan(platform="cpu").convolutions() == "gemm"
   assert ExecutionPlan(platform="tpu").convolutions() == "xla"
   assert ExecutionPlan(platform="gpu").convolutions() == "xla"
@@ -62,17 +61,16 @@ def test_a_program_traced_under_one_plan_is_not_reused_under_another():
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.models import vae as vae_lib  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
 
   vae = vae_lib.WanVAE(vae_lib.WanVAEConfig(base_dim=4, dim_mult=(1, 2, 4), temperal_downsample=(True, True)),
                        rngs=nnx.Rngs(0))
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 5, 16, 16, 3)), jnp.float32)
   programs, latents = [], []
   for implementation in ("xla", "gemm"):
-    with plan.use(plan.ExecutionPlan(conv_implementation=implementation)):
-      latents.append(np.asarray(vae.encode(x)))
-      graphdef, state = nnx.split(vae)
-      programs.append(vae_lib._encode.lower(graphdef, plan.current(), state, x).as_text())  # pylint: disable=protected-access
+    plan = ExecutionPlan(conv_implementation=implementation)
+    latents.append(np.asarray(vae.encode(plan, x)))
+    graphdef, state = nnx.split(vae)
+    programs.append(vae_lib._encode.lower(graphdef, plan, state, x).as_text())  # pylint: disable=protected-access
   assert programs[0] != programs[1]
   np.testing.assert_allclose(latents[0], latents[1], rtol=1e-4, atol=1e-5)
 
@@ -92,22 +90,26 @@ KERNELS = {  # kernel shape, stride, spatial padding
 
 
 def _gradients(conv, mesh=None, batch=2, kernel_case="3d"):
-  """Input and kernel gradients of sum(conv(x, kernel) * cotangent), on one device or with x's rows over context."""
+  """Input and kernel gradients of sum(conv(plan, x, kernel) * cotangent), on one device or with x's rows over
+  context."""
   from diffst_jax.parallel import mesh as mesh_lib, plan, rules  # pylint: disable=import-outside-toplevel
 
   kernel_shape, stride, padding = KERNELS[kernel_case]
   x = jax.random.normal(jax.random.key(0), (batch, 5, 16, 8, 3))
   kernel = jax.random.normal(jax.random.key(1), kernel_shape)
-  out_shape = jax.eval_shape(lambda x, k: conv(x, k, stride, padding), x, kernel).shape
+  out_shape = jax.eval_shape(lambda x, k: conv(ExecutionPlan(), x, k, stride, padding), x, kernel).shape
   cotangent = jax.random.normal(jax.random.key(2), out_shape)
-  # A new function each time: the plan is read when the function is traced.
-  gradients = lambda: jax.jit(jax.grad(  # noqa: E731
-      lambda x, k: jnp.sum(conv(x, k, stride, padding) * cotangent), argnums=(0, 1)))
+  gradients = lambda execution_plan: jax.jit(jax.grad(  # noqa: E731
+      lambda x, k: jnp.sum(conv(execution_plan, x, k, stride, padding) * cotangent), argnums=(0, 1)))
   if mesh is None:
-    return gradients()(x, kernel)
+    return gradients(ExecutionPlan())(x, kernel)
   mesh = mesh_lib.make_mesh(mesh)
-  with plan.activate(mesh):
-    return gradients()(rules.place(x, ("act_batch", None, "act_rows", None, None), mesh), kernel)
+  with plan.activate(mesh) as execution_plan:
+    return gradients(execution_plan)(rules.place(x, ("act_batch", None, "act_rows", None, None), mesh), kernel)
+
+
+def _xla_native(plan, x, kernel, stride, padding):  # pylint: disable=unused-argument
+  return layers._native_conv(x, kernel, stride, padding)  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("kernel_case", KERNELS)
@@ -141,6 +143,6 @@ def test_xla_kernel_gradient_defect_the_plan_works_around(layout):
   """XLA's own kernel gradient with rows over context and the input replicated over another axis comes out
   multiplied by the copies (jax 0.10.2). If this starts failing, XLA is fixed: `kernel_gradient_by_taps` can go."""
   mesh, batch = LAYOUTS[layout]
-  want = _gradients(layers._native_conv, batch=batch)  # pylint: disable=protected-access
-  got = _gradients(layers._native_conv, mesh, batch)  # pylint: disable=protected-access
+  want = _gradients(_xla_native, batch=batch)
+  got = _gradients(_xla_native, mesh, batch)
   np.testing.assert_allclose(got[1], 2 * want[1], rtol=1e-4, atol=1e-4)

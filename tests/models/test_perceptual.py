@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from diffst_jax.models import perceptual
+from diffst_jax.parallel.plan import ExecutionPlan
 
 ASSETS = pathlib.Path(__file__).resolve().parent.parent / "assets" / "pyiqa_calibration"
 PAIRS = ("I03", "I04")
@@ -46,7 +47,7 @@ def calibration_pairs() -> tuple[np.ndarray, np.ndarray]:
 
 
 def score(weights: str, params, x, y) -> jax.Array:
-  return (perceptual.dists if weights == "dists" else perceptual.lpips)(params, x, y)
+  return (perceptual.dists if weights == "dists" else perceptual.lpips)(ExecutionPlan(), params, x, y)
 
 
 @pytest.mark.parametrize("weights", ["alex", "vgg", "dists"])

@@ -15,8 +15,11 @@ from diffst_jax.convert import load_vae
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.models import vae as vae_lib
 from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
+from diffst_jax.parallel.plan import ExecutionPlan
 from tests import wan_original_layout
 from tests.conftest import rbg_rngs
+
+ONE_DEVICE = ExecutionPlan()
 
 FRAMES = (1, 5, 9, 13)
 TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
@@ -86,7 +89,7 @@ def test_encode_matches_diffusers(vae_pair, frames):
     mean = reference.encode(torch.from_numpy(x).permute(0, 4, 1, 2, 3)).latent_dist.mean.numpy()
   latents_mean, latents_std = _stats(reference)
   expected = (mean.transpose(0, 2, 3, 4, 1) - latents_mean) / latents_std
-  got = ours.encode(jnp.asarray(x))
+  got = ours.encode(ONE_DEVICE, jnp.asarray(x))
   c = ours.config.spatial_compression
   assert got.shape == (1, 1 + (frames - 1) // 4, 16 // c, 24 // c, ours.config.z_dim)
   error = _relative_error(got, expected)
@@ -106,7 +109,7 @@ def test_decode_matches_diffusers(vae_pair, frames):
     raw = torch.from_numpy(z * latents_std + latents_mean).permute(0, 4, 1, 2, 3)
     expected = reference.decode(raw).sample.numpy().transpose(0, 2, 3, 4, 1)
   assert np.mean(np.abs(expected) < 1) > 0.5, "reference output is mostly clamped; the comparison would be weak"
-  got = ours.decode(jnp.asarray(z))
+  got = ours.decode(ONE_DEVICE, jnp.asarray(z))
   assert got.shape == (1, frames, 16, 24, 3)
   error = _relative_error(got, expected)
   print(f"[parity] {name} decode T={frames}: max|ours-ref|/max|ref| = {error:.2e}")
@@ -126,20 +129,20 @@ def tiny_vae(tiny_config):
 
 def test_encoder_is_causal(tiny_vae):
   x = jax.random.uniform(jax.random.key(0), (1, 13, 16, 16, 3), minval=-1, maxval=1)
-  whole = tiny_vae.encode(x)
+  whole = tiny_vae.encode(ONE_DEVICE, x)
   for frames in (1, 5, 9):
-    prefix = tiny_vae.encode(x[:, :frames])
+    prefix = tiny_vae.encode(ONE_DEVICE, x[:, :frames])
     np.testing.assert_allclose(prefix, whole[:, :prefix.shape[1]], rtol=0, atol=1e-5 * float(jnp.abs(whole).max()))
-  changed_tail = tiny_vae.encode(x.at[:, 9:].set(0.0))
+  changed_tail = tiny_vae.encode(ONE_DEVICE, x.at[:, 9:].set(0.0))
   np.testing.assert_array_equal(changed_tail[:, :3] == whole[:, :3], True)
   assert not np.allclose(changed_tail[:, 3], whole[:, 3])
 
 
 def test_decoder_is_causal(tiny_vae):
   z = jax.random.normal(jax.random.key(1), (1, 4, 2, 2, 16))
-  whole = tiny_vae.decode(z)
+  whole = tiny_vae.decode(ONE_DEVICE, z)
   for latent_frames in (1, 2, 3):
-    prefix = tiny_vae.decode(z[:, :latent_frames])
+    prefix = tiny_vae.decode(ONE_DEVICE, z[:, :latent_frames])
     np.testing.assert_allclose(prefix, whole[:, :prefix.shape[1]], rtol=0, atol=1e-5)
 
 
@@ -157,7 +160,7 @@ def test_gradients_match_finite_differences(tiny_config):
 
     def reconstruct(params, x):
       model = nnx.merge(graphdef, params, rest)
-      return model.decode(model.encode(x))
+      return model.decode(ONE_DEVICE, model.encode(ONE_DEVICE, x))
 
     weights = jax.random.normal(jax.random.key(4), x.shape, jnp.float64)
     # Outputs near the [-1, 1] clamp are left out: finite differences across the kink would not agree.
@@ -190,7 +193,7 @@ def test_grouped_remat_scan_matches_plain_gradients(tiny_config):
   grads = []
   for remat in (True, False):
     vae = WanVAE(WanVAEConfig(**dict(tiny_config.vae, num_res_blocks=1), remat=remat), rngs=rbg_rngs(2))
-    grads.append(jax.jit(jax.grad(lambda z, vae=vae: jnp.sum(vae.decode(z) ** 2)))(z))
+    grads.append(jax.jit(jax.grad(lambda z, vae=vae: jnp.sum(vae.decode(ONE_DEVICE, z) ** 2)))(z))
   np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-5 * float(jnp.abs(grads[1]).max()))
 
 
@@ -202,7 +205,7 @@ def test_checkpoint_groups_minimize_kept_caches(chunks, groups):
 @pytest.mark.slow  # 1 min; the float64 finite-difference test above checks the gradients themselves
 def test_gradients_are_finite_in_float32_with_remat(tiny_vae):
   x = jax.random.uniform(jax.random.key(5), (1, 9, 16, 16, 3), minval=-1, maxval=1)
-  grad = jax.grad(lambda x: jnp.mean(tiny_vae.decode(tiny_vae.encode(x)) ** 2))(x)
+  grad = jax.grad(lambda x: jnp.mean(tiny_vae.decode(ONE_DEVICE, tiny_vae.encode(ONE_DEVICE, x)) ** 2))(x)
   assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
 
 
@@ -220,10 +223,10 @@ def test_encode_rejects_bad_input(tiny_vae, shape, dtype, bad_value, message):
   if bad_value is not None:
     x = x.at[0, 2, 3, 4, 1].set(bad_value)
   with pytest.raises(ValueError, match=re.escape(message)) as info:
-    tiny_vae.encode(x)
+    tiny_vae.encode(ONE_DEVICE, x)
   assert "\n" not in str(info.value)
 
 
 def test_decode_rejects_wrong_latent_channels(tiny_vae):
   with pytest.raises(ValueError, match="16 channels"):
-    tiny_vae.decode(jnp.zeros((1, 2, 2, 2, 4)))
+    tiny_vae.decode(ONE_DEVICE, jnp.zeros((1, 2, 2, 2, 4)))

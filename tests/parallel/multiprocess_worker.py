@@ -50,19 +50,19 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
   tx = _gradient_recorder()
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
   with contextlib.ExitStack() as stack:
-    state_sharding = None
+    state_sharding, execution_plan = None, plan.ExecutionPlan()
     if mesh_text:
       mesh = make_mesh(mesh_text, jax.devices()[:math.prod(parse_mesh(mesh_text).values())])
-      stack.enter_context(plan.activate(mesh))
+      execution_plan = stack.enter_context(plan.activate(mesh))
       nnx.update(model, rules.place_state(nnx.state(model), mesh))
       state_sharding = rules.state_shardings(state, mesh)
       state, frozen = jax.device_put(state, state_sharding), rules.place_state(frozen, mesh)
       clips = batch["hr"].shape[0] // jax.process_count()
       local = slice(jax.process_index() * clips, (jax.process_index() + 1) * clips)
       batch = rules.global_batch({name: value[local] for name, value in batch.items()}, mesh)
-    upscaled = diffst.upscale(model, jnp.asarray(frames))
+    upscaled = diffst.upscale(model, jnp.asarray(frames), execution_plan)
     step = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, optax.constant_schedule(0.0), WEIGHTS,
-                                      "lpips_alex", state_sharding=state_sharding)
+                                      "lpips_alex", execution_plan, state_sharding=state_sharding)
     state, metrics = step(state, frozen, perceptual.load("lpips_alex"), batch)
     results = {name: np.asarray(multihost_utils.process_allgather(value, tiled=True))
                for name, value in (("upscaled", upscaled), ("loss", metrics["loss"]),

@@ -33,8 +33,7 @@ def relative_error(ours, reference):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def forward(graphdef, execution_plan, state, x, t, context):
-  with plan.use(execution_plan):  # a static argument: each plan's program is traced anew
-    return nnx.merge(graphdef, state)(x, t, context)
+  return nnx.merge(graphdef, state)(execution_plan, x, t, context)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +53,12 @@ COLLECTIVE = {"allgather_kv": "all-gather", "ulysses": "all-to-all", "ring": "co
 def sharded_forward(model, inputs, mesh, mode="allgather_kv"):
   """The output, and the compiled program's text."""
   graphdef, state = nnx.split(model)
-  with plan.activate(mesh, context_parallel=mode):
+  with plan.activate(mesh, context_parallel=mode) as execution_plan:
     state = jax.device_put(state, rules.state_shardings(state, mesh))
     x, t, context = inputs
     x = rules.place(x, ("act_batch", "act_frames", None, None, None), mesh)
-    program = forward.lower(graphdef, plan.current(), state, x, t, context).compile().as_text()
-    return forward(graphdef, plan.current(), state, x, t, context), program
+    program = forward.lower(graphdef, execution_plan, state, x, t, context).compile().as_text()
+    return forward(graphdef, execution_plan, state, x, t, context), program
 
 
 @pytest.mark.parametrize("mode", context_parallel.MODES)
@@ -81,21 +80,23 @@ def test_attention_modes_pad_and_mask(mode):
   def loss(q, k, v, attention):
     return jnp.sum(jnp.sin(attention(q, k, v)))
 
-  def padded(q, k, v):
-    pad = lambda a: jnp.pad(a, ((0, 0), (0, 3), (0, 0), (0, 0)))  # noqa: E731
-    out = context_parallel.self_attention(pad(q), pad(k), pad(v), jnp.pad(mask, ((0, 0), (0, 3))))
-    return out[:, :13]
+  def padded(execution_plan):
+    def attend(q, k, v):
+      pad = lambda a: jnp.pad(a, ((0, 0), (0, 3), (0, 0), (0, 0)))  # noqa: E731
+      out = context_parallel.self_attention(execution_plan, pad(q), pad(k), pad(v), jnp.pad(mask, ((0, 0), (0, 3))))
+      return out[:, :13]
+    return attend
 
-  plain = lambda q, k, v: context_parallel.self_attention(q, k, v, mask)  # noqa: E731
+  plain = lambda q, k, v: context_parallel.self_attention(plan.ExecutionPlan(), q, k, v, mask)  # noqa: E731
   reference = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, plain)
-  with plan.activate(mesh_lib.make_mesh("data=2,context=4"), context_parallel=mode):
-    ours = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)(q, k, v, padded)
+  with plan.activate(mesh_lib.make_mesh("data=2,context=4"), context_parallel=mode) as execution_plan:
+    ours = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)(q, k, v, padded(execution_plan))
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
     assert relative_error(a, b) <= 1e-5
 
 
 def test_ulysses_needs_heads_divisible_by_context():
   q = jnp.zeros((1, 8, 3, 8))
-  with plan.activate(mesh_lib.make_mesh("context=2,tensor=4"), context_parallel="ulysses"), pytest.raises(
-      ValueError, match="ulysses"):
-    jax.jit(lambda q: context_parallel.self_attention(q, q, q))(q)
+  with plan.activate(mesh_lib.make_mesh("context=2,tensor=4"), context_parallel="ulysses") as execution_plan, \
+       pytest.raises(ValueError, match="ulysses"):
+    jax.jit(lambda q: context_parallel.self_attention(execution_plan, q, q, q))(q)

@@ -15,12 +15,12 @@ from diffst_jax.parallel import plan, rules
 from tests.parallel.test_dit_context_parallel import MESHES, make_mesh, relative_error
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def run_all(graphdef, state, frames, video):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def run_all(graphdef, execution_plan, state, frames, video):
   model = nnx.merge(graphdef, state)
-  latents = model.vae.encode(video)
-  return {"cfca": model.cfca(frames), "encode": latents, "decode": model.vae.decode(latents),
-          "diffst": model(frames)}
+  latents = model.vae.encode(execution_plan, video)
+  return {"cfca": model.cfca(execution_plan, frames), "encode": latents,
+          "decode": model.vae.decode(execution_plan, latents), "diffst": model(execution_plan, frames)}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def model_inputs_reference(tiny_config):
   model = diffst.init(diffst.DiffSTConfig.from_dict(tiny_config.to_dict()), seed=0)
   frames = jax.random.uniform(jax.random.key(1), (2, 3, 16, 16, 3), minval=-1, maxval=1)
   video = jax.random.uniform(jax.random.key(0), (2, 5, 64, 16, 3), minval=-1, maxval=1)
-  return model, (frames, video), run_all(*nnx.split(model), frames, video)
+  graphdef, state = nnx.split(model)
+  return model, (frames, video), run_all(graphdef, plan.ExecutionPlan(), state, frames, video)
 
 
 # 2 min per mesh on 2 cores, so all four run with `pytest -m slow` (with the train step on the same meshes,
@@ -40,9 +41,10 @@ def test_models_match_single_device(model_inputs_reference, mesh_name):
   model, (frames, video), reference = model_inputs_reference
   mesh = make_mesh(MESHES[mesh_name])
   graphdef, state = nnx.split(model)
-  with plan.activate(mesh):
+  with plan.activate(mesh) as execution_plan:
     state = jax.device_put(state, rules.state_shardings(state, mesh))
-    outputs = run_all(graphdef, state, rules.place(frames, VIDEO, mesh), rules.place(video, VIDEO, mesh))
+    outputs = run_all(graphdef, execution_plan, state, rules.place(frames, VIDEO, mesh),
+                      rules.place(video, VIDEO, mesh))
   for name, out in outputs.items():
     assert relative_error(out, reference[name]) <= 1e-5, name
   rows_per_device = outputs["decode"].addressable_shards[0].data.shape[2]
@@ -64,16 +66,16 @@ def test_vae_rows_whose_coarsest_level_does_not_divide(tiny_config, rows, mesh_s
     graphdef, state = nnx.split(WanVAE(vae_config, rngs=nnx.Rngs(0)))
     video = jax.random.uniform(jax.random.key(3), (2, 5, rows, 16, 3), jnp.float64, minval=-1, maxval=1)
 
-    def loss(state, video):
+    def loss(state, video, execution_plan=plan.ExecutionPlan()):
       vae = nnx.merge(graphdef, state)
-      latents = vae.encode(video)
-      decoded = vae.decode(latents)
+      latents = vae.encode(execution_plan, video)
+      decoded = vae.decode(execution_plan, latents)
       return jnp.sum(decoded * jnp.sin(jnp.arange(decoded.size).reshape(decoded.shape))) + jnp.sum(latents ** 2)
 
     want = jax.jit(jax.value_and_grad(loss, argnums=1))(state, video)
     mesh = make_mesh(mesh_shape)
-    with plan.activate(mesh):
-      got = jax.jit(jax.value_and_grad(loss, argnums=1))(jax.device_put(state, rules.state_shardings(state, mesh)),
-                                                          rules.place(video, VIDEO, mesh))
+    with plan.activate(mesh) as execution_plan:
+      got = jax.jit(jax.value_and_grad(loss, argnums=1), static_argnums=2)(
+          jax.device_put(state, rules.state_shardings(state, mesh)), rules.place(video, VIDEO, mesh), execution_plan)
     for name, w, g in zip(("loss", "input gradient"), want, got):
       assert relative_error(g, w) <= 1e-12, name

@@ -51,9 +51,10 @@ def test_splash_inside_shard_map_equals_xla(mesh_text, mode):
   mask = jnp.broadcast_to(jnp.arange(TOKENS) < REAL, (2, TOKENS))
   mesh = mesh_lib.make_mesh(mesh_text, jax.devices()[:math.prod(mesh_lib.parse_mesh(mesh_text).values())])
   expected = _loss_and_grads(lambda q, k, v: dot_product_attention(q, k, v, key_mask=mask), q, k, v, weights)
-  with plan.activate(mesh, attention="splash_interpret", context_parallel=mode):
-    got = _loss_and_grads(lambda q, k, v: context_parallel.self_attention(q, k, v, mask), q, k, v, weights)
-    program = jax.jit(lambda q, k, v: context_parallel.self_attention(q, k, v, mask)).lower(q, k, v).as_text()
+  with plan.activate(mesh, attention="splash_interpret", context_parallel=mode) as execution_plan:
+    attend = lambda q, k, v: context_parallel.self_attention(execution_plan, q, k, v, mask)  # noqa: E731
+    got = _loss_and_grads(attend, q, k, v, weights)
+    program = jax.jit(attend).lower(q, k, v).as_text()
   _assert_close(got, expected)
   assert "shard_map" in program or "sdy.manual_computation" in program  # the kernel runs on each device's part
 
@@ -66,8 +67,9 @@ def test_splash_with_whole_keys_inside_shard_map_equals_xla(mesh_text, keys):
   k, v = (jax.random.normal(key, (2, keys, HEADS, DIM)) for key in jax.random.split(jax.random.key(1)))
   mesh = mesh_lib.make_mesh(mesh_text, jax.devices()[:math.prod(mesh_lib.parse_mesh(mesh_text).values())])
   expected = _loss_and_grads(lambda q, k, v: dot_product_attention(q, k, v), q, k, v, weights)
-  with plan.activate(mesh, attention="splash_interpret"):
-    got = _loss_and_grads(context_parallel.attention, q, k, v, weights)
-    program = jax.jit(context_parallel.attention).lower(q, k, v).as_text()
+  with plan.activate(mesh, attention="splash_interpret") as execution_plan:
+    attend = lambda q, k, v: context_parallel.attention(execution_plan, q, k, v)  # noqa: E731
+    got = _loss_and_grads(attend, q, k, v, weights)
+    program = jax.jit(attend).lower(q, k, v).as_text()
   _assert_close(got, expected)
   assert "shard_map" in program or "sdy.manual_computation" in program

@@ -290,12 +290,13 @@ def test_the_exported_model_records_its_training_clip_length(tmp_path):
 def test_a_learning_rate_scale_for_a_part_the_run_does_not_train_is_named():
   from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel.plan import ExecutionPlan  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop, tasks  # pylint: disable=import-outside-toplevel
 
   config = config_files.load(ROOT / "configs" / "tiny_vae.py")
   config.optimizer.learning_rate_scale = {"cfca": 5.0}
-  mesh = make_mesh({"data": 1}, jax.devices()[:1])
+  one_device = ExecutionPlan(make_mesh({"data": 1}, jax.devices()[:1]), rules.DEFAULT_RULES)
   with pytest.raises(ValueError, match="names cfca, which this run does not train; the trained parts are decoder"):
-    loop.program(config, tasks.get(config.task).abstract(config), mesh, rules.DEFAULT_RULES)
+    loop.program(config, tasks.get(config.task).abstract(config), one_device)
   config.optimizer.learning_rate_scale = {"decoder": 5.0}
-  assert loop.program(config, tasks.get(config.task).abstract(config), mesh, rules.DEFAULT_RULES).tx is not None
+  assert loop.program(config, tasks.get(config.task).abstract(config), one_device).tx is not None

@@ -13,6 +13,7 @@ from diffst_jax.train import losses, perceptual, tasks
 from diffst_jax.train import step as train_step
 
 ALL_TERMS = dict(latent=1.0, rec=1.0, perceptual=0.5, consistency=1.0)
+ONE_DEVICE = plan.ExecutionPlan()
 STAGES = [dict(steps=3, learning_rate=1e-3, warmup_steps=0), dict(steps=2, learning_rate=1e-4, warmup_steps=2)]
 
 
@@ -36,13 +37,14 @@ def test_two_steps_move_only_trainable_parameters(tiny_config):
   frozen_before = _leaves(frozen)
   tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=1.0)
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
-  run = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, schedule, ALL_TERMS, "lpips_alex")
+  xla_convolutions = plan.ExecutionPlan(conv_implementation="xla")  # compiles faster than the CPU default
+  run = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, schedule, ALL_TERMS, "lpips_alex",
+                                   xla_convolutions)
   lpips = perceptual.load("lpips_alex")
-  with plan.use(plan.ExecutionPlan(conv_implementation="xla")):  # compiles faster than the CPU default
-    for seed in range(2):
-      state, metrics = run(state, frozen, lpips, _batch(seed))
-      for name in ("loss", "loss_latent", "loss_rec", "loss_perceptual", "loss_consistency", "grad_norm"):
-        assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
+  for seed in range(2):
+    state, metrics = run(state, frozen, lpips, _batch(seed))
+    for name in ("loss", "loss_latent", "loss_rec", "loss_perceptual", "loss_consistency", "grad_norm"):
+      assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
   assert int(state.step) == 2
 
   after = _leaves(nnx.state(nnx.merge(graphdef, state.trainable, frozen)))
@@ -66,7 +68,7 @@ def test_autoencoder_task_trains_the_vae(tiny_config):
   tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
   run = train_step.make_train_step(tasks.get("autoencoder"), graphdef, tx, schedule, dict(rec=1.0, consistency=1.0),
-                                   "lpips")
+                                   "lpips", plan.ExecutionPlan())
   before = _leaves(trainable)
   state, metrics = run(state, frozen, None, _batch(0))
   assert np.isfinite(float(metrics["loss"])) and set(metrics) >= {"loss_rec", "loss_consistency"}
@@ -141,8 +143,8 @@ def test_pixel_losses_on_the_unit_range_are_doves():
   target = jnp.asarray(rng.uniform(-1, 1, (1, 3, 4, 4, 3)), jnp.float32)
   output = jnp.asarray(rng.uniform(-1.5, 1.5, (1, 3, 4, 4, 3)), jnp.float32)
   weights = dict(rec=1.0, consistency=1.0)
-  unit = losses.pixel_terms(output, target, weights, "lpips", None, "unit")
-  symmetric = losses.pixel_terms(output, target, weights, "lpips", None, "symmetric")
+  unit = losses.pixel_terms(ONE_DEVICE, output, target, weights, "lpips", None, "unit")
+  symmetric = losses.pixel_terms(ONE_DEVICE, output, target, weights, "lpips", None, "symmetric")
   # DOVE: (x * 0.5 + 0.5).clamp(0, 1) for the decoded clip, x * 0.5 + 0.5 for the ground truth.
   out01, target01 = np.clip(np.asarray(output) * 0.5 + 0.5, 0, 1), np.asarray(target) * 0.5 + 0.5
   np.testing.assert_allclose(unit["rec"], np.mean((out01 - target01) ** 2), rtol=1e-6)
@@ -150,12 +152,13 @@ def test_pixel_losses_on_the_unit_range_are_doves():
                              rtol=1e-6)
   np.testing.assert_allclose(symmetric["rec"], np.mean((np.asarray(output) - np.asarray(target)) ** 2), rtol=1e-6)
   inside = jnp.clip(output, -1, 1)
-  np.testing.assert_allclose(losses.pixel_terms(inside, target, weights, "lpips", None, "symmetric")["rec"],
-                             4 * unit["rec"], rtol=1e-6)
-  gradient = jax.grad(lambda o: losses.pixel_terms(o, target, dict(rec=1.0), "lpips", None, "unit")["rec"])(output)
+  inside_terms = losses.pixel_terms(ONE_DEVICE, inside, target, weights, "lpips", None, "symmetric")
+  np.testing.assert_allclose(inside_terms["rec"], 4 * unit["rec"], rtol=1e-6)
+  rec = lambda o: losses.pixel_terms(ONE_DEVICE, o, target, dict(rec=1.0), "lpips", None, "unit")["rec"]  # noqa: E731
+  gradient = jax.grad(rec)(output)
   assert not np.asarray(gradient)[np.abs(np.asarray(output)) > 1].any()  # clamped pixels get no gradient
   with pytest.raises(ValueError, match="pixel_range is 'zero_one'"):
-    losses.pixel_terms(output, target, weights, "lpips", None, "zero_one")
+    losses.pixel_terms(ONE_DEVICE, output, target, weights, "lpips", None, "zero_one")
 
 
 def test_a_fresh_optimizer_starts_adam_anew_on_the_schedule_it_reached():

@@ -5,8 +5,10 @@ TPU), its JSON kept in --out so that a rerun skips the rows it has (the big trai
   python bench/tpu_cost.py --out runs/tpu_cost            # every row
   python bench/tpu_cost.py --out runs/tpu_cost --rows upscale_720p_v5e
 
-Every time here is the compiler's estimate (`optimal_seconds` of libtpu's cost analysis), not a measurement; MFU =
-model FLOPs (counted from the model's jaxpr, ops/flops.py) / (chips x chip peak x estimated seconds).
+Every time here is the compiler's estimate (`optimal_seconds` of libtpu's cost analysis, its -1 s per ConcatBitcast
+custom call added back: `aot.cost`), not a measurement; it counts each while loop's body once, so MFU = model FLOPs
+(counted from the model's jaxpr, ops/flops.py) / (chips x chip peak x estimated seconds) is given only for programs
+without loops.
 """
 
 import argparse
@@ -48,7 +50,8 @@ def row(name: str, result: dict) -> str:
                                                                           else ""),
             "x".join(map(str, result["clip"])), f"{result['peak_bytes_per_device'] / GIB:.2f}",
             f"{result['model_flops'] / 1e12:.1f}", f"{result['compiler_flops'] * result['chips'] / 1e12:.1f}",
-            f"{seconds:.3f}" if seconds else f"none (libtpu: {result['compiler_optimal_seconds']:.4g})",
+            (f"{seconds:.3f}" + (f" ({result['compiler_loops']} loops, bodies once)" if result.get("compiler_loops")
+                                 else "")) if seconds else f"none (libtpu: {result['compiler_optimal_seconds']:.4g})",
             f"{result['roofline_seconds']:.3f}",
             f"{result['estimated_mfu']:.1%}" if "estimated_mfu" in result else "",
             f"{result['frames_per_second']:.1f}" if "frames_per_second" in result else "",

@@ -29,6 +29,7 @@ GIB = 1 << 30
 CHIP_PEAK_FLOPS = {"v4": 275e12, "v5e": 197e12, "v5p": 459e12, "v6e": 918e12}
 CHIP_MEMORY_BANDWIDTH = {"v4": 1228e9, "v5e": 819e9, "v5p": 2765e9, "v6e": 1640e9}  # HBM bytes/s of one chip
 REFERENCE_PEAK_FLOPS = 312e12  # one A100's dense bf16 peak, what other upscalers report their frame rates on
+UNPRICED_CUSTOM_CALL = 'custom_call_target="ConcatBitcast"'  # libtpu's cost analysis prices each at -1 s (`cost`)
 
 
 def parse_args(argv):
@@ -224,29 +225,38 @@ def upscale_flops(config, clip: tuple[int, int, int], bf16: bool, row_devices: i
 
 def cost(compiled) -> dict[str, float]:
   """The compiler's cost analysis of a compiled program: its FLOPs and bytes accessed and, from libtpu, its estimate
-  of the program's time on the chip (`optimal_seconds`); None where the compiler gives none (libtpu 0.0.42.1 gave a
-  negative time for some train steps: no estimate either)."""
+  of the program's time on the chip (`optimal_seconds`).
+
+  libtpu 0.0.42.1 prices each of its own ConcatBitcast custom calls at -1 s (a tiny VAE decoder's gradient with 50 of
+  them: -49.996 s; docs/BENCHMARKS.md), so the estimate adds them back. It also counts the body of each while loop
+  once, whatever its trip count (the decoder of 2 and of 9 latent frames: the same FLOPs and time), so for a program
+  with loops (the scanned DiT blocks, the VAE's time chunks) the estimate falls far short of its time:
+  `compiler_loops` says how many there are, and `utilization` derives nothing from such an estimate."""
   analysis = compiled.cost_analysis()
   analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
+  text = compiled.as_text()
+  unpriced = text.count(UNPRICED_CUSTOM_CALL)
   seconds = analysis.get("optimal_seconds")
+  estimate = None if seconds is None else seconds + unpriced
   return {"compiler_flops": analysis.get("flops"), "compiler_bytes_accessed": analysis.get("bytes accessed"),
-          "estimated_seconds": seconds if seconds is not None and seconds > 0 else None,
-          "compiler_optimal_seconds": seconds}
+          "compiler_optimal_seconds": seconds, "compiler_unpriced_calls": unpriced,
+          "compiler_loops": text.count(" while("),
+          "estimated_seconds": estimate if estimate is not None and estimate > 0 else None}
 
 
 def utilization(result: dict) -> dict[str, float]:
   """The roofline's lower bound on the program's time (the model's FLOPs at the chips' peak, or the compiler's bytes
   accessed per chip at the chip's memory bandwidth, whichever takes longer: the compiler counts no FLOPs of custom
-  calls such as splash); with the compiler's own time estimate, estimated MFU (model FLOPs / (chips x chip peak x
-  estimated seconds)) and, for the upscale program, output frames per second, also per 312 TFLOP/s of chip peak (one
-  A100's). Empty for a chip of unknown peak."""
+  calls such as splash); with the compiler's own time estimate of a program without loops (`cost`), estimated MFU
+  (model FLOPs / (chips x chip peak x estimated seconds)) and, for the upscale program, output frames per second,
+  also per 312 TFLOP/s of chip peak (one A100's). Empty for a chip of unknown peak."""
   seconds, chip = result.get("estimated_seconds"), result["topology"].partition(":")[0]
   if chip not in CHIP_PEAK_FLOPS:
     return {}
   peak = result["chips"] * CHIP_PEAK_FLOPS[chip]
   roofline = max(result["model_flops"] / peak, (result["compiler_bytes_accessed"] or 0) / CHIP_MEMORY_BANDWIDTH[chip])
   numbers = {"peak_flops": peak, "roofline_seconds": roofline}
-  if not seconds:
+  if not seconds or result.get("compiler_loops"):
     return numbers
   numbers["estimated_mfu"] = result["model_flops"] / (peak * seconds)
   if result["program"] == "upscale":
@@ -306,6 +316,7 @@ def table(result: dict) -> str:
   estimates = (("compiler FLOPs (per chip)", "compiler_flops", "{:.4g}"),
                ("compiler bytes accessed (per chip)", "compiler_bytes_accessed", "{:.4g}"),
                ("estimated seconds (compiler estimate)", "estimated_seconds", "{:.4g}"),
+               ("while loops (their bodies counted once in the estimate)", "compiler_loops", "{:d}"),
                ("roofline lower bound on the time, s", "roofline_seconds", "{:.4g}"),
                ("estimated MFU (compiler estimate)", "estimated_mfu", "{:.1%}"),
                ("output frames per second (compiler estimate)", "frames_per_second", "{:.2f}"),

@@ -71,6 +71,10 @@ def evaluate(args) -> dict:
   from diffst_jax.ops import resize  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import backend  # pylint: disable=import-outside-toplevel
 
+  for flag, value, least in (("--strip-frames", args.strip_frames, 1), ("--crop-border", args.crop_border, 0),
+                             ("--draws", args.draws, 1)):
+    if value < least:
+      raise ValueError(f"{flag} {value}: must be at least {least}")
   backend.enable_compilation_cache()
   out = outputs.check_destination(args.out, [args.gt, args.checkpoint, *([args.lq] if args.lq else [])], folder=True)
   outputs.check_new_folder(out, "--out")
@@ -79,6 +83,10 @@ def evaluate(args) -> dict:
   s_x, s_t = model.config.space_scale, model.config.time_scale
   plan = chunking.plan_from_flags(args, diffst.trained_sizes(checkpoint))
   clips = _read_clips(args.gt, s_x, s_t)
+  smallest = min((min(hr.shape[1:3]), name) for name, hr in clips.items())
+  if 2 * args.crop_border >= smallest[0]:
+    raise ValueError(f"--crop-border {args.crop_border}: leaves nothing of {smallest[1]}, whose smaller side is "
+                     f"{smallest[0]} pixels; it must be under half of that")
   paired = _read_clips(args.lq, 1, s_t) if args.lq else None
   if paired is not None and sorted(paired) != sorted(clips):
     raise ValueError(f"--lq must hold the clips of --gt by name: {sorted(clips)} vs {sorted(paired)}")

@@ -20,12 +20,15 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import pathlib
 import sys
 import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = ROOT / "weights" / "tiny"
+LARGE_OUTPUT_PIXELS = 7680 * 4320  # 8K UHD: larger output frames need --large-output
 
 
 def parse_args(argv):
@@ -64,6 +67,8 @@ def parse_args(argv):
                       "video's own rate is kept")
   parser.add_argument("--no-audio", action="store_true", help="leave the input's audio out of the output (kept by "
                       "default: copied unchanged into .mp4 output)")
+  parser.add_argument("--large-output", action="store_true", help="run even when the output frames are larger than "
+                      "8K (7680x4320 pixels' worth)")
   parser.add_argument("--overwrite", action="store_true", help="replace a previous output of infer.py (a folder "
                       "holding anything else, or a video it did not write, is kept)")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -114,9 +119,7 @@ def run(args) -> int:
   """Upscales --input (one video, or each video of a set); the exit code: 1 if a video of a set failed, else 0."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax import chunking  # pylint: disable=import-outside-toplevel
-  from diffst_jax.io import video, video_sets  # pylint: disable=import-outside-toplevel
-  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import outputs, video, video_sets  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import backend, distributed  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
 
@@ -125,32 +128,76 @@ def run(args) -> int:
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, args.multihost)
 
   source = pathlib.Path(args.input)
-  one_video = not video_sets.is_video_set(source)
-  if one_video:
-    output = video.check_output(args.output, [source], args.overwrite)
-  else:
+  if video_sets.is_video_set(source):
     videos = video_sets.list_videos(source)
-    output = video_sets.check_output_folder(args.output, [source, *videos])
-  if not 0 <= args.crf <= 51:
-    raise ValueError(f"--crf {args.crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
-  path = checkpoint_path(args)
-  plan = chunking.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
-  if args.fps is not None and one_video and not source.is_dir():
-    raise ValueError(f"--fps {args.fps}: for a folder of PNG frames only; {source} keeps its own frame rate")
-  info = probe(args, source, quiet=jax.process_index() != 0) if one_video else None
-  model, which = build_model(args, path)
-  distributed.say(f"diffst: {which}", file=sys.stderr)
-  color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(path) if path else "none"
-  upscale = functools.partial(upscale_file, args=args, plan=plan, color_fix=color_fix)
-  if one_video:
+    folder = video_sets.check_output_folder(args.output, [source, *videos])
+    path, settings, upscale = checked_flags(args, source, one_video=False)
+    return upscale_set(args, loaded_model(args, path), videos, folder, upscale, settings)
+  output = video.check_output(args.output, [source], args.overwrite)
+  path, _, upscale = checked_flags(args, source, one_video=True)
+  quiet = jax.process_index() != 0
+  with outputs.claimed(output) if not quiet else contextlib.nullcontext():
+    info = probe(args, source, quiet=quiet)
+    model = loaded_model(args, path)
     with contextlib.ExitStack() as stack:
       execution_plan = None
       if args.mesh:
         model, activate = model_on_mesh(model, make_mesh(args.mesh))
         execution_plan = stack.enter_context(activate())
-      upscale(model, source, output, info, execution_plan=execution_plan, quiet=jax.process_index() != 0)
-    return 0
-  return upscale_set(args, model, videos, output, upscale)
+      upscale(model, source, output, info, execution_plan=execution_plan, quiet=quiet)
+  return 0
+
+
+def checked_flags(args, source: pathlib.Path, one_video: bool):
+  """The checkpoint to run, the outputs' settings (`output_settings`) and `upscale_file` with the chunk plan, colour
+  fix and settings bound, once every flag and the checkpoint's recorded sizes are checked (before any work)."""
+  from diffst_jax import chunking  # pylint: disable=import-outside-toplevel
+  from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+
+  if not 0 <= args.crf <= 51:
+    raise ValueError(f"--crf {args.crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
+  if args.fps is not None and one_video and not source.is_dir():
+    raise ValueError(f"--fps {args.fps}: for a folder of PNG frames only; {source} keeps its own frame rate")
+  if args.fps is not None:
+    video.parse_rate(args.fps)
+  path = checkpoint_path(args)
+  plan = chunking.plan_from_flags(args, diffst.trained_sizes(path) if path else {})
+  color_fix = args.color_fix if args.color_fix != "auto" else diffst.recorded_color_fix(path) if path else "none"
+  settings = output_settings(args, path, plan, color_fix)
+  return path, settings, functools.partial(upscale_file, args=args, plan=plan, color_fix=color_fix,
+                                           settings=settings)
+
+
+def output_settings(args, path: pathlib.Path | None, plan, color_fix: str) -> str:
+  """A fingerprint of what makes an output's frames: the model (its checkpoint's files, or --config), the scales,
+  precision, colour fix, chunks and tiles, and the encoding. It is recorded with each output, so that a rerun on a
+  set counts as done only the outputs made the same way."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.io import checkpoint  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import backend  # pylint: disable=import-outside-toplevel
+
+  if path is None:
+    model = {"config": args.config}
+  else:
+    files = [path / "model.json", *sorted((path / checkpoint.PARAMS_DIR).rglob("*"))]
+    model = {"checkpoint": str(path.resolve()), "model.json": (path / "model.json").read_text(errors="replace"),
+             "files": [[str(file.relative_to(path)), file.stat().st_size, file.stat().st_mtime_ns] for file in files
+                       if file.is_file()]}
+  fields = {"model": model, "time_scale": args.time_scale, "space_scale": args.space_scale,
+            "precision": backend.compute_precision(args.precision, jax.default_backend()), "color_fix": color_fix,
+            "plan": [plan.chunk_frames, plan.overlap_frames, plan.tile, plan.tile_overlap], "crf": args.crf,
+            "pix_fmt": args.pix_fmt, "fps": args.fps}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def loaded_model(args, path: pathlib.Path | None):
+  from diffst_jax.parallel import distributed  # pylint: disable=import-outside-toplevel
+
+  model, which = build_model(args, path)
+  distributed.say(f"diffst: {which}", file=sys.stderr)
+  return model
 
 
 def probe(args, source: pathlib.Path, quiet: bool):
@@ -163,8 +210,8 @@ def probe(args, source: pathlib.Path, quiet: bool):
   return info
 
 
-def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, plan, color_fix: str, quiet: bool,
-                 execution_plan=None, across_processes: bool = True) -> None:
+def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, plan, color_fix: str, settings: str,
+                 quiet: bool, execution_plan=None, across_processes: bool = True) -> None:
   """Upscales the video `source` (`info`: its probe) into `output`, the model under `execution_plan` (default: one
   device). `across_processes`: the model is spread over every process's devices, every process runs each step and
   process 0 writes; else this process runs it alone."""
@@ -188,14 +235,28 @@ def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, 
     say(f"warning: {output}: H.264 needs even frame sizes, so the {s_x * info.width}x{s_x * info.height} "
         f"output is written at {width}x{height}, its last column or row repeated; write PNG frames (an --output "
         "without suffix) for the exact size")
+  if s_x * s_x * info.height * info.width > LARGE_OUTPUT_PIXELS and not args.large_output:
+    raise ValueError(f"{source}: its {info.width}x{info.height} frames would give {s_x * info.width}x"
+                     f"{s_x * info.height} output frames ({s_x * s_x * info.height * info.width / 1e6:.0f} megapixels), "
+                     f"above 8K ({LARGE_OUTPUT_PIXELS / 1e6:.0f} megapixels); pass --large-output to run it anyway, "
+                     "or --space-scale 2 or 1")
+
+  def progress(tiled, chunks: int, calls: int):
+    tiles = inference.tiles_and_calls(tiled, info.height, info.width)[0]
+    say(f"diffst: {source.name}: {info.frames} frames of {info.width}x{info.height} -> {s_t * (info.frames - 1) + 1} "
+        f"of {width}x{height}, in {chunks} chunk{'s' * (chunks > 1)} of up to {tiled.chunk_frames} frames x {tiles} "
+        f"tile{'s' * (tiles > 1)} of {tiled.tile[1]}x{tiled.tile[0]} LR pixels: {calls} model calls (the bar's "
+        "estimate of the time left starts after the first)")
+    return tqdm(total=calls, desc="model calls", unit="call", disable=quiet).update
+
   execution_plan = execution_plan or plan_lib.ExecutionPlan()
   frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan, color_fix=color_fix,
                                    execution_plan=execution_plan,
                                    run_tiles=inference.model_tiles(model, execution_plan, across_processes),
-                                   progress=lambda chunks: tqdm(chunks, desc="chunks", unit="chunk", disable=quiet))
+                                   progress=progress)
   if not across_processes or jax.process_index() == 0:
     video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
-                      audio_from=source if keep_audio else None)
+                      audio_from=source if keep_audio else None, overwrite=args.overwrite, settings=settings)
   else:
     collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
   say(f"diffst: wrote {output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
@@ -216,9 +277,10 @@ def model_on_mesh(model, mesh):
   return placed, functools.partial(plan_lib.activate, mesh, inference_rules)
 
 
-def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, upscale) -> int:
+def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, upscale, settings: str) -> int:
   """Upscales each video of a set into `folder`, spread over processes and the data axis of each process's --mesh
-  (parallel/shares.py), skipping complete outputs; prints a summary. A video that fails does not stop the others."""
+  (parallel/shares.py), skipping outputs complete with these `settings`; prints a summary. A video that fails does
+  not stop the others."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.io import outputs, video, video_sets  # pylint: disable=import-outside-toplevel
@@ -232,14 +294,18 @@ def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, u
   def upscale_one(job, group: int) -> list:
     source, target = job
     try:
-      outputs.remove_partials(target, video.output_kind(target))
-      if not args.overwrite and video_sets.is_complete(target):
-        return ["skipped", str(source), ""]
-      outputs.check_replaceable(target, args.overwrite, video.output_kind(target))
-      group_model, activate = placed[group]
-      with activate() as execution_plan:
-        upscale(group_model, source, target, probe(args, source, quiet=True), quiet=True,
-                execution_plan=execution_plan, across_processes=False)
+      with outputs.claimed(target):
+        outputs.remove_partials(target, video.output_kind(target))
+        if not args.overwrite and video_sets.is_complete(target, settings):
+          return ["skipped", str(source), ""]
+        if not args.overwrite and outputs.is_ours(target, video.output_kind(target)):
+          raise outputs.OutputError(f"{target}: was made with other settings (model, scales, precision, colour fix, "
+                                    "chunks, tiles or encoding); pass --overwrite to replace it")
+        outputs.check_replaceable(target, args.overwrite, video.output_kind(target))
+        group_model, activate = placed[group]
+        with activate() as execution_plan:
+          upscale(group_model, source, target, probe(args, source, quiet=True), quiet=True,
+                  execution_plan=execution_plan, across_processes=False)
       distributed.say(f"diffst: wrote {target}", file=sys.stderr)
       return ["done", str(source), ""]
     except Exception as error:  # pylint: disable=broad-except  # one bad video never stops the others
@@ -264,6 +330,11 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   try:
     return run(args)
+  except KeyboardInterrupt:
+    if args.debug:
+      raise
+    print("error: interrupted; the partial output was removed", file=sys.stderr)
+    return 130
   except Exception as e:  # pylint: disable=broad-except
     if args.debug:
       raise

@@ -76,13 +76,21 @@ def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overla
   Without a tile the model sees whole frames, tiled only where memory requires (inference.fit_to_memory): its causal
   VAE drifts beyond the training clip length, but its video-level guidance (VRG) and the DiT's attention are meant
   to see the frame."""
-  chunk = chunk_frames or trained.get("chunk_frames") or DEFAULT_PLAN.chunk_frames
+  for flag, value, least in (("--chunk-frames", chunk_frames, 2), ("--overlap-frames", overlap_frames, 0),
+                             ("--tile", min(tile) if tile else None, MIN_TILE), ("--tile-overlap", tile_overlap, 0),
+                             ("--tile-batch", tile_batch, 1)):
+    if value is not None and value < least:
+      given = " ".join(map(str, tile)) if flag == "--tile" else value
+      raise ValueError(f"{flag} {given}: must be at least {least}" + (" LR pixels on each side" if flag == "--tile"
+                                                                      else ""))
+  chunk = chunk_frames if chunk_frames is not None else trained.get("chunk_frames") or DEFAULT_PLAN.chunk_frames
   recorded = max(trained["tile"], MIN_TILE) if trained.get("tile") else None
   tile = tuple(tile) if tile else (recorded,) * 2 if recorded else None
   overlap = max(1, chunk // 4) if overlap_frames is None else overlap_frames
-  plan = Plan(chunk, overlap, None, tile_overlap, tile_batch or 1)
+  plan = Plan(chunk, overlap, None, tile_overlap, 1 if tile_batch is None else tile_batch)
   if tile:
-    plan = dataclasses.replace(plan.with_tile(tile), tile_batch=tile_batch or max(1, BATCH_AREA // (tile[0] * tile[1])))
+    batch = max(1, BATCH_AREA // (tile[0] * tile[1])) if tile_batch is None else tile_batch
+    plan = dataclasses.replace(plan.with_tile(tile), tile_batch=batch)
   plan.check()
   return plan
 

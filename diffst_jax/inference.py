@@ -64,16 +64,23 @@ def fit_to_memory(model: DiffST, execution_plan: plan_lib.ExecutionPlan, plan: P
   return plan.with_tile(tile)
 
 
-def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int) -> np.ndarray:
-  """(L, h, w, 3) float frames in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3), in batches of tiles. The tiles of a
-  chunk share one shape; the batches share one size (the last padded with copies of its last tile), so one compiled
-  program runs them all."""
+def tiles_and_calls(plan: Plan, height: int, width: int) -> tuple[int, int]:
+  """How many tiles cover a height x width frame under `plan` (which has its tile), and in how many model calls."""
+  tiles = len(spans(height, plan.tile[0], plan.tile_overlap)) * len(spans(width, plan.tile[1], plan.tile_overlap))
+  return tiles, -(-tiles // plan.tile_batch)
+
+
+def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int,
+                  advance: Callable[[int], object] = lambda calls: None) -> np.ndarray:
+  """(L, h, w, 3) float frames in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3), in batches of tiles (`advance(1)`
+  after each). The tiles of a chunk share one shape; the batches share one size (the last padded with copies of its
+  last tile), so one compiled program runs them all."""
   length, h, w, _ = frames.shape
   rows, cols = spans(h, plan.tile[0], plan.tile_overlap), spans(w, plan.tile[1], plan.tile_overlap)
   places = [(row, row_overlaps, col, col_overlaps)
             for row, row_overlaps in zip(rows, overlaps(rows, lambda n: s_x * n))
             for col, col_overlaps in zip(cols, overlaps(cols, lambda n: s_x * n))]
-  calls = -(-len(places) // plan.tile_batch)
+  calls = tiles_and_calls(plan, h, w)[1]
   batch = -(-len(places) // calls)
   out = np.zeros((s_t * (length - 1) + 1, s_x * h, s_x * w, 3), np.float32)
   for first in range(0, len(places), batch):
@@ -83,18 +90,21 @@ def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, 
     for ((top, bottom), (row_before, row_after), (left, right), (col_before, col_after)), tile in zip(group, results):
       weight = np.outer(ramp(tile.shape[1], row_before, row_after), ramp(tile.shape[2], col_before, col_after))
       out[:, s_x * top: s_x * bottom, s_x * left: s_x * right] += tile * weight[None, :, :, None]
+    advance(1)
   return out
 
 
 def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, plan: Plan,
-                  progress: Callable[[Iterable], Iterable] = iter, run_tiles: TilesFn | None = None,
-                  execution_plan: plan_lib.ExecutionPlan | None = None,
+                  progress: Callable[[Plan, int, int], Callable[[int], object]] | None = None,
+                  run_tiles: TilesFn | None = None, execution_plan: plan_lib.ExecutionPlan | None = None,
                   color_fix: str = "none") -> Iterator[np.ndarray]:
   """Streams the output frames (uint8, s_x h x s_x w x 3) of `num_frames` uint8 input frames, chunk by chunk;
   holds at most a chunk of input and of output in memory. The model runs under `execution_plan` (default: one
   device of JAX's default backend); `run_tiles` replaces it (model_tiles).
   `color_fix` ("none", "wavelet", "adain"; ops/color_fix.py) corrects each output frame's colour towards the
-  bicubic-upscaled, time-blended input's. A plan without a tile gets one from `fit_to_memory`."""
+  bicubic-upscaled, time-blended input's. A plan without a tile gets one from `fit_to_memory`.
+  `progress(plan, chunks, model_calls)` is told the plan (with its tile), the number of chunks and of model calls
+  before the first call, and returns what is called with the number of calls done after each."""
   plan.check()
   if color_fix not in color_ops.COLOR_FIXES:
     raise ValueError(f"colour fix {color_fix!r} is unknown; use one of {', '.join(color_ops.COLOR_FIXES)}")
@@ -104,22 +114,24 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
   chunks = spans(num_frames, plan.chunk_frames, plan.overlap_frames)
   shared_outputs = overlaps(chunks, lambda n: s_t * (n - 1) + 1)
   source = iter(frames)
+  first = next(source, None)
+  if first is None:
+    raise ValueError(f"the input ended after 0 frames, {num_frames} were expected")
+  source = itertools.chain([first], source)
   if plan.tile is None:
-    first = next(source, None)
-    if first is None:
-      raise ValueError(f"the input ended after 0 frames, {num_frames} were expected")
     plan = fit_to_memory(model, execution_plan, plan, num_frames, first.shape[:2])
-    source = itertools.chain([first], source)
+  advance = (progress or (lambda *_: lambda calls: None))(
+      plan, len(chunks), len(chunks) * tiles_and_calls(plan, *first.shape[:2])[1])
   window, window_start = [], 0  # input frames window_start, window_start + 1, ...
   pending = np.zeros((0,))  # weighted output frames still to be blended with the next chunk
-  for (start, end), (before, after) in progress(list(zip(chunks, shared_outputs))):
+  for (start, end), (before, after) in zip(chunks, shared_outputs):
     window, window_start = window[start - window_start:], start
     while len(window) < end - start:
       frame = next(source, None)
       if frame is None:
         raise ValueError(f"the input ended after {start + len(window)} frames, {num_frames} were expected")
       window.append(frame)
-    chunk_out = upscale_chunk(run_tiles, np.stack(window).astype(np.float32) / 127.5 - 1.0, plan, s_t, s_x)
+    chunk_out = upscale_chunk(run_tiles, np.stack(window).astype(np.float32) / 127.5 - 1.0, plan, s_t, s_x, advance)
     if color_fix != "none":
       reference = resize.bicubic_blend(np.stack(window), s_x, s_t).astype(np.float32) / 127.5 - 1.0
       chunk_out = np.array(color_ops.color_fix(color_fix, jnp.asarray(chunk_out), jnp.asarray(reference)))

@@ -21,6 +21,7 @@ once more afterwards (or with --summary-only) to write the summary.
 """
 
 import argparse
+import hashlib
 import itertools
 import json
 import pathlib
@@ -51,20 +52,33 @@ def expand(sweep: dict) -> dict[str, dict]:
   """{trial name: overrides}, base first, then the grid combination, then the explicit trial's own overrides."""
   grid = sweep.get("grid", {})
   combinations = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+  varieds = {json.dumps(combination | extra, sort_keys=True, default=str): combination | extra
+             for combination in combinations for extra in sweep.get("trials", [{}])}  # the same overrides: one trial
+  names = [trial_name(varied) for varied in varieds.values()]
   trials = {}
-  for combination in combinations:
-    for extra in sweep.get("trials", [{}]):
-      varied = combination | extra
-      trials[trial_name(varied)] = dict(sweep.get("base", {})) | varied
+  for varied, name in zip(varieds.values(), names):
+    if names.count(name) > 1:  # readable names that coincide for different values get their values' hash
+      name = f"{name}-{_values_hash(varied)}"
+    if name in trials:
+      raise ValueError(f"two trials of the sweep would both be named {name}; rename a grid value")
+    trials[name] = dict(sweep.get("base", {})) | varied
   return trials
 
 
 def trial_name(varied: dict) -> str:
-  """A readable, filesystem-safe name from the fields that vary: "cfca.enabled=False,vrg.enabled=True"."""
+  """A readable, filesystem-safe name from the fields that vary (each named by its last two parts):
+  "cfca.enabled=False,vrg.enabled=True"; where making it safe changed a value (a path's "/", a space), a short hash of
+  the values follows, so that different values never share a name (`expand` adds it where short names coincide)."""
   if not varied:
     return "base"
   short = lambda field: ".".join(field.split(".")[-2:])  # noqa: E731
-  return ",".join(f"{short(field)}={value}" for field, value in varied.items()).replace("/", "_").replace(" ", "")
+  name = ",".join(f"{short(field)}={value}" for field, value in varied.items())
+  safe = name.replace("/", "_").replace(" ", "")
+  return safe if safe == name else f"{safe}-{_values_hash(varied)}"
+
+
+def _values_hash(varied: dict) -> str:
+  return hashlib.sha256(json.dumps(varied, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _train_command(sweep: dict, overrides: dict, trial_dir: pathlib.Path) -> list[str]:

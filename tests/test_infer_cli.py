@@ -151,7 +151,7 @@ def _bad_inputs(tmp_path):
       "one frame": (["--input", tmp_path / "one_frame.mp4"], "at least 2"),
       "missing checkpoint": (["--input", CLIP, "--checkpoint", tmp_path / "nowhere"], "not a DiffST checkpoint"),
       "incompatible checkpoint": (["--input", CLIP, "--checkpoint", tmp_path / "not_diffst"], "model 'diffst'"),
-      "tile too small": (["--input", CLIP, "--tile", "8", "8"], "smaller than the model allows"),
+      "tile too small": (["--input", CLIP, "--tile", "8", "8"], "--tile 8 8: must be at least 16"),
       "output exists": (["--input", CLIP, "--output", tmp_path / "exists.mp4"], "--overwrite"),
       "output is input": (["--input", CLIP, "--output", CLIP, "--overwrite"], "overwrite the input"),
       "bad output extension": (["--input", CLIP, "--output", tmp_path / "out.avi"], "unknown output extension"),

@@ -31,7 +31,7 @@ def main():
     sys.exit(f"cut_clip.py: error: frames [{args.start}, {args.start + args.frames}) are not inside the "
              f"{info.frames} frames of {args.input}")
   frames = itertools.islice(video.iter_frames(args.input), args.start, args.start + args.frames)
-  video.write_video(output, frames, info.fps)
+  video.write_video(output, frames, info.fps, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from diffst_jax.eval import metrics, run
+from diffst_jax.io import video
 from diffst_jax.models import diffst
 from diffst_jax.ops import resize
 from diffst_jax.parallel.plan import ExecutionPlan
@@ -28,7 +29,7 @@ WINDOW = 9
 
 
 def read_frames(folder: pathlib.Path) -> np.ndarray:
-  paths = sorted(folder.glob("*.png"))
+  paths = video.png_files(folder)
   if not paths:
     raise SystemExit(f"latent_probe: no PNG frames in {folder}")
   return np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths])

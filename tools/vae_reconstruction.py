@@ -20,6 +20,7 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from diffst_jax.eval import metrics, run  # noqa: E402
+from diffst_jax.io import video  # noqa: E402
 from diffst_jax.ops import resize  # noqa: E402
 from diffst_jax.parallel.plan import ExecutionPlan  # noqa: E402
 
@@ -27,9 +28,9 @@ from diffst_jax.parallel.plan import ExecutionPlan  # noqa: E402
 def clip_folders(folder: pathlib.Path) -> list[pathlib.Path]:
   if not folder.is_dir():
     raise ValueError(f"--clips {folder}: not a folder")
-  if any(folder.glob("*.png")):
+  if video.png_files(folder):
     return [folder]
-  clips = sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("*.png")))
+  clips = sorted(p for p in folder.iterdir() if p.is_dir() and video.png_files(p))
   if not clips:
     raise ValueError(f"--clips {folder}: no PNG frames in it or in its subfolders")
   return clips
@@ -37,7 +38,7 @@ def clip_folders(folder: pathlib.Path) -> list[pathlib.Path]:
 
 def read_clip(folder: pathlib.Path, frames: int, size: tuple[int, int]) -> np.ndarray:
   """The first `frames` frames, centre-cropped to `size`, uint8 (T, H, W, 3)."""
-  paths = sorted(folder.glob("*.png"))
+  paths = video.png_files(folder)
   if len(paths) < frames:
     raise ValueError(f"{folder}: {len(paths)} frames, --frames {frames} asked for")
   clip = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths[:frames]])

@@ -14,6 +14,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from diffst_jax.io import paths
+
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
@@ -152,7 +154,7 @@ def weight_files(path: pathlib.Path) -> list[pathlib.Path]:
       shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
     except (json.JSONDecodeError, KeyError) as e:
       raise CheckpointError(f"{path}: not a safetensors index (no weight_map)") from e
-    return [path.parent / shard for shard in shards]
+    return [paths.inside(path.parent, shard, path) for shard in shards]
   if path.is_file():
     return [path]
   if not path.is_dir():

@@ -129,7 +129,7 @@ def find_videos(videos_dir: str | pathlib.Path) -> list[pathlib.Path]:
     if any(part.startswith(".") for part in path.relative_to(videos_dir).parts):
       continue
     is_video_file = path.is_file() and path.suffix.lower() in video.VIDEO_SUFFIXES
-    if is_video_file or (path.is_dir() and any(path.glob("*.png"))):
+    if is_video_file or video.png_files(path):
       found.append(path)
   if not found:
     raise ValueError(f"{videos_dir}: holds no readable video (a file ending in {', '.join(video.VIDEO_SUFFIXES)}, "
@@ -165,10 +165,11 @@ def prepare(videos_dir: str | pathlib.Path, data_dir: str | pathlib.Path, clip_f
   videos_dir, data_dir = pathlib.Path(videos_dir).absolute(), pathlib.Path(data_dir).absolute()
   config = config_name(clip_frames, clip_stride)
   paths = find_videos(videos_dir)
-  existing = DiffstClips(data_dir=data_dir, config=config, file_format=FILE_FORMAT)
-  if existing.is_prepared():
-    _check_same_videos(existing, videos_dir, [p.relative_to(videos_dir).as_posix() for p in paths])
-    return data_dir
+  if any((data_dir / DiffstClips.name / config).glob("*/dataset_info.json")):  # else TFDS warns of a missing build
+    existing = DiffstClips(data_dir=data_dir, config=config, file_format=FILE_FORMAT)
+    if existing.is_prepared():
+      _check_same_videos(existing, videos_dir, [p.relative_to(videos_dir).as_posix() for p in paths])
+      return data_dir
   sources = _probe_all(videos_dir, paths)
   _check_long_enough(videos_dir, sources, clip_frames)
   DiffstClips(data_dir=data_dir, config=config, file_format=FILE_FORMAT, videos=sources).download_and_prepare()

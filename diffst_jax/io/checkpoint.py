@@ -88,7 +88,7 @@ def params_files(directory: str | pathlib.Path) -> dict[str, int]:
 
 def _check_params_files(directory: paths.Path) -> None:
   for name, size in _metadata(directory).get("params_files", {}).items():
-    file = directory / PARAMS_DIR / name
+    file = paths.inside(directory / PARAMS_DIR, name, directory / METADATA_FILE)
     if not file.is_file():
       raise ValueError(f"{file}: missing; the checkpoint is incomplete: copy or write it again")
     if paths.size(file) != size:

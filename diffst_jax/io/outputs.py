@@ -6,15 +6,22 @@ write is ever replaced or deleted.
 * An output folder is written with a marker file (`MARKER`) and holds only the entries its `FolderKind` names;
   replacing or removing one deletes exactly those entries and the marker, then the empty folder, never anything else.
   A folder holding anything more is not ours. An .mp4 is ours when its container metadata carries `VIDEO_COMMENT`.
+* An output may record the settings it was made with (a fingerprint: `settings:` in the marker, `; settings ` after
+  the .mp4's comment), so that a rerun tells an output of the same settings from one of others.
 * Outputs are written under a temporary sibling `.NAME.partial-XXXXXXXX` and renamed into place when complete; the
-  next run on the same destination removes the partial outputs a killed run left (ours by name and content).
+  next run on the same destination removes the partial outputs a killed run left (ours by name and content). An
+  output that appeared while a run went on is never replaced unless that run was told to replace outputs.
+* A run holds a lock beside its output (`.NAME.lock`, `claimed`) from its checks to its end: a second run on the same
+  output is refused in one line; the lock goes with the run that holds it, however it ends.
 """
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import pathlib
 import re
+import socket
 import sys
 import tempfile
 import uuid
@@ -112,7 +119,24 @@ def is_ours(path: pathlib.Path, kind: FolderKind | None) -> bool:
   file tagged with VIDEO_COMMENT."""
   if kind is not None:
     return path.is_dir() and (path / MARKER).is_file() and not foreign_entries(path, kind)
-  return path.is_file() and _video_comment(path) == VIDEO_COMMENT
+  comment = _video_comment(path) if path.is_file() else None
+  return comment is not None and comment.partition(_SETTINGS_SEPARATOR)[0] == VIDEO_COMMENT
+
+
+_SETTINGS_SEPARATOR = "; settings "
+
+
+def video_comment(settings: str | None) -> str:
+  """The comment an .mp4 of ours carries: VIDEO_COMMENT, and the settings it was made with."""
+  return VIDEO_COMMENT + (f"{_SETTINGS_SEPARATOR}{settings}" if settings else "")
+
+
+def recorded_settings(path: pathlib.Path, kind: FolderKind | None) -> str | None:
+  """The settings an output of ours records (None: it records none, as outputs written before they were recorded)."""
+  if kind is None:
+    return (_video_comment(path) or "").partition(_SETTINGS_SEPARATOR)[2] or None
+  lines = (path / MARKER).read_text(errors="replace").splitlines() if (path / MARKER).is_file() else []
+  return next((line.removeprefix("settings: ") for line in lines if line.startswith("settings: ")), None)
 
 
 def _video_comment(path: pathlib.Path) -> str | None:
@@ -203,27 +227,70 @@ def remove_partials(path: pathlib.Path, kind: FolderKind | None) -> None:
 
 
 @contextlib.contextmanager
-def writing(path: pathlib.Path, kind: FolderKind | None) -> Iterator[pathlib.Path]:
-  """Yields a temporary sibling of `path` (a new folder with the marker, for a folder kind) to write the output
-  into; on success it replaces `path` (which `check_replaceable` accepted), on failure it is removed."""
+def claimed(path: pathlib.Path) -> Iterator[None]:
+  """Holds `path`'s lock (`.NAME.lock` beside it, created with the folders above it, which are removed again if the
+  run leaves them empty) while the caller checks and writes `path`; raises OutputError, naming the holder, when
+  another live run holds it. The operating system releases the lock when its process ends, however it ends."""
+  missing = [parent for parent in (path, *path.parents) if not parent.exists()][1:]
+  path.parent.mkdir(parents=True, exist_ok=True)
+  lock = path.with_name(f".{path.name}.lock")
+  try:
+    while True:
+      descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+        os.close(descriptor)
+        raise OutputError(f"{path}: another run ({holder}) is writing it now; wait until it ends, or choose "
+                          "another output") from None
+      try:
+        if os.path.samestat(os.fstat(descriptor), os.stat(lock)):
+          break
+      except FileNotFoundError:
+        pass
+      os.close(descriptor)  # the lock file was removed by the run that held it: lock the new one
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    try:
+      yield
+    finally:
+      os.unlink(lock)
+      os.close(descriptor)
+  finally:
+    for folder in missing:
+      with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+@contextlib.contextmanager
+def writing(path: pathlib.Path, kind: FolderKind | None, overwrite: bool = False,
+            settings: str | None = None) -> Iterator[pathlib.Path]:
+  """Yields a temporary sibling of `path` (a new folder with the marker, recording `settings`, for a folder kind) to
+  write the output into; on success it takes `path`'s place: a missing path or an empty folder, or with `overwrite`
+  an output of ours (`check_replaceable`); on failure it is removed."""
   path.parent.mkdir(parents=True, exist_ok=True)
   remove_partials(path, kind)
   temporary = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
   if kind is not None:
     temporary.mkdir()
-    (temporary / MARKER).write_text(f"{kind.what}: a folder written by diffst-jax; --overwrite may replace it\n")
+    (temporary / MARKER).write_text(f"{kind.what}: a folder written by diffst-jax; --overwrite may replace it\n"
+                                    + (f"settings: {settings}\n" if settings else ""))
   try:
     yield temporary
-    _move_into_place(temporary, path, kind)
+    _move_into_place(temporary, path, kind, overwrite)
   finally:
     if temporary.exists():
       remove(temporary, kind)
 
 
-def _move_into_place(temporary: pathlib.Path, path: pathlib.Path, kind: FolderKind | None) -> None:
+def _move_into_place(temporary: pathlib.Path, path: pathlib.Path, kind: FolderKind | None, overwrite: bool) -> None:
   empty_folder = kind is not None and path.is_dir() and not any(path.iterdir())
   if path.exists() and not empty_folder and not is_ours(path, kind):  # made or changed since the run began
     raise OutputError(f"{path}: exists and is not an output of diffst-jax alone; the new output is not written")
+  if path.exists() and not empty_folder and not overwrite:
+    raise OutputError(f"{path}: was written by another run while this one went on, and is kept; the new output is "
+                      "not written (--overwrite replaces it)")
   if kind is None or not path.exists() or empty_folder:
     temporary.replace(path)  # atomic; a folder replaces only an empty one
     return

@@ -42,6 +42,21 @@ def is_symlink(path: Path) -> bool:
   return is_local(path) and path.is_symlink()
 
 
+def inside(folder: Path, name: str, recorded_in: Path) -> Path:
+  """`folder / name`, for a `name` that the file `recorded_in` lists (a checkpoint's file sizes, a shard index);
+  raises, naming both, when it leads outside `folder` (absolute, `..`, a symbolic link out of it): such a file
+  was damaged or crafted, and nothing outside the folder is read for it."""
+  relative = pathlib.PurePosixPath(name)
+  if not name or relative.is_absolute() or ".." in relative.parts or "\\" in name:
+    raise ValueError(f"{recorded_in}: names {name!r}, which is not a file inside {folder}; only files inside it are "
+                     "read (the file is damaged or was not written by this project)")
+  path = folder / name
+  if is_local(path) and path.exists() and not path.resolve().is_relative_to(pathlib.Path(folder).resolve()):
+    raise ValueError(f"{recorded_in}: names {name!r}, a symbolic link to {path.resolve()} outside {folder}; only "
+                     "files inside it are read")
+  return path
+
+
 def append_text(path: Path, text: str) -> None:
   """Adds `text` at the end of the file `path` (made if missing). Objects in a bucket cannot be appended to: there
   the file is read and written again whole."""

@@ -7,6 +7,7 @@ import contextlib
 import fractions
 import itertools
 import pathlib
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -19,6 +20,7 @@ from diffst_jax.io import outputs
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".y4m")
 DEFAULT_PNG_RATE = fractions.Fraction(30)
+MIN_RATE, MAX_RATE = fractions.Fraction(1, 100), 1000  # frames per second of a PNG folder (--fps)
 RIGHT_ANGLE = 90
 _HDR_TRANSFERS = {16: "PQ (SMPTE 2084)", 18: "HLG (ARIB STD-B67)"}  # AVColorTransferCharacteristic
 _BT709 = 1  # AVColorPrimaries, AVColorTransferCharacteristic and AVColorSpace all number BT.709 as 1
@@ -48,10 +50,12 @@ def parse_rate(text: str) -> fractions.Fraction:
     rate = fractions.Fraction(text)
   except (ValueError, ZeroDivisionError) as e:
     raise VideoError(f"--fps {text}: not a frame rate; write e.g. 25, 29.97 or 30000/1001") from e
-  if rate <= 0:
-    raise VideoError(f"--fps {text}: a frame rate must be positive")
+  if not MIN_RATE <= rate <= MAX_RATE:
+    raise VideoError(f"--fps {text}: a frame rate must be between {float(MIN_RATE):g} and {MAX_RATE} frames per second")
   ntsc = fractions.Fraction(round(rate * fractions.Fraction(1001, 1000)) * 1000, 1001)
-  return ntsc if rate.denominator != 1 and abs(rate - ntsc) < fractions.Fraction(1, 500) else rate
+  if rate.denominator != 1 and abs(rate - ntsc) < fractions.Fraction(1, 500):
+    return ntsc
+  return rate.limit_denominator(1001)  # what an .mp4's time base holds
 
 
 def _check_source(path: pathlib.Path) -> None:
@@ -95,7 +99,7 @@ def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_R
   path = pathlib.Path(path)
   _check_source(path)
   if path.is_dir():
-    files = _png_files(path)
+    files = _png_files(path, quiet)
     sizes = map(_png_size, files)
     first = next(sizes)
     for file, size in zip(files[1:], sizes):
@@ -164,10 +168,45 @@ def read_video(path: str | pathlib.Path) -> tuple[np.ndarray, float]:
   return frames, probe(path).fps
 
 
-def _png_files(path: pathlib.Path) -> list[pathlib.Path]:
-  files = sorted(path.glob("*.png"))
+def png_files(path: pathlib.Path) -> list[pathlib.Path]:
+  """The PNG frames of a folder (`.png` in any case), in natural order: by the numbers in their names, so 2.png comes
+  before 10.png; [] when it holds none."""
+  if not path.is_dir():
+    return []
+  files = [entry for entry in path.iterdir() if entry.suffix.lower() == ".png" and entry.is_file()]
+  return sorted(files, key=_natural_key)
+
+
+def _natural_key(file: pathlib.Path) -> list:
+  return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", file.name))]
+
+
+def _frame_numbering_problem(files: list[pathlib.Path]) -> str | None:
+  """What is odd about a frame folder's names: numbered and unnumbered ones mixed, numbers skipped or repeated."""
+  numbers = [re.findall(r"\d+", file.stem) for file in files]
+  unnumbered = [file.name for file, found in zip(files, numbers) if not found]
+  if unnumbered and len(unnumbered) < len(files):
+    return (f"mixes numbered and unnumbered frame names ({unnumbered[0]} among "
+            f"{next(f.name for f, found in zip(files, numbers) if found)}, ...)")
+  if unnumbered:
+    return None
+  last = [int(found[-1]) for found in numbers]
+  for previous, current, file in zip(last, last[1:], files[1:]):
+    if current == previous:
+      return f"numbers two frames {current} ({file.name} and the one before it)"
+    if current != previous + 1:
+      return f"skips frame numbers: {previous} is followed by {current} ({file.name})"
+  return None
+
+
+def _png_files(path: pathlib.Path, quiet: bool = True) -> list[pathlib.Path]:
+  files = png_files(path)
   if not files:
     raise VideoError(f"{path}: the folder holds no .png frames")
+  problem = _frame_numbering_problem(files)
+  if problem and not quiet:
+    print(f"warning: {path}: {problem}; its {len(files)} frames are used in the order of the numbers in their names",
+          file=sys.stderr)
   return files
 
 
@@ -220,22 +259,24 @@ _MP4_AUDIO_CODECS = ("aac", "mp3", "ac3", "eac3", "alac", "opus", "flac")  # wha
 
 
 def write_video(path: str | pathlib.Path, frames: Iterable[np.ndarray], fps: float | fractions.Fraction,
-                crf: int = 18, pix_fmt: str | None = None, audio_from: str | pathlib.Path | None = None
-                ) -> pathlib.Path:
+                crf: int = 18, pix_fmt: str | None = None, audio_from: str | pathlib.Path | None = None,
+                overwrite: bool = False, settings: str | None = None) -> pathlib.Path:
   """Writes uint8 frames (H, W, 3), streamed, as an H.264 .mp4 or, for a path without a suffix, a folder of PNGs;
-  the output appears under `path` only once complete, and replaces only a previous output of ours
+  the output appears under `path` only once complete, and replaces only, with `overwrite`, a previous output of ours
   (outputs.check_replaceable). The .mp4 is BT.709 (converted so, and tagged), `pix_fmt` yuv420p (sizes as
   `encoded_size` says) or yuv444p (the default at crf 0, lossless); `audio_from`'s first audio track is copied in
-  unchanged (re-encoded to AAC only where the .mp4 container cannot hold its codec)."""
+  unchanged (re-encoded to AAC only where the .mp4 container cannot hold its codec). `settings`: the fingerprint of
+  what made the frames, recorded with them (outputs.recorded_settings)."""
   path = check_output_path(path)
   if not 0 <= crf <= 51:
     raise VideoError(f"crf {crf}: H.264 quality must be in 0-51 (0 lossless, 18 default, 51 worst)")
   if pix_fmt is not None and pix_fmt not in PIXEL_FORMATS:
     raise VideoError(f"pix_fmt {pix_fmt}: expected one of {', '.join(PIXEL_FORMATS)}")
   rate = fractions.Fraction(fps).limit_denominator(1001) if isinstance(fps, float) else fractions.Fraction(fps)
-  with outputs.writing(path, output_kind(path)) as temporary:
+  with outputs.writing(path, output_kind(path), overwrite, settings) as temporary:
     if path.suffix:
-      _write_mp4(temporary, iter(frames), rate, crf, pix_fmt or ("yuv444p" if crf == 0 else "yuv420p"), audio_from)
+      _write_mp4(temporary, iter(frames), rate, crf, pix_fmt or ("yuv444p" if crf == 0 else "yuv420p"), audio_from,
+                 outputs.video_comment(settings))
     else:
       for i, frame in enumerate(frames):
         Image.fromarray(frame).save(temporary / f"{i:06d}.png")
@@ -243,12 +284,12 @@ def write_video(path: str | pathlib.Path, frames: Iterable[np.ndarray], fps: flo
 
 
 def _write_mp4(path: pathlib.Path, frames: Iterator[np.ndarray], rate: fractions.Fraction, crf: int, pix_fmt: str,
-               audio_from: str | pathlib.Path | None) -> None:
+               audio_from: str | pathlib.Path | None, comment: str) -> None:
   first = next(frames)
   height, width = first.shape[:2]
   with contextlib.ExitStack() as stack:
     container = stack.enter_context(av.open(str(path), "w", format="mp4"))
-    container.metadata["comment"] = outputs.VIDEO_COMMENT
+    container.metadata["comment"] = comment
     stream = container.add_stream("libx264", rate=rate)
     stream.height, stream.width = encoded_size(height, width, path)
     stream.pix_fmt = pix_fmt

@@ -6,7 +6,8 @@ one's output goes, and which outputs are already complete.
   are skipped). A folder holding PNG frames itself is one video, not a set.
 * Each video's output goes into the output folder under the video's name: `NAME.mp4` for a video file `NAME.EXT`,
   a folder `NAME` of PNG frames for a PNG folder `NAME`. Outputs are written whole or not at all
-  (outputs.writing), so one found under its final name is complete.
+  (outputs.writing), so one found under its final name is complete; it counts as done when it records the settings
+  of this run (the model and the flags that change its frames), and is replaced only with --overwrite otherwise.
 * The output folder carries diffst-jax's marker: a job that was killed resumes in it.
 """
 
@@ -22,12 +23,12 @@ def is_video_set(path: pathlib.Path) -> bool:
   its own."""
   if path.is_file():
     return path.suffix.lower() == LIST_SUFFIX
-  return path.is_dir() and not any(path.glob("*.png"))
+  return path.is_dir() and not video.png_files(path)
 
 
 def _is_video(path: pathlib.Path) -> bool:
   if path.is_dir():
-    return any(path.glob("*.png"))
+    return bool(video.png_files(path))
   return path.suffix.lower() in video.VIDEO_SUFFIXES
 
 
@@ -85,6 +86,7 @@ def make_output_folder(folder: pathlib.Path) -> None:
     marker.write_text("upscaled videos of infer.py: a folder written by diffst-jax\n")
 
 
-def is_complete(output: pathlib.Path) -> bool:
-  """Whether `output` is a finished output of ours (outputs appear only when complete)."""
-  return outputs.is_ours(output, video.output_kind(output))
+def is_complete(output: pathlib.Path, settings: str) -> bool:
+  """Whether `output` is a finished output of ours (outputs appear only when complete) made with `settings`."""
+  kind = video.output_kind(output)
+  return outputs.is_ours(output, kind) and outputs.recorded_settings(output, kind) == settings

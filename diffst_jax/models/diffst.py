@@ -21,6 +21,7 @@ from diffst_jax.models.cfca import CFCA, CFCAConfig
 from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise
 from diffst_jax.models.vae import WanVAE, WanVAEConfig
 from diffst_jax.models.vrg import VRG, VRGConfig
+from diffst_jax.ops.color_fix import COLOR_FIXES
 from diffst_jax.ops.resize import resize_bilinear
 from diffst_jax.parallel import plan as plan_lib
 
@@ -176,8 +177,20 @@ def is_diffst(directory: str | pathlib.Path) -> bool:
 
 
 def trained_sizes(directory: str | pathlib.Path) -> dict[str, int]:
-  """The clip length and crop size the checkpoint was trained on, as far as it records them (trained by train.py)."""
-  return checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {})
+  """The clip length and crop size the checkpoint was trained on, as far as it records them (trained by train.py),
+  and the tile and colour fix measured best for it; raises, naming the field, for a value that cannot be."""
+  recorded = checkpoint.read_metadata(directory, MODEL_NAME).get("inference", {})
+  where = f"{pathlib.Path(directory) / checkpoint.METADATA_FILE}: inference"
+  if not isinstance(recorded, dict):
+    raise ValueError(f"{where} is {recorded!r}; expected a mapping of chunk_frames, tile and color_fix")
+  for field, least in (("chunk_frames", 2), ("tile", 1)):
+    value = recorded.get(field)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+      raise ValueError(f"{where}.{field} is {value!r}; expected a whole number of at least {least} (or no such "
+                       "field)")
+  if recorded.get("color_fix", "none") not in COLOR_FIXES:
+    raise ValueError(f"{where}.color_fix is {recorded['color_fix']!r}; expected one of {', '.join(COLOR_FIXES)}")
+  return recorded
 
 
 def recorded_color_fix(directory: str | pathlib.Path) -> str:

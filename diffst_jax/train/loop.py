@@ -11,6 +11,7 @@ The work directory and the videos may lie in object storage (gs://, io/paths.py)
 import dataclasses
 import json
 import pathlib
+import shutil
 import signal
 import time
 from collections.abc import Mapping
@@ -203,6 +204,54 @@ def _restore_state(made: "Program", manager: ocp.CheckpointManager, step: int, w
   return train_step.TrainState(*state), frozen, restored.data if with_data else None
 
 
+def _restore_newest_intact(made: "Program", manager: ocp.CheckpointManager, workdir: paths.Path,
+                           with_data: bool = True, set_aside: bool = True):
+  """(step, TrainState, frozen, data state) of the newest checkpoint that restores. A newer one that fails while an
+  older one restores is damaged (a structure or config mismatch would fail them all): each is named in one line and,
+  with `set_aside`, moved to workdir/damaged_checkpoints/ (kept, out of the way of the steps still to be saved)."""
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = step, *_restore_state(made, manager, step, with_data)
+    except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many kinds
+      if step == min(manager.all_steps()):
+        raise ValueError(f"{workdir / 'checkpoints' / str(damaged[0][0] if damaged else step)}: cannot be restored "
+                         f"({damaged[0][1] if damaged else _first_line(e)}), nor can any earlier checkpoint; use a "
+                         "new --workdir, or this run's config") from e
+      damaged.append((step, _first_line(_root_cause(e))))
+      continue
+    for bad, reason in damaged:
+      distributed.say(f"warning: {workdir / 'checkpoints' / str(bad)}: damaged, not restored ({reason}); "
+                      + (f"moved to {workdir / 'damaged_checkpoints' / str(bad)}; " if set_aside else "")
+                      + f"resuming from step {step}", flush=True)
+    if damaged and set_aside:
+      distributed.first_process_does(lambda: _set_aside([bad for bad, _ in damaged], workdir),
+                                     "moving damaged checkpoints aside")
+      manager.reload()
+    return restored
+  raise AssertionError("no checkpoint to restore")  # callers restore only runs that have one
+
+
+def _first_line(error: BaseException) -> str:
+  return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _root_cause(error: BaseException) -> BaseException:
+  while error.__cause__ is not None:
+    error = error.__cause__
+  return error
+
+
+def _set_aside(steps: list[int], workdir: paths.Path) -> None:
+  aside = workdir / "damaged_checkpoints"
+  aside.mkdir(exist_ok=True)
+  for step in steps:
+    target = aside / str(step)
+    if target.exists():
+      target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    (workdir / "checkpoints" / str(step)).rename(target)
+
+
 def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                       directory: str | pathlib.Path) -> int:
   """Writes the model of the latest checkpoint of the run in `workdir` (of this config; the run may be going on) to
@@ -215,14 +264,13 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
   checkpoint.check_can_save(directory)
   axis_rules, mesh = rules.rules_from_config(config.logical_axis_rules), _mesh(config)
   with _checkpoint_manager(workdir, config) as manager:
-    step = manager.latest_step()
-    if step is None:
+    if manager.latest_step() is None:
       raise ValueError(f"{workdir}: the run has no checkpoint yet (one is written every "
                        f"{config.checkpoint_every} steps and when it is stopped)")
     # Built with no mesh active, as train() builds it: under one, Flax reads the logical axis names as mesh axes.
     execution_plan = plan_lib.ExecutionPlan(mesh, axis_rules, **run_choices(config))
     made = program(config, tasks.get(config.task).abstract(config), execution_plan)
-    state, frozen, _ = _restore_state(made, manager, step, with_data=False)
+    step, state, frozen, _ = _restore_newest_intact(made, manager, workdir, with_data=False, set_aside=False)
     average = train_step.averaged_parameters(state.opt_state)
     _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
             paths.resolve(directory))
@@ -236,14 +284,37 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   workdir = paths.resolve(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"{workdir}: --workdir exists and is a file; name a new folder, or a run's to resume it")
+  before = {entry.name for entry in workdir.iterdir()} if workdir.exists() else None
   workdir.mkdir(parents=True, exist_ok=True)
-  _record_config(workdir, config)
-  with _checkpoint_manager(workdir, config) as manager:
-    # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
-    task = tasks.get(config.task)
-    model = task.build(config) if manager.latest_step() is None else task.abstract(config)
-    with plan_lib.activate(mesh, axis_rules, **run_choices(config)) as execution_plan:
-      return _train(config, workdir, execution_plan, model, manager)
+  try:
+    _record_config(workdir, config)
+    with _checkpoint_manager(workdir, config) as manager:
+      # Built before the mesh is active: under it, Flax reads the parameters' logical axis names as mesh axes.
+      task = tasks.get(config.task)
+      model = task.build(config) if manager.latest_step() is None else task.abstract(config)
+      with plan_lib.activate(mesh, axis_rules, **run_choices(config)) as execution_plan:
+        return _train(config, workdir, execution_plan, model, manager)
+  except BaseException:
+    if jax.process_index() == 0:
+      _remove_if_no_checkpoint(workdir, before)
+    raise
+
+
+def _remove_if_no_checkpoint(workdir: paths.Path, before: set[str] | None) -> None:
+  """After a run that failed before its first checkpoint: removes what it added to `workdir` (config.json, the empty
+  checkpoints/ folder, logs), and `workdir` itself if the run made it, so that a corrected rerun of the same
+  command is not refused as another run's."""
+  checkpoints = workdir / "checkpoints"
+  if checkpoints.exists() and any(entry.name.isdigit() for entry in checkpoints.iterdir()):
+    return
+  for entry in workdir.iterdir():
+    if before is None or entry.name not in before:
+      if entry.is_dir():
+        entry.rmtree() if hasattr(entry, "rmtree") else shutil.rmtree(entry)
+      else:
+        entry.unlink()
+  if before is None:
+    workdir.rmdir()
 
 
 def run_choices(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -309,7 +380,7 @@ def _train(config: ml_collections.ConfigDict, workdir: paths.Path, plan: plan_li
   if latest is None:
     state, frozen = jax.device_put((made.new_state(made.trainable), frozen), made.shardings)
   else:
-    state, frozen, data_state = _restore_state(made, manager, latest)
+    latest, state, frozen, data_state = _restore_newest_intact(made, manager, workdir)
     iterator.set_state(data_state)
     distributed.say(f"resumed {workdir} at step {latest}", flush=True)
 

@@ -30,7 +30,7 @@ def test_our_videos_and_frame_folders_are_recognised(tmp_path):
 def test_a_previous_output_is_replaced_whole_and_nothing_else(tmp_path):
   video.write_video(tmp_path / "frames", np.zeros((5, 8, 8, 3), np.uint8), 30)
   outputs.check_replaceable(tmp_path / "frames", True, outputs.FRAMES)
-  video.write_video(tmp_path / "frames", FRAMES + 7, 30)
+  video.write_video(tmp_path / "frames", FRAMES + 7, 30, overwrite=True)
   assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [outputs.MARKER, "000000.png", "000001.png"]
   assert video.read_video(tmp_path / "frames")[0].min() == 7
   assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # no partial or replaced folder left
@@ -87,3 +87,27 @@ def test_a_checkpoint_cut_short_is_written_again_and_nothing_else_is(tmp_path):
   with pytest.raises(outputs.OutputError, match="not empty"):
     checkpoint.save(tmp_path / "model", "m", {}, params)
   assert (tmp_path / "model" / "notes.txt").read_text() == "mine"
+
+
+def test_an_output_that_appears_while_a_run_writes_is_kept_unless_the_run_may_replace_it(tmp_path):
+  with pytest.raises(outputs.OutputError, match="written by another run while this one went on, and is kept"):
+    with outputs.writing(tmp_path / "out.mp4", None) as partial:
+      partial.write_bytes(b"this run's")
+      video.write_video(tmp_path / "out.mp4", FRAMES, 30)  # another run finished first
+  kept = snapshot(tmp_path)
+  assert sorted(kept) == ["out.mp4"]
+  with outputs.writing(tmp_path / "out.mp4", None, overwrite=True) as partial:
+    video.write_video(partial, FRAMES + 1, 30)
+  assert video.read_video(tmp_path / "out.mp4")[0].min() == 1
+
+
+def test_a_claimed_output_is_refused_to_a_second_claim_and_free_once_released(tmp_path):
+  target = tmp_path / "new" / "out.mp4"
+  with outputs.claimed(target):
+    assert (tmp_path / "new" / ".out.mp4.lock").read_text().startswith(f"pid {os.getpid()} on ")
+    with pytest.raises(outputs.OutputError, match=f"out.mp4: another run \\(pid {os.getpid()} on .*\\) is writing"):
+      with outputs.claimed(target):
+        pass
+  assert not (tmp_path / "new").exists()  # the folder it made for the lock, left empty, is removed
+  with outputs.claimed(target):
+    pass

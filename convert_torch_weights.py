@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     outputs.check_new_folder(args.out, "--out")
     return f"wrote {loader.export_diffusers(spec, loader.load(spec, path, **overrides), args.out)}"
 
-  return cli.one_line_errors(convert, args.debug, code=2)
+  return cli.run("convert_torch_weights.py", convert, args.debug)
 
 
 if __name__ == "__main__":

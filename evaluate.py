@@ -1,4 +1,4 @@
-"""Scores DiffST, its ablations and the trivial baseline on ground-truth clips (space-time SR protocol, SPEC §9).
+"""Scores DiffST, its ablations and the trivial baseline on ground-truth clips (space-time SR protocol, DESIGN §9).
 
   python evaluate.py --gt heldout/ --out results/heldout --checkpoint runs/tiny/model
   python evaluate.py --gt heldout/ --out results/heldout_real --checkpoint runs/tiny/model --protocol realistic
@@ -39,6 +39,9 @@ def parse_args(argv):
                       help="the DiffST runs' colour fix, as infer.py's; auto: what the checkpoint records, else none. "
                       "Several: a DiffST row for each, side by side (the ablations take the first)")
   parser.add_argument("--strip-frames", type=int, default=3, help="synthesized frames per comparison strip")
+  parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                      help="as infer.py's: the compute dtype of the VAE and DiT, which hold their weights in it; auto: "
+                      "bf16 on GPU and TPU, fp32 on CPU")
   chunking.add_plan_flags(parser)
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
@@ -79,7 +82,7 @@ def evaluate(args) -> dict:
   out = outputs.check_destination(args.out, [args.gt, args.checkpoint, *([args.lq] if args.lq else [])], folder=True)
   outputs.check_new_folder(out, "--out")
   checkpoint = pathlib.Path(args.checkpoint)
-  model = diffst.load(checkpoint)
+  model, _ = inference.runnable(diffst.load(checkpoint), args.precision)
   s_x, s_t = model.config.space_scale, model.config.time_scale
   plan = chunking.plan_from_flags(args, diffst.trained_sizes(checkpoint))
   clips = _read_clips(args.gt, s_x, s_t)
@@ -111,7 +114,8 @@ def evaluate(args) -> dict:
   draws = f", {args.draws} degradation draws per clip (scores: their means)" if args.draws > 1 else ""
   with outputs.writing(out, outputs.EVALUATION) as folder:
     (folder / "scores.json").write_text(json.dumps({"protocol": args.protocol, "draws": args.draws,
-                                                    "checkpoint": str(checkpoint), "crop_border": args.crop_border,
+                                                    "checkpoint": str(checkpoint), "precision": args.precision,
+                                                    "crop_border": args.crop_border,
                                                     "color_fix": dict(zip(methods, color_fixes)),
                                                     "results": results}, indent=2) + "\n")
     (folder / "scores.md").write_text(f"Protocol: {args.protocol} (x{s_x} space, x{s_t} time{draws}); all frames, "
@@ -131,15 +135,10 @@ def evaluate(args) -> dict:
 
 
 def main(argv=None) -> int:
+  from diffst_jax import cli  # pylint: disable=import-outside-toplevel
+
   args = parse_args(argv)
-  try:
-    evaluate(args)
-  except (ValueError, OSError) as error:
-    if args.debug:
-      raise
-    print(f"evaluate.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
-    return 2
-  return 0
+  return cli.run("evaluate.py", lambda: evaluate(args) and None, args.debug)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,9 @@ def checkpoint_path(args) -> pathlib.Path | None:
 
 
 def build_model(args, path: pathlib.Path | None):
-  """The model to run (from the checkpoint at `path`, else --config's) and a sentence saying which weights it has."""
-  from diffst_jax.models import diffst, layers  # pylint: disable=import-outside-toplevel
+  """The model to run (from the checkpoint at `path`, else --config's) at the scales asked for, and a sentence saying
+  which weights it has."""
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
   if path is None:
     config_file, _, preset = args.config.partition(":")
@@ -102,16 +103,8 @@ def build_model(args, path: pathlib.Path | None):
     changes["cfca"] = dataclasses.replace(model.config.cfca, time_scale=args.time_scale)
   if args.space_scale:
     changes["space_scale"] = args.space_scale
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from diffst_jax.parallel import backend  # pylint: disable=import-outside-toplevel
-
-  if backend.compute_precision(args.precision, jax.default_backend()) == "bf16":
-    changes["vae"] = dataclasses.replace(model.config.vae, dtype="bfloat16")
-    changes["dit"] = dataclasses.replace(model.config.dit, dtype="bfloat16")
   if changes:
     model = diffst.with_config(model, dataclasses.replace(model.config, **changes))
-  layers.store_in_compute_dtype(model)
   return model, which
 
 
@@ -119,6 +112,7 @@ def run(args) -> int:
   """Upscales --input (one video, or each video of a set); the exit code: 1 if a video of a set failed, else 0."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import outputs, video, video_sets  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import backend, distributed  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
@@ -132,18 +126,16 @@ def run(args) -> int:
     videos = video_sets.list_videos(source)
     folder = video_sets.check_output_folder(args.output, [source, *videos])
     path, settings, upscale = checked_flags(args, source, one_video=False)
-    return upscale_set(args, loaded_model(args, path), videos, folder, upscale, settings)
+    model = inference.in_precision(loaded_model(args, path), args.precision, jax.default_backend())
+    return upscale_set(args, model, videos, folder, upscale, settings)
   output = video.check_output(args.output, [source], args.overwrite)
   path, _, upscale = checked_flags(args, source, one_video=True)
   quiet = jax.process_index() != 0
   with outputs.claimed(output) if not quiet else contextlib.nullcontext():
     info = probe(args, source, quiet=quiet)
-    model = loaded_model(args, path)
-    with contextlib.ExitStack() as stack:
-      execution_plan = None
-      if args.mesh:
-        model, activate = model_on_mesh(model, make_mesh(args.mesh))
-        execution_plan = stack.enter_context(activate())
+    model, activate = inference.runnable(loaded_model(args, path), args.precision,
+                                         make_mesh(args.mesh) if args.mesh else None)
+    with activate() as execution_plan:
       upscale(model, source, output, info, execution_plan=execution_plan, quiet=quiet)
   return 0
 
@@ -247,34 +239,26 @@ def upscale_file(model, source: pathlib.Path, output: pathlib.Path, info, args, 
         f"of {width}x{height}, in {chunks} chunk{'s' * (chunks > 1)} of up to {tiled.chunk_frames} frames x {tiles} "
         f"tile{'s' * (tiles > 1)} of {tiled.tile[1]}x{tiled.tile[0]} LR pixels: {calls} model calls (the bar's "
         "estimate of the time left starts after the first)")
-    return tqdm(total=calls, desc="model calls", unit="call", disable=quiet).update
+    bars.append(tqdm(total=calls, desc="model calls", unit="call", disable=quiet))
+    return bars[-1].update
 
+  bars = []
   execution_plan = execution_plan or plan_lib.ExecutionPlan()
   frames = inference.upscale_video(model, video.iter_frames(source), info.frames, plan, color_fix=color_fix,
                                    execution_plan=execution_plan,
                                    run_tiles=inference.model_tiles(model, execution_plan, across_processes),
                                    progress=progress)
-  if not across_processes or jax.process_index() == 0:
-    video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
-                      audio_from=source if keep_audio else None, overwrite=args.overwrite, settings=settings)
-  else:
-    collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
+  try:
+    if not across_processes or jax.process_index() == 0:
+      video.write_video(output, frames, info.rate * s_t, crf=args.crf, pix_fmt=args.pix_fmt,
+                        audio_from=source if keep_audio else None, overwrite=args.overwrite, settings=settings)
+    else:
+      collections.deque(frames, maxlen=0)  # every process runs every step of the sharded model
+  finally:
+    for bar in bars:  # ends its line, so that what follows (an error, the summary) starts a new one
+      bar.close()
   say(f"diffst: wrote {output}: {s_t * (info.frames - 1) + 1} frames, {width}x{height}, "
       f"{float(info.rate * s_t):g} fps{', audio copied' if keep_audio else ''}")
-
-
-def model_on_mesh(model, mesh):
-  """A copy of `model` on `mesh` (with the inference rules; its arrays put there straight from `model`'s), and the
-  context that makes `mesh` current and gives the execution plan the copy runs under."""
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-
-  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import plan as plan_lib  # pylint: disable=import-outside-toplevel
-
-  inference_rules = rules.for_inference(rules.DEFAULT_RULES)
-  graphdef, state = nnx.split(model)
-  placed = nnx.merge(graphdef, rules.place_state(state, mesh, inference_rules))
-  return placed, functools.partial(plan_lib.activate, mesh, inference_rules)
 
 
 def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, upscale, settings: str) -> int:
@@ -283,11 +267,12 @@ def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, u
   not stop the others."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import outputs, video, video_sets  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import distributed, shares  # pylint: disable=import-outside-toplevel
 
   meshes = shares.local_meshes(args.mesh)
-  placed = [model_on_mesh(model, mesh) for mesh in meshes]
+  placed = [inference.on_mesh(model, mesh) for mesh in meshes]
   targets = video_sets.output_names(videos, folder)
   distributed.first_process_does(lambda: video_sets.make_output_folder(folder), f"creating {folder}")
 
@@ -327,20 +312,10 @@ def upscale_set(args, model, videos: list[pathlib.Path], folder: pathlib.Path, u
 
 
 def main(argv=None) -> int:
+  from diffst_jax import cli  # pylint: disable=import-outside-toplevel
+
   args = parse_args(argv)
-  try:
-    return run(args)
-  except KeyboardInterrupt:
-    if args.debug:
-      raise
-    print("error: interrupted; the partial output was removed", file=sys.stderr)
-    return 130
-  except Exception as e:  # pylint: disable=broad-except
-    if args.debug:
-      raise
-    message = str(e).splitlines()[0] if str(e) else type(e).__name__
-    print(f"error: {message}", file=sys.stderr)
-    return 1
+  return cli.run("infer.py", lambda: run(args), args.debug, interrupted="interrupted; the partial output was removed")
 
 
 if __name__ == "__main__":

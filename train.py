@@ -8,7 +8,8 @@ Any config field can be overridden with --config.FIELD=VALUE (ml_collections con
 saves a checkpoint and stops; the trained model is written to WORKDIR/model at the end (--export_to DIR writes the
 latest checkpoint's, without training). --mesh spreads the run
 over devices (e.g. --mesh data=2,fsdp=2,context=2,tensor=1); a run resumes on any mesh. Multi-host: start the same
-command on every host with --coordinator_address, --num_processes and --process_id (or the JAX_* variables).
+command on every host with --coordinator-address, --num-processes and --process-id (or the JAX_* variables; the
+underscored spellings work too). Exit codes and error lines: diffst_jax/cli.py.
 """
 
 import sys
@@ -28,6 +29,8 @@ flags.DEFINE_string("export_to", None, "instead of training: write the model of 
                     "new folder (the run may be going on), e.g. to evaluate it")
 flags.DEFINE_bool("debug", False, "show tracebacks")
 flags.mark_flags_as_required(["config", "workdir"])
+for _name in ("coordinator_address", "num_processes", "process_id", "export_to"):  # the other tools' spelling
+  flags.DEFINE_alias(_name.replace("_", "-"), _name)
 
 
 def main(argv):
@@ -37,6 +40,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
 
+  from diffst_jax import cli  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import backend, distributed  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop  # pylint: disable=import-outside-toplevel
 
@@ -46,18 +50,18 @@ def main(argv):
   config, options = flags.FLAGS.config, flags.FLAGS
   if options.mesh is not None:
     config.mesh = options.mesh
-  try:
+
+  def work() -> str | None:
     distributed.initialize(options.coordinator_address, options.num_processes, options.process_id, options.multihost)
     if options.export_to:
       step = loop.export_checkpoint(config, options.workdir, options.export_to)
-      print(f"train.py: wrote the model of step {step} to {options.export_to}")
-    else:
-      loop.train(config, options.workdir)
-  except (ValueError, OSError) as error:
-    if flags.FLAGS.debug:
-      raise
-    print(f"train.py: error: {error}", file=sys.stderr)
-    sys.exit(2)
+      return f"train.py: wrote the model of step {step} to {options.export_to}"
+    loop.train(config, options.workdir)
+    return None
+
+  code = cli.run("train.py", work, options.debug)
+  if code:
+    sys.exit(code)
 
 
 if __name__ == "__main__":

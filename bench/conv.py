@@ -17,7 +17,7 @@ from flax import nnx
 from timing import median_seconds
 
 from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
-from diffst_jax.parallel import plan
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax import config_files
 
 
@@ -25,7 +25,7 @@ def _reconstruction_fns(config: WanVAEConfig, shape: tuple[int, ...], implementa
   graphdef, params, rest = nnx.split(WanVAE(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))), nnx.Param, ...)
   video = jax.random.uniform(jax.random.key(1), shape, minval=-1, maxval=1)
 
-  execution_plan = plan.ExecutionPlan(conv_implementation=implementation)
+  execution_plan = plan_lib.ExecutionPlan(conv_implementation=implementation)
 
   def loss(params, video):
     model = nnx.merge(graphdef, params, rest)

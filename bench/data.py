@@ -1,4 +1,4 @@
-"""Preparation time of one training example: SPEC §8's space and time degradation of a 9-frame HR window.
+"""Preparation time of one training example: DESIGN §8's space and time degradation of a 9-frame HR window.
 
   python bench/data.py --video bikes.mp4 [--repeats 5]
 

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst, layers  # noqa: E402
 from diffst_jax.ops.attention import dot_product_attention  # noqa: E402
-from diffst_jax.parallel import plan, rules  # noqa: E402
+from diffst_jax.parallel import plan as plan_lib  # noqa: E402
+from diffst_jax.parallel import rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
 from diffst_jax import config_files  # noqa: E402
 from diffst_jax.train import loop  # noqa: E402
@@ -117,7 +118,7 @@ def main():
   z = jax.random.normal(jax.random.key(1), (1, *latent, dit.in_channels))
   context = jnp.zeros((1, model_config.context_tokens, dit.text_dim))
   inputs = (state, z, jnp.array([400.0]), context)
-  one_device = plan.ExecutionPlan()
+  one_device = plan_lib.ExecutionPlan()
   forward = compiled(jax.jit(lambda state, z, t, c: nnx.merge(graphdef, state)(one_device, z, t, c)), *inputs)
   row(f"DiT forward ({latent[0] * latent[1] * latent[2] // 4} tokens)", timed(forward, *inputs), flops(forward))
 
@@ -133,7 +134,7 @@ def main():
 
   mesh = make_mesh("", [device])
   axis_rules = rules.rules_from_config(config.logical_axis_rules)
-  made = loop.program(config, model, plan.ExecutionPlan(mesh, axis_rules, **loop.run_choices(config)))
+  made = loop.program(config, model, plan_lib.ExecutionPlan(mesh, axis_rules, **loop.run_choices(config)))
   state, frozen = jax.device_put((made.new_state(made.trainable), made.frozen), made.shardings)
   batch = {"hr": np.random.default_rng(0).integers(0, 256, (1, frames, height, width, 3), np.uint8)}
   batch["lr"] = batch["hr"][:, ::s_t, ::s_x, ::s_x]

@@ -43,7 +43,8 @@ from diffst_jax import aot  # noqa: E402
 from diffst_jax.models.dit import WanDiT, wan21_t2v_1_3b  # noqa: E402
 from diffst_jax.models.vae import WanVAE, wan21_vae_config  # noqa: E402
 from diffst_jax.parallel import attention as context_parallel  # noqa: E402
-from diffst_jax.parallel import plan, rules  # noqa: E402
+from diffst_jax.parallel import plan as plan_lib  # noqa: E402
+from diffst_jax.parallel import rules  # noqa: E402
 from diffst_jax.parallel.mesh import make_mesh  # noqa: E402
 from diffst_jax import config_files  # noqa: E402
 
@@ -94,7 +95,7 @@ def dit_rows(latent: tuple[int, int, int], context_len: int) -> list[dict]:
       for layers in (config.num_layers, 1):
         layer_config = dataclasses.replace(config, num_layers=layers)
         graphdef, state = nnx.split(nnx.eval_shape(lambda c=layer_config: WanDiT(c, rngs=nnx.Rngs(0))))
-        with plan.activate(mesh, context_parallel=mode) as execution_plan:
+        with plan_lib.activate(mesh, context_parallel=mode) as execution_plan:
           forward = jax.jit(lambda state, x, t, c, graphdef=graphdef, p=execution_plan: nnx.merge(graphdef, state)(
               p, x, t, c))
           start = time.perf_counter()
@@ -119,7 +120,7 @@ def vae_rows(clip: tuple[int, int, int]) -> list[dict]:
   graphdef, state = nnx.split(nnx.eval_shape(lambda: WanVAE(wan21_vae_config(), rngs=nnx.Rngs(0))))
   for cp in (1, 2, 4, 8):
     mesh = make_mesh(f"context={cp}", jax.devices()[:cp])
-    with plan.activate(mesh) as execution_plan:
+    with plan_lib.activate(mesh) as execution_plan:
       reconstruct = jax.jit(lambda state, video, p=execution_plan: (lambda vae: vae.decode(p, vae.encode(p, video)))(
           nnx.merge(graphdef, state)))
       start = time.perf_counter()

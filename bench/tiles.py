@@ -21,7 +21,7 @@ import numpy as np
 
 from diffst_jax import chunking, inference
 from diffst_jax.models import diffst
-from diffst_jax.parallel import plan as execution_plan
+from diffst_jax.parallel import plan as plan_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def main():
   for round_index in range(args.repeats + 1):
     for run, plan in plans.items():
       start = time.perf_counter()
-      convolutions = execution_plan.ExecutionPlan(conv_implementation=run[2])
+      convolutions = plan_lib.ExecutionPlan(conv_implementation=run[2])
       for _ in inference.upscale_video(model, clip, len(clip), plan, execution_plan=convolutions):
         pass
       if round_index:  # round 0 compiles
@@ -63,7 +63,7 @@ def main():
     count = (len(chunking.spans(args.height, tile, plan.tile_overlap))
              * len(chunking.spans(args.width, tile, plan.tile_overlap)))
     seconds = statistics.median(times[tile, batch, convolutions])
-    convolutions = execution_plan.ExecutionPlan(conv_implementation=convolutions).convolutions()
+    convolutions = plan_lib.ExecutionPlan(conv_implementation=convolutions).convolutions()
     per_call = -(-count // -(-count // plan.tile_batch))  # inference.upscale_chunk's equal batches
     print(f"| {tile}x{tile} ({plan.tile_overlap}) | {count} | {per_call} | {convolutions} | {seconds:.2f} | "
           f"{seconds / out_frames:.3f} | {seconds / first:.2f} |")

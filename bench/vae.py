@@ -20,7 +20,7 @@ from timing import median_seconds
 
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.models.vae import WanVAE, wan21_vae_config
-from diffst_jax.parallel import plan
+from diffst_jax.parallel import plan as plan_lib
 
 MB = 1 << 20
 
@@ -28,7 +28,7 @@ MB = 1 << 20
 def decode_memory(config, frames: int, height: int, width: int) -> dict:
   graphdef, state = nnx.split(nnx.eval_shape(lambda: WanVAE(config, rngs=nnx.Rngs(0))))
   latent = jax.ShapeDtypeStruct((1, 1 + (frames - 1) // 4, height // 8, width // 8, config.z_dim), jnp.float32)
-  decode = jax.jit(lambda state, z: nnx.merge(graphdef, state).decode(plan.ExecutionPlan(), z))
+  decode = jax.jit(lambda state, z: nnx.merge(graphdef, state).decode(plan_lib.ExecutionPlan(), z))
   stats = decode.lower(state, latent).compile().memory_analysis()
   return {"arguments": stats.argument_size_in_bytes, "output": stats.output_size_in_bytes,
           "temp": stats.temp_size_in_bytes}
@@ -51,8 +51,8 @@ def wall_times(frames: int, height: int, width: int, repeats: int) -> list[tuple
   ops = {"encode": (lambda p: ours.encode(p, x_jax).block_until_ready(), lambda: reference.encode(x_torch)),
          "decode": (lambda p: ours.decode(p, z_jax).block_until_ready(), lambda: reference.decode(z_torch))}
   ours_seconds = {name: {} for name in ops}
-  for implementation in ("auto", *plan.CONV_IMPLEMENTATIONS[1:]):
-    execution_plan = plan.ExecutionPlan(conv_implementation=implementation)
+  for implementation in ("auto", *plan_lib.CONV_IMPLEMENTATIONS[1:]):
+    execution_plan = plan_lib.ExecutionPlan(conv_implementation=implementation)
     for name, (ours_fn, _) in ops.items():
       ours_seconds[name][implementation] = median_seconds(functools.partial(ours_fn, execution_plan), repeats)
   with torch.no_grad():
@@ -84,7 +84,7 @@ def main():
   print("|---|---|---:|---:|---:|")
   for name, ours, theirs in wall_times(args.time_frames, args.time_size, args.time_size, args.repeats):
     for implementation, seconds in ours.items():
-      label = f"auto ({plan.ExecutionPlan().convolutions()})" if implementation == "auto" else implementation
+      label = f"auto ({plan_lib.ExecutionPlan().convolutions()})" if implementation == "auto" else implementation
       print(f"| {name} | {label} | {seconds:.3f} | {theirs:.3f} | {seconds / theirs:.2f} |")
 
 

@@ -37,8 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "three_stage_vae":
     config.model.vae.update(dim_mult=(1, 2, 4), temperal_downsample=(True, True))
     config.model.dit.update(attention_head_dim=32, ffn_dim=128)
-  # 64x64 crops cut from the degraded whole frame (up to 640x640): SPEC §8's absolute video bitrate gives a 64x64 crop
-  # degraded alone 1.6-16 bits per LR pixel, far gentler than the 0.04-2.5 of the whole frames it is scored on
+  # 64x64 crops cut from the degraded whole frame (up to 640x640): DESIGN §8's absolute video bitrate gives a 64x64
+  # crop degraded alone 1.6-16 bits per LR pixel, far gentler than the 0.04-2.5 of the whole frames it is scored on
   # (docs/TRAINING.md).
   config.data.update(clip_frames=9, crop_size=64, degradation_window=640, batch_size=1)
   # Short stages: the tiny model learns from a few clips on CPU in minutes.

@@ -1,4 +1,4 @@
-"""DiffST on Wan2.1 T2V-1.3B at the released sizes (SPEC §2-§4), with the training recipe of SPEC §7.
+"""DiffST on Wan2.1 T2V-1.3B at the released sizes (DESIGN §2-§4), with the training recipe of DESIGN §7.
 
 Train: `train.py --config configs/wan21_1_3b.py --workdir DIR --config.data.videos=VIDEOS
 --config.init.vae=WAN_VAE --config.init.dit=WAN_DIT --config.init.flow=SPYNET --config.init.null_context=EMBEDDING`
@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       cfca=dict(enabled=True, time_scale=2),
       vrg=dict(enabled=True, num_tokens=16),
       space_scale=4,
-      sigma=0.4,  # SPEC §4 decision; an ablation axis {0.25, 0.4, 0.55, 0.7}
+      sigma=0.4,  # DESIGN §4: our choice, and an ablation axis {0.25, 0.4, 0.55, 0.7}
       context_tokens=512,
   ))
   # CFCA and VRG start from scratch beside the pretrained DiT: 5x its rate (1e-4 in stage 1, 2.5e-5 in stage 2). Ours,

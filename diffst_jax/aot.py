@@ -21,6 +21,7 @@ import pathlib
 import sys
 import time
 
+from diffst_jax import cli
 from diffst_jax.parallel import backend
 
 MEMORY_FIELDS = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "generated_code_bytes")
@@ -99,25 +100,26 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as plan_lib  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop, perceptual, tasks  # pylint: disable=import-outside-toplevel
 
-  made = loop.program(config, tasks.get(config.task).abstract(config),
-                      plan.ExecutionPlan(mesh, axis_rules, **loop.run_choices(config)))
+  program = loop.make_program(config, tasks.get(config.task).abstract(config),
+                      plan_lib.ExecutionPlan(mesh, axis_rules, **loop.run_choices(config)))
   names = sorted(config.stages)
   if not 1 <= stage <= len(names):
     raise ValueError(f"--stage {stage}: the config has {len(names)} stages ({', '.join(names)}); give 1 to "
                      f"{len(names)}")
-  weights = made.stages[stage - 1]["loss"]
+  weights = program.stages[stage - 1]["loss"]
   shapes = _clip_shapes(config, clip, batch or rules.axis_size_on(mesh, axis_rules, "act_batch"))
   inputs = {name: jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=rules.batch_sharding(shape, mesh, axis_rules))
             for name, shape in shapes.items()}
   perceptual_params = None
   if weights.get("perceptual"):
     perceptual_params = jax.tree.map(lambda a: _replicated(a.shape, a.dtype, mesh), perceptual.load(config.perceptual))
-  state, frozen = made.abstract_state()
+  state, frozen = program.abstract_state()
   with jax.set_mesh(mesh):
-    return made.step(made.stages[stage - 1]).lower(state, frozen, perceptual_params, inputs)
+    return program.step(program.stages[stage - 1]).lower(state, frozen, perceptual_params, inputs)
 
 
 def _without_remat(config):
@@ -129,9 +131,9 @@ def _without_remat(config):
 
 def _counting_plan():
   """One device, XLA's attention and convolutions: every matrix product a plain one to count."""
-  from diffst_jax.parallel import plan  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as plan_lib  # pylint: disable=import-outside-toplevel
 
-  return plan.ExecutionPlan(platform="cpu", attention="xla", conv_implementation="xla")
+  return plan_lib.ExecutionPlan(platform="cpu", attention="xla", conv_implementation="xla")
 
 
 def train_flops(config, stage: int, clip: tuple[int, int, int], clips: int) -> dict[str, int]:
@@ -172,16 +174,12 @@ def _clip_shapes(config, clip: tuple[int, int, int], clips: int) -> dict[str, tu
 def _upscale_program(config, clip: tuple[int, int, int], bf16: bool, row_devices: int):
   """(graphdef, abstract state, padded LR input shape) of the program infer.py runs on one chunk whose output is the
   HR clip `clip`, its VAE's rows over `row_devices`."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
-
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax.models import diffst, layers  # pylint: disable=import-outside-toplevel
+  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
 
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
-  if bf16:
-    model_config = dataclasses.replace(model_config, vae=dataclasses.replace(model_config.vae, dtype="bfloat16"),
-                                       dit=dataclasses.replace(model_config.dit, dtype="bfloat16"))
   frames, height, width = clip
   s_t, s_x = model_config.time_scale, model_config.space_scale
   if (frames - 1) % s_t or height % s_x or width % s_x:
@@ -189,8 +187,8 @@ def _upscale_program(config, clip: tuple[int, int, int], bf16: bool, row_devices
                      f"divisible by s_x (s_t = {s_t}, s_x = {s_x})")
   lr = ((frames - 1) // s_t + 1, height // s_x, width // s_x)
   padding = diffst.padding_for(model_config, *lr, row_devices)
-  model = nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0)))
-  layers.store_in_compute_dtype(model)  # as infer.py
+  model = inference.in_precision(nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))),
+                                 "bf16" if bf16 else "fp32")
   graphdef, state = nnx.split(model)
   return graphdef, state, (1, *(n + p for n, p in zip(lr, padding)), 3)
 
@@ -198,15 +196,17 @@ def _upscale_program(config, clip: tuple[int, int, int], bf16: bool, row_devices
 def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bool):
   """The lowered program infer.py runs on one chunk whose output is the HR clip `clip`, the model on `mesh`."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
 
+  from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
-  from diffst_jax.parallel import plan, rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
 
-  axis_rules = rules.for_inference(axis_rules)  # as infer.py
-  graphdef, state, shape = _upscale_program(config, clip, bf16, rules.axis_size_on(mesh, axis_rules, "act_rows"))
-  with plan.activate(mesh, axis_rules) as execution_plan:
-    return diffst.forward.lower(graphdef, execution_plan, rules.abstract_state(state, mesh, axis_rules),
-                                _replicated(shape, jnp.float32, mesh))
+  graphdef, state, shape = _upscale_program(config, clip, bf16, rules.axis_size_on(
+      mesh, rules.for_inference(axis_rules), "act_rows"))
+  model, activate = inference.on_mesh(nnx.merge(graphdef, state), mesh, axis_rules)
+  with activate() as execution_plan:
+    return diffst.forward.lower(graphdef, execution_plan, nnx.state(model), _replicated(shape, jnp.float32, mesh))
 
 
 def upscale_flops(config, clip: tuple[int, int, int], bf16: bool, row_devices: int) -> dict[str, int]:
@@ -328,7 +328,8 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  try:
+
+  def work() -> int:
     if args.topology.startswith("cpu"):
       os.environ["XLA_FLAGS"] = backend.with_cpu_devices(os.environ.get("XLA_FLAGS", ""),
                                                          backend.cpu_device_count(args.topology))
@@ -337,21 +338,19 @@ def main(argv=None) -> int:
         raise ValueError(f"--hbm-limit {args.hbm_limit}: a positive size in GiB, for a TPU --topology only")
       os.environ["LIBTPU_INIT_ARGS"] = (f"{os.environ.get('LIBTPU_INIT_ARGS', '')} "
                                         f"--xla_tpu_max_hbm_size_mib={int(args.hbm_limit * 1024)}").strip()
-    result = compile_program(args)
+    try:
+      result = compile_program(args)
+    except Exception as error:  # pylint: disable=broad-except  # XlaRuntimeError, whose module moves between versions
+      if args.debug or "RESOURCE_EXHAUSTED" not in str(error):
+        raise
+      print(f"diffst_jax.aot: does not fit: {cli.first_line(error)[:300]}", file=sys.stderr)
+      return cli.PART_FAILED
     print(table(result))
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-  except (ValueError, OSError) as error:
-    if args.debug:
-      raise
-    print(f"diffst_jax.aot: error: {str(error).splitlines()[0]}", file=sys.stderr)
-    return 2
-  except Exception as error:  # pylint: disable=broad-except  # XlaRuntimeError, whose module moves between jax versions
-    if args.debug or "RESOURCE_EXHAUSTED" not in str(error):
-      raise
-    print(f"diffst_jax.aot: does not fit: {str(error).splitlines()[0][:300]}", file=sys.stderr)
-    return 3
-  return 0
+    return cli.DONE
+
+  return cli.run("diffst_jax.aot", work, args.debug)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ MIN_TILE = 16  # LR pixels: smaller tiles leave the VAE and DiT almost nothing b
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class ChunkPlan:
   """How to cut a clip of `frames` x `height` x `width` LR pixels; `tile_batch`: at most how many tiles of a chunk
   go through the model in one call (they share one compiled program and its per-call overhead). `tile` None: the
   whole frame, or the largest tile whose program fits in memory (`inference.fit_to_memory`), with `tile_overlap`
@@ -25,7 +25,7 @@ class Plan:
   tile_overlap: int | None
   tile_batch: int = 1
 
-  def with_tile(self, tile: tuple[int, int]) -> "Plan":
+  def with_tile(self, tile: tuple[int, int]) -> "ChunkPlan":
     """This plan with `tile`, its overlap a quarter of it (at least 1) unless the plan gives one."""
     overlap = max(1, min(tile) // 4) if self.tile_overlap is None else self.tile_overlap
     return dataclasses.replace(self, tile=tuple(tile), tile_overlap=overlap)
@@ -48,14 +48,14 @@ class Plan:
                        f"{self.tile[0]}x{self.tile[1]}")
 
 
-DEFAULT_PLAN = Plan(chunk_frames=17, overlap_frames=4, tile=None, tile_overlap=None)
+DEFAULT_CHUNK_PLAN = ChunkPlan(chunk_frames=17, overlap_frames=4, tile=None, tile_overlap=None)
 BATCH_AREA = 128 * 128  # LR pixels of the tiles batched into one call by default
 
 
 def add_plan_flags(parser: argparse.ArgumentParser) -> None:
-  """The command-line flags of a Plan (infer.py, evaluate.py); `plan_from_flags` reads them."""
+  """The command-line flags of a ChunkPlan (infer.py, evaluate.py); `plan_from_flags` reads them."""
   parser.add_argument("--chunk-frames", type=int, help="input frames per temporal chunk (default: the checkpoint's "
-                      f"training clip length, else {DEFAULT_PLAN.chunk_frames})")
+                      f"training clip length, else {DEFAULT_CHUNK_PLAN.chunk_frames})")
   parser.add_argument("--overlap-frames", type=int, help="input frames shared by neighbouring chunks (default: a "
                       "quarter of the chunk)")
   parser.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), help="LR tile size in pixels (default: the "
@@ -69,9 +69,9 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
 
 def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overlap_frames: int | None = None,
              tile: Sequence[int] | None = None, tile_overlap: int | None = None,
-             tile_batch: int | None = None) -> Plan:
-  """A checked Plan: each size as given, else what the checkpoint records (`trained`, diffst.trained_sizes: its
-  training clip length "chunk_frames", and a "tile" measured best for it, at least MIN_TILE), else DEFAULT_PLAN's;
+             tile_batch: int | None = None) -> ChunkPlan:
+  """A checked ChunkPlan: each size as given, else what the checkpoint records (`trained`, diffst.trained_sizes: its
+  training clip length "chunk_frames", and a "tile" measured best for it, at least MIN_TILE), else DEFAULT_CHUNK_PLAN's;
   each overlap a quarter of its chunk or tile (at least 1) unless given; tiles batched up to BATCH_AREA unless given.
   Without a tile the model sees whole frames, tiled only where memory requires (inference.fit_to_memory): its causal
   VAE drifts beyond the training clip length, but its video-level guidance (VRG) and the DiT's attention are meant
@@ -83,11 +83,11 @@ def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overla
       given = " ".join(map(str, tile)) if flag == "--tile" else value
       raise ValueError(f"{flag} {given}: must be at least {least}" + (" LR pixels on each side" if flag == "--tile"
                                                                       else ""))
-  chunk = chunk_frames if chunk_frames is not None else trained.get("chunk_frames") or DEFAULT_PLAN.chunk_frames
+  chunk = chunk_frames if chunk_frames is not None else trained.get("chunk_frames") or DEFAULT_CHUNK_PLAN.chunk_frames
   recorded = max(trained["tile"], MIN_TILE) if trained.get("tile") else None
   tile = tuple(tile) if tile else (recorded,) * 2 if recorded else None
   overlap = max(1, chunk // 4) if overlap_frames is None else overlap_frames
-  plan = Plan(chunk, overlap, None, tile_overlap, 1 if tile_batch is None else tile_batch)
+  plan = ChunkPlan(chunk, overlap, None, tile_overlap, 1 if tile_batch is None else tile_batch)
   if tile:
     batch = max(1, BATCH_AREA // (tile[0] * tile[1])) if tile_batch is None else tile_batch
     plan = dataclasses.replace(plan.with_tile(tile), tile_batch=batch)
@@ -95,7 +95,7 @@ def plan_for(trained: Mapping[str, int], chunk_frames: int | None = None, overla
   return plan
 
 
-def plan_from_flags(args: argparse.Namespace, trained: Mapping[str, int]) -> Plan:
+def plan_from_flags(args: argparse.Namespace, trained: Mapping[str, int]) -> ChunkPlan:
   """`plan_for` with the sizes of `add_plan_flags`' flags."""
   return plan_for(trained, args.chunk_frames, args.overlap_frames, args.tile, args.tile_overlap, args.tile_batch)
 

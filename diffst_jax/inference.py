@@ -7,8 +7,11 @@ to the other. Tiles do the same in space (separable ramps). A chunk that covers 
 covers the whole frame reproduce whole-clip inference exactly (all weights are 1).
 """
 
+import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from typing import ContextManager
 
 import jax
 import jax.numpy as jnp
@@ -16,15 +19,57 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from diffst_jax.chunking import MIN_TILE, Plan, overlaps, ramp, spans
+from diffst_jax.chunking import MIN_TILE, ChunkPlan, overlaps, ramp, spans
 from diffst_jax.models import diffst
+from diffst_jax.models import layers
 from diffst_jax.models.diffst import DiffST, upscale
 from diffst_jax.ops import color_fix as color_ops
 from diffst_jax.ops import resize
-from diffst_jax.parallel import backend
+from diffst_jax.parallel import backend, rules
 from diffst_jax.parallel import plan as plan_lib
 
 TilesFn = Callable[[np.ndarray], np.ndarray]
+Activate = Callable[[], ContextManager[plan_lib.ExecutionPlan]]
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def runnable(model: DiffST, precision: str, mesh: jax.sharding.Mesh | None = None) -> tuple[DiffST, Activate]:
+  """The inference recipe (infer.py, evaluate.py, the AOT tool): `model` computing in `precision` (`in_precision`,
+  "auto" by the platform of `mesh`, else of JAX's default backend) and placed on `mesh` (`on_mesh`); and what
+  activates the mesh and yields the execution plan to run it under (one device without a mesh)."""
+  platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+  model = in_precision(model, precision, platform)
+  if mesh is None:
+    return model, lambda: contextlib.nullcontext(plan_lib.ExecutionPlan())
+  return on_mesh(model, mesh)
+
+
+def in_precision(model: DiffST, precision: str, platform: str = "") -> DiffST:
+  """`model` with its VAE and DiT computing in `precision` ("auto": bf16 on GPU and TPU, fp32 on CPU, by `platform`;
+  "fp32" keeps the model's own dtypes), each layer holding its weights in the dtype it computes in (for programs
+  without gradients: half the memory in bf16). Works on abstract models (`nnx.eval_shape`)."""
+  if precision not in PRECISIONS or (precision == "auto" and not platform):
+    raise ValueError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)} (auto on a known platform)")
+  if backend.compute_precision(precision, platform) == "bf16":
+    config = model.config
+    model = diffst.with_config(model, dataclasses.replace(
+        config, vae=dataclasses.replace(config.vae, dtype="bfloat16"),
+        dit=dataclasses.replace(config.dit, dtype="bfloat16")))
+  layers.store_in_compute_dtype(model)
+  return model
+
+
+def on_mesh(model: DiffST, mesh: jax.sharding.Mesh, axis_rules: rules.Rules = rules.DEFAULT_RULES
+            ) -> tuple[DiffST, Activate]:
+  """A copy of `model` on `mesh` under the inference form of `axis_rules` (its arrays put there straight from
+  `model`'s; an abstract model's shapes given their shardings), and what activates `mesh` and yields its execution
+  plan."""
+  inference_rules = rules.for_inference(axis_rules)
+  graphdef, state = nnx.split(model)
+  abstract = all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(state))
+  place = rules.abstract_state if abstract else rules.place_state
+  return (nnx.merge(graphdef, place(state, mesh, inference_rules)),
+          lambda: plan_lib.activate(mesh, inference_rules))
 
 
 def model_tiles(model: DiffST, execution_plan: plan_lib.ExecutionPlan, across_processes: bool = True) -> TilesFn:
@@ -48,8 +93,8 @@ def program_bytes(model: DiffST, execution_plan: plan_lib.ExecutionPlan, frames:
   return backend.peak_bytes(lowered.compile())
 
 
-def fit_to_memory(model: DiffST, execution_plan: plan_lib.ExecutionPlan, plan: Plan, frames: int,
-                  size: tuple[int, int], budget: int | None = None) -> Plan:
+def fit_to_memory(model: DiffST, execution_plan: plan_lib.ExecutionPlan, plan: ChunkPlan, frames: int,
+                  size: tuple[int, int], budget: int | None = None) -> ChunkPlan:
   """`plan` with a tile: the whole frame (`size`, LR pixels) if its program under `execution_plan` fits in `budget`
   bytes (default: the execution plan's memory budget), else the largest tile that does, halving the longer side."""
   budget = execution_plan.memory_budget() if budget is None else budget
@@ -64,13 +109,13 @@ def fit_to_memory(model: DiffST, execution_plan: plan_lib.ExecutionPlan, plan: P
   return plan.with_tile(tile)
 
 
-def tiles_and_calls(plan: Plan, height: int, width: int) -> tuple[int, int]:
+def tiles_and_calls(plan: ChunkPlan, height: int, width: int) -> tuple[int, int]:
   """How many tiles cover a height x width frame under `plan` (which has its tile), and in how many model calls."""
   tiles = len(spans(height, plan.tile[0], plan.tile_overlap)) * len(spans(width, plan.tile[1], plan.tile_overlap))
   return tiles, -(-tiles // plan.tile_batch)
 
 
-def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, s_x: int,
+def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: ChunkPlan, s_t: int, s_x: int,
                   advance: Callable[[int], object] = lambda calls: None) -> np.ndarray:
   """(L, h, w, 3) float frames in [-1, 1] -> (s_t (L-1) + 1, s_x h, s_x w, 3), in batches of tiles (`advance(1)`
   after each). The tiles of a chunk share one shape; the batches share one size (the last padded with copies of its
@@ -94,8 +139,8 @@ def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: Plan, s_t: int, 
   return out
 
 
-def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, plan: Plan,
-                  progress: Callable[[Plan, int, int], Callable[[int], object]] | None = None,
+def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, plan: ChunkPlan,
+                  progress: Callable[[ChunkPlan, int, int], Callable[[int], object]] | None = None,
                   run_tiles: TilesFn | None = None, execution_plan: plan_lib.ExecutionPlan | None = None,
                   color_fix: str = "none") -> Iterator[np.ndarray]:
   """Streams the output frames (uint8, s_x h x s_x w x 3) of `num_frames` uint8 input frames, chunk by chunk;

@@ -29,12 +29,16 @@ import shlex
 import subprocess
 import sys
 
+from diffst_jax import cli, config_files
 from diffst_jax.io import outputs
-from diffst_jax import config_files
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "dists", "tof", "tlp")
 SUMMARY_FILES = ("summary.md", "summary.png")
+
+
+class TrialFailed(RuntimeError):
+  """A trial's train.py or evaluate.py run that ended with an error (its own output says which)."""
 
 
 def load_sweep(path: str | pathlib.Path) -> dict:
@@ -103,7 +107,7 @@ def _run(command: list[str], what: str) -> None:
   print("+ " + shlex.join(command), flush=True)
   result = subprocess.run(command, check=False)
   if result.returncode:
-    raise RuntimeError(f"{what} failed (exit {result.returncode}); fix it and run the sweep again to resume")
+    raise TrialFailed(f"{what} failed (exit {result.returncode}); fix it and run the sweep again to resume")
 
 
 def run_trial(sweep: dict, name: str, overrides: dict, workdir: pathlib.Path) -> dict:
@@ -174,7 +178,8 @@ def main(argv=None) -> int:
   parser.add_argument("--summary-only", action="store_true", help="only aggregate the finished trials")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
-  try:
+
+  def work() -> int:
     sweep = load_sweep(args.sweep)
     trials = expand(sweep)
     workdir = check_workdir(args.workdir, args.sweep, trials)
@@ -185,24 +190,25 @@ def main(argv=None) -> int:
         if not (workdir / name / "trial.json").is_file():
           print(shlex.join([sys.executable, "-m", "diffst_jax.sweep", "--sweep", str(args.sweep), "--workdir",
                             str(workdir), "--trial", name]))
-      return 0
+      return cli.DONE
     selected = [args.trial] if args.trial else list(trials)
     if not args.summary_only:
-      for name in selected:
-        run_trial(sweep, name, trials[name], workdir)
+      try:
+        for name in selected:
+          run_trial(sweep, name, trials[name], workdir)
+      except TrialFailed as error:
+        print(f"diffst_jax.sweep: {error}", file=sys.stderr)
+        return cli.PART_FAILED
     if args.trial:
-      return 0
+      return cli.DONE
     records = [json.loads((workdir / name / "trial.json").read_text()) for name in trials
                if (workdir / name / "trial.json").is_file()]
     if not records:
       raise ValueError(f"{workdir}: no finished trial to summarize")
     print(summarize(records, workdir))
-  except (ValueError, RuntimeError, OSError) as error:
-    if args.debug:
-      raise
-    print(f"diffst_jax.sweep: error: {str(error).splitlines()[0]}", file=sys.stderr)
-    return 2
-  return 0
+    return cli.DONE
+
+  return cli.run("diffst_jax.sweep", work, args.debug)
 
 
 if __name__ == "__main__":

@@ -181,5 +181,5 @@ def test_bad_topologies_meshes_and_clips_are_one_line(args, message):
 def test_a_program_that_does_not_fit_the_memory_limit_is_one_line():
   result = _aot("--topology", "v5e:2x2", "--config", ROOT / "configs" / "tiny.py", "--mesh", "context=4",
                 "--program", "upscale", "--clip", "9x64x64", "--hbm-limit", "0.001")
-  assert result.returncode == 3
+  assert result.returncode == 1  # the work ran and did not fit (diffst_jax/cli.py)
   assert error_line(result).startswith("diffst_jax.aot: does not fit: RESOURCE_EXHAUSTED")

@@ -264,6 +264,7 @@ def test_ctrl_c_is_one_line_and_exit_code_130_with_nothing_left_behind(tmp_path)
   rest = run.stderr.read()
   assert run.wait(timeout=120) == 130
   lines = [line for line in rest.replace("\r", "\n").splitlines() if line.strip() and "model calls:" not in line]
-  assert lines == ["error: interrupted; the partial output was removed"], rest
+  assert rest.rstrip().splitlines()[-1] == lines[-1]  # on a line of its own, after the progress bar's
+  assert lines == ["infer.py: error: interrupted; the partial output was removed"], rest
   assert_kept(before, tmp_path)
   assert set(snapshot(tmp_path)) == set(before) and not list(tmp_path.glob(".*"))

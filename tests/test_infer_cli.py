@@ -113,7 +113,7 @@ def test_fps_sets_the_rate_of_png_frames(tmp_path):
   assert result.returncode == 0, result.stderr
   assert video.probe(tmp_path / "out.mp4").rate == fractions.Fraction(60000, 1001)
   assert error_line(_infer("--input", CLIP, "--output", tmp_path / "x.mp4", "--fps", "25")).startswith(
-      "error: --fps 25: for a folder of PNG frames only")
+      "infer.py: error: --fps 25: for a folder of PNG frames only")
 
 
 def test_mesh_spreads_the_clip_with_the_same_output(tmp_path):
@@ -172,7 +172,7 @@ def test_bad_input_is_one_clear_line(tmp_path, case):
   result = _infer(*args)
   assert result.returncode != 0
   lines = [line for line in result.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+  assert len(lines) == 1 and lines[0].startswith("infer.py: error: ") and message in lines[0], result.stderr
   assert (tmp_path / "exists.mp4").read_bytes() == b"mine"  # nothing the user gave is touched
   assert CLIP.read_bytes() == clip_before
   assert not (tmp_path / "out.mp4").exists()

@@ -72,14 +72,14 @@ def test_a_list_of_videos_and_the_outputs_it_refuses(tmp_path, capsys):
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [outputs.MARKER, "second"]
 
   listing.write_text("videos/second\nvideos/missing.mp4\n")
-  assert infer.main(["--input", str(listing), "--output", str(tmp_path / "out2")]) == 1
+  assert infer.main(["--input", str(listing), "--output", str(tmp_path / "out2")]) == 2  # bad input (diffst_jax/cli.py)
   assert "missing.mp4, which does not exist" in capsys.readouterr().err
   assert not (tmp_path / "out2").exists()
   theirs = tmp_path / "theirs"
   theirs.mkdir()
   (theirs / "keep.txt").write_text("the user's")
   listing.write_text("videos/second\n")
-  assert infer.main(["--input", str(listing), "--output", str(theirs)]) == 1
+  assert infer.main(["--input", str(listing), "--output", str(theirs)]) == 2
   assert "holds files diffst-jax did not write" in capsys.readouterr().err
   assert sorted(p.name for p in theirs.iterdir()) == ["keep.txt"]
 

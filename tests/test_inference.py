@@ -8,11 +8,11 @@ import pytest
 
 from diffst_jax import chunking, inference
 from diffst_jax.models import diffst
-from diffst_jax.parallel import plan as execution_plan
+from diffst_jax.parallel import plan as plan_lib
 
 
 # What is tested is chunking and tiling: XLA's convolutions compile faster than the CPU default's.
-XLA_CONVOLUTIONS = execution_plan.ExecutionPlan(conv_implementation="xla")
+XLA_CONVOLUTIONS = plan_lib.ExecutionPlan(conv_implementation="xla")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_spans_and_ramps():
   np.testing.assert_array_equal(second[3:], 1.0)
 
 
-def _plan(flags: list[str], trained: dict[str, int]) -> chunking.Plan:
+def _plan(flags: list[str], trained: dict[str, int]) -> chunking.ChunkPlan:
   parser = argparse.ArgumentParser()
   chunking.add_plan_flags(parser)
   return chunking.plan_from_flags(parser.parse_args(flags), trained)
@@ -47,12 +47,12 @@ def _plan(flags: list[str], trained: dict[str, int]) -> chunking.Plan:
 
 def test_plans_default_to_the_trained_clip_and_the_recorded_tile():
   trained = {"chunk_frames": 5, "tile": 16}
-  assert _plan([], {}) == chunking.DEFAULT_PLAN == chunking.Plan(17, 4, None, None, tile_batch=1)  # whole frames
-  assert _plan([], {"chunk_frames": 5}) == chunking.Plan(5, 1, None, None, tile_batch=1)
+  assert _plan([], {}) == chunking.DEFAULT_CHUNK_PLAN == chunking.ChunkPlan(17, 4, None, None, tile_batch=1)  # whole frames
+  assert _plan([], {"chunk_frames": 5}) == chunking.ChunkPlan(5, 1, None, None, tile_batch=1)
   # overlaps: a quarter; tiles batched up to one 128x128 tile's area
-  assert _plan([], trained) == chunking.Plan(5, 1, (16, 16), 4, tile_batch=64)
-  assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == chunking.Plan(9, 2, (32, 48), 8, 10)
-  assert _plan(["--overlap-frames", "0", "--tile-overlap", "0", "--tile-batch", "3"], trained) == chunking.Plan(
+  assert _plan([], trained) == chunking.ChunkPlan(5, 1, (16, 16), 4, tile_batch=64)
+  assert _plan(["--chunk-frames", "9", "--tile", "32", "48"], trained) == chunking.ChunkPlan(9, 2, (32, 48), 8, 10)
+  assert _plan(["--overlap-frames", "0", "--tile-overlap", "0", "--tile-batch", "3"], trained) == chunking.ChunkPlan(
       5, 0, (16, 16), 0, 3)
   assert _plan([], {"tile": 8}).tile == (chunking.MIN_TILE,) * 2  # a crop under the smallest tile the model takes
   with pytest.raises(ValueError, match="tile-overlap"):
@@ -60,13 +60,13 @@ def test_plans_default_to_the_trained_clip_and_the_recorded_tile():
 
 
 def test_one_chunk_one_tile_equals_whole_clip(model, clip):
-  got = _run(model, clip, chunking.Plan(9, 0, (64, 64), 0))
+  got = _run(model, clip, chunking.ChunkPlan(9, 0, (64, 64), 0))
   whole = np.asarray(diffst.upscale(model, jnp.asarray(clip[None].astype(np.float32) / 127.5 - 1), XLA_CONVOLUTIONS))[0]
   np.testing.assert_array_equal(got, np.clip(np.round((whole + 1) * 127.5), 0, 255).astype(np.uint8))
 
 
 def test_chunks_with_overlap_give_every_frame(model, clip):
-  got = _run(model, clip, chunking.Plan(5, 2, (64, 64), 0))
+  got = _run(model, clip, chunking.ChunkPlan(5, 2, (64, 64), 0))
   assert got.shape == (17, 80, 96, 3)
 
 
@@ -81,7 +81,7 @@ def _offset_tiles(tiles):
 
 
 def test_tiles_blend_without_seams(model, clip):
-  plan = chunking.Plan(9, 0, (16, 16), 4)
+  plan = chunking.ChunkPlan(9, 0, (16, 16), 4)
   got = _run(model, clip, plan, run_tiles=_offset_tiles).astype(np.float32)
   assert got.shape == (17, 80, 96, 3)
   # Where tiles overlap, the output steps from one tile's value to the other's in ramps of at most
@@ -96,7 +96,7 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
   """Two tiles side by side, sharing 8 LR columns: outside the shared band the output is each tile's own; inside it
   lies between the two tiles' predictions."""
   frames = clip.astype(np.float32) / 127.5 - 1
-  got = _run(model, clip, chunking.Plan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
+  got = _run(model, clip, chunking.ChunkPlan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
   run = inference.model_tiles(model, XLA_CONVOLUTIONS)
   to_uint8 = lambda a: np.clip(np.round((a + 1) * 127.5), 0, 255)  # noqa: E731
   left, right = to_uint8(run(frames[None, :, :, :16])[0]), to_uint8(run(frames[None, :, :, 8:24])[0])
@@ -116,30 +116,30 @@ def test_batched_tiles_equal_tiles_one_by_one(model, clip):
     calls.append(len(tiles))
     return run(tiles)
 
-  one_by_one = _run(model, clip, chunking.Plan(9, 0, (16, 16), 4, tile_batch=1), run_tiles=counted)
+  one_by_one = _run(model, clip, chunking.ChunkPlan(9, 0, (16, 16), 4, tile_batch=1), run_tiles=counted)
   assert calls == [1] * 4  # 2 rows x 2 columns of tiles
   calls.clear()
-  batched = _run(model, clip, chunking.Plan(9, 0, (16, 16), 4, tile_batch=3), run_tiles=counted)
+  batched = _run(model, clip, chunking.ChunkPlan(9, 0, (16, 16), 4, tile_batch=3), run_tiles=counted)
   assert calls == [2, 2]  # 4 tiles in two calls of 2, not 3 + 1
   assert np.abs(batched.astype(int) - one_by_one).max() <= 1  # float summation order of the batched convolutions
   calls.clear()
-  _run(model, clip, chunking.Plan(9, 0, (16, 16), 4, tile_batch=64),
+  _run(model, clip, chunking.ChunkPlan(9, 0, (16, 16), 4, tile_batch=64),
        run_tiles=lambda tiles: calls.append(len(tiles)) or _offset_tiles(tiles))  # no third program to compile
   assert calls == [4]
   wide = np.random.default_rng(1).integers(0, 256, (5, 20, 64, 3), dtype=np.uint8)  # 2 x 5 tiles
   calls.clear()
-  padded = _run(model, wide, chunking.Plan(5, 0, (16, 16), 4, tile_batch=4),
+  padded = _run(model, wide, chunking.ChunkPlan(5, 0, (16, 16), 4, tile_batch=4),
                 run_tiles=lambda tiles: calls.append(len(tiles)) or _offset_tiles(tiles))
   assert calls == [4, 4, 4]  # 10 tiles and 2 copies of the last
-  np.testing.assert_array_equal(padded, _run(model, wide, chunking.Plan(5, 0, (16, 16), 4), run_tiles=_offset_tiles))
+  np.testing.assert_array_equal(padded, _run(model, wide, chunking.ChunkPlan(5, 0, (16, 16), 4), run_tiles=_offset_tiles))
 
 
 @pytest.mark.parametrize("plan, message", [
-    (chunking.Plan(1, 0, (64, 64), 0), "chunk-frames"),
-    (chunking.Plan(5, 5, (64, 64), 0), "overlap-frames"),
-    (chunking.Plan(5, 1, (8, 64), 0), "smaller than the model allows"),
-    (chunking.Plan(5, 1, (32, 32), 16), "tile-overlap"),
-    (chunking.Plan(5, 1, (32, 32), 8, tile_batch=0), "tile-batch must be at least 1"),
+    (chunking.ChunkPlan(1, 0, (64, 64), 0), "chunk-frames"),
+    (chunking.ChunkPlan(5, 5, (64, 64), 0), "overlap-frames"),
+    (chunking.ChunkPlan(5, 1, (8, 64), 0), "smaller than the model allows"),
+    (chunking.ChunkPlan(5, 1, (32, 32), 16), "tile-overlap"),
+    (chunking.ChunkPlan(5, 1, (32, 32), 8, tile_batch=0), "tile-batch must be at least 1"),
 ])
 def test_bad_plans(plan, message):
   with pytest.raises(ValueError, match=message):
@@ -148,7 +148,7 @@ def test_bad_plans(plan, message):
 
 def test_a_stream_shorter_than_announced_is_a_clear_error(model, clip):
   with pytest.raises(ValueError, match="ended after 9 frames, 12 were expected"):
-    list(inference.upscale_video(model, iter(clip), 12, chunking.Plan(12, 0, (64, 64), 0),
+    list(inference.upscale_video(model, iter(clip), 12, chunking.ChunkPlan(12, 0, (64, 64), 0),
                                  execution_plan=XLA_CONVOLUTIONS))
 
 
@@ -165,7 +165,7 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
   run_tiles = lambda tiles: np.stack([cast(tile.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)  # noqa: E731
                                       for tile in np.asarray(diffst.upscale(model, jnp.asarray(tiles),
                                                                             XLA_CONVOLUTIONS))])
-  plan = chunking.Plan(5, 0, (64, 64), 0)
+  plan = chunking.ChunkPlan(5, 0, (64, 64), 0)
 
   def upscaled(kind):
     return np.stack(list(inference.upscale_video(model, iter(clip), len(clip), plan, run_tiles=run_tiles,
@@ -185,7 +185,7 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
 
 
 def test_a_plan_without_a_tile_runs_whole_frames_as_far_as_memory_allows(model):
-  plan = chunking.Plan(5, 1, None, None)
+  plan = chunking.ChunkPlan(5, 1, None, None)
   whole = inference.program_bytes(model, XLA_CONVOLUTIONS, 5, (32, 48), 1)
   halved = inference.fit_to_memory(model, XLA_CONVOLUTIONS, plan, 9, (32, 48), budget=whole - 1)  # (32, 24) needs less
   assert halved.tile == (32, 24) and halved.tile_overlap == 6  # the longer side halved, overlap a quarter

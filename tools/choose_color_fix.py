@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from diffst_jax import cli  # noqa: E402
 from diffst_jax.io import checkpoint as checkpoints  # noqa: E402
 from diffst_jax.models import diffst  # noqa: E402
 
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
   parser.add_argument("--record", action="store_true", help="write the choice into the checkpoint's model.json")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
-  try:
+
+  def work() -> None:
     checkpoint = pathlib.Path(args.checkpoint)
     if not diffst.is_diffst(checkpoint):
       raise ValueError(f"--checkpoint {checkpoint}: not a DiffST checkpoint of ours (no model.json of a DiffST)")
@@ -67,12 +69,8 @@ def main(argv=None) -> int:
     if args.record:
       checkpoints.record_inference(checkpoint, color_fix=chosen)
       print(f"recorded color_fix={chosen} in {checkpoint / checkpoints.METADATA_FILE}")
-  except (ValueError, OSError) as error:
-    if args.debug:
-      raise
-    print(f"choose_color_fix.py: error: {str(error).splitlines()[0]}", file=sys.stderr)
-    return 2
-  return 0
+
+  return cli.run("choose_color_fix.py", work, args.debug)
 
 
 if __name__ == "__main__":

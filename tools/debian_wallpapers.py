@@ -24,6 +24,10 @@ import tempfile
 
 from PIL import Image
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from diffst_jax import cli  # noqa: E402
+
 # Packages of Debian 12 (bookworm) with photographs or photographic art; gnome- and sway-backgrounds are patterns.
 PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers", "ukui-wallpapers", "lomiri-wallpapers",
             "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04")
@@ -87,7 +91,7 @@ def scenes_in(package: str, root: pathlib.Path) -> dict[str, pathlib.Path]:
 def download(packages, folder: pathlib.Path) -> None:
   done = subprocess.run(["apt-get", "download", *packages], cwd=folder, check=False, capture_output=True, text=True)
   if done.returncode:
-    raise RuntimeError(f"apt-get download failed: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}; "
+    raise OSError(f"apt-get download failed: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}; "
                        "download the packages elsewhere and pass --debs")
 
 
@@ -96,9 +100,11 @@ def main(argv=None) -> int:
   parser.add_argument("--output", required=True, help="folder for train/, heldout/ and manifest.tsv")
   parser.add_argument("--debs", help="a folder with the packages' .deb files (default: apt-get download them)")
   parser.add_argument("--max-side", type=int, default=1920, help="photos are scaled down to this longest side")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
-  output = pathlib.Path(args.output)
-  try:
+
+  def work() -> None:
+    output = pathlib.Path(args.output)
     with tempfile.TemporaryDirectory() as scratch:
       debs = pathlib.Path(args.debs) if args.debs else pathlib.Path(scratch)
       if not args.debs:
@@ -110,7 +116,8 @@ def main(argv=None) -> int:
           raise ValueError(f"--debs {debs}: no {package}_*.deb in it")
         root = pathlib.Path(scratch) / "extracted" / package
         root.mkdir(parents=True)
-        subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(root)], check=True)
+        if subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(root)], check=False).returncode:
+          raise ValueError(f"{found[-1]}: dpkg-deb cannot unpack it")
         (copyright_file,) = root.glob("usr/share/doc/*/copyright")
         stanzas = copyright_stanzas(copyright_file.read_text(errors="replace"))
         for name, path in scenes_in(package, root).items():
@@ -132,14 +139,12 @@ def main(argv=None) -> int:
           with Image.open(target) as image:
             size = "x".join(map(str, image.size))
           rows.append((split, name, package, relative, license_name, size))
-  except (ValueError, RuntimeError, OSError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
-  lines = ["split\tscene\tpackage\tpath\tlicense\tsize"] + ["\t".join(row) for row in sorted(rows)]
-  (output / "manifest.tsv").write_text("\n".join(lines) + "\n")
-  counts = {split: sum(row[0] == split for row in rows) for split in ("train", "heldout")}
-  print(f"{output}: {counts['train']} training and {counts['heldout']} held-out scenes (manifest.tsv)")
-  return 0
+    lines = ["split\tscene\tpackage\tpath\tlicense\tsize"] + ["\t".join(row) for row in sorted(rows)]
+    (output / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    counts = {split: sum(row[0] == split for row in rows) for split in ("train", "heldout")}
+    print(f"{output}: {counts['train']} training and {counts['heldout']} held-out scenes (manifest.tsv)")
+
+  return cli.run("debian_wallpapers.py", work, args.debug)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def main(argv=None) -> int:
   parser.add_argument("--out", required=True, help="new .npy file for the (1, text_dim) embedding")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
-  return cli.one_line_errors(lambda: write_embedding(pathlib.Path(args.t5), pathlib.Path(args.out)), args.debug)
+  return cli.run("empty_prompt_embedding.py", lambda: write_embedding(pathlib.Path(args.t5), pathlib.Path(args.out)),
+                 args.debug)
 
 
 def write_embedding(source: pathlib.Path, out: pathlib.Path) -> str:

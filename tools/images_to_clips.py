@@ -18,6 +18,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
+from diffst_jax import cli  # noqa: E402
 from diffst_jax.data import still_camera  # noqa: E402
 from diffst_jax.io import outputs, video  # noqa: E402
 
@@ -55,7 +56,8 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
-  try:
+
+  def work() -> None:
     size = parse_size(args.size)
     if args.frames < 1 or args.clips_per_image < 1:
       raise ValueError("--frames and --clips-per-image must be at least 1")
@@ -63,36 +65,32 @@ def main(argv=None) -> int:
     photos = photos_in(images)
     output = outputs.check_destination(args.output, [images], folder=True)
     output.mkdir(parents=True, exist_ok=True)
-  except ValueError as e:
-    if args.debug:
-      raise
-    print(f"images_to_clips.py: error: {e}", file=sys.stderr)
-    return 2
-  written = kept = 0
-  skipped = []
-  for photo in photos:
-    relative = photo.relative_to(images)
-    for index in range(args.clips_per_image):
-      name = clip_name(relative, index)
-      if (output / name).is_dir():
-        kept += 1
-        continue
-      try:
-        with Image.open(photo) as image:
-          clip = still_camera.render(image, still_camera.motion_for(name, args.seed), args.frames, size, name,
-                                     args.seed)
-      except (ValueError, OSError) as e:
-        skipped.append(f"{relative}: {e}")
-        break
-      if clip.reshape(len(clip), -1, 3).std(axis=1).max() < FLAT_LEVELS:
-        skipped.append(f"{relative}: clip {name} shows a single colour")
-        continue
-      video.write_video(output / name, clip, fps=30)
-      written += 1
-  print(f"{written} clips written, {kept} kept from an earlier run, {len(skipped)} skipped; in {output}")
-  for line in skipped:
-    print(f"  skipped {line}")
-  return 0
+    written = kept = 0
+    skipped = []
+    for photo in photos:
+      relative = photo.relative_to(images)
+      for index in range(args.clips_per_image):
+        name = clip_name(relative, index)
+        if (output / name).is_dir():
+          kept += 1
+          continue
+        try:
+          with Image.open(photo) as image:
+            clip = still_camera.render(image, still_camera.motion_for(name, args.seed), args.frames, size, name,
+                                       args.seed)
+        except (ValueError, OSError) as e:
+          skipped.append(f"{relative}: {e}")
+          break
+        if clip.reshape(len(clip), -1, 3).std(axis=1).max() < FLAT_LEVELS:
+          skipped.append(f"{relative}: clip {name} shows a single colour")
+          continue
+        video.write_video(output / name, clip, fps=30)
+        written += 1
+    print(f"{written} clips written, {kept} kept from an earlier run, {len(skipped)} skipped; in {output}")
+    for line in skipped:
+      print(f"  skipped {line}")
+
+  return cli.run("images_to_clips.py", work, args.debug)
 
 
 if __name__ == "__main__":

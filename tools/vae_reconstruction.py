@@ -19,6 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from diffst_jax import cli  # noqa: E402
 from diffst_jax.eval import metrics, run  # noqa: E402
 from diffst_jax.io import video  # noqa: E402
 from diffst_jax.ops import resize  # noqa: E402
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
   parser.add_argument("--frames", type=int, default=9, help="4k+1 frames from the start of each clip")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
-  try:
+
+  def work() -> None:
     height, width = (int(n) for n in args.size.lower().split("x"))
     if (args.frames - 1) % 4:
       raise ValueError(f"--frames {args.frames}: the VAE takes 4k+1 frames (5, 9, 13, ...)")
@@ -98,16 +100,12 @@ def main(argv=None) -> int:
       rows.append((folder.name, *scores(clip, reconstruct(vae, clip))))
       print(f"{folder.name}\t{rows[-1][1]:.2f} dB\tmean colour off by {rows[-1][2]:.1f}\tbaseline "
             f"{rows[-1][3]:.2f} dB\twavelet-fixed against it {rows[-1][4]:.2f} dB", flush=True)
-  except (ValueError, OSError) as error:
-    if args.debug:
-      raise
-    print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-    return 1
-  psnrs, colours, baselines, fixed = (np.array([r[i] for r in rows]) for i in range(1, 5))
-  print(f"{len(rows)} clips: PSNR mean {psnrs.mean():.2f} dB (min {psnrs.min():.2f}), mean colour off by "
-        f"{colours.mean():.1f} on average (max {colours.max():.1f}) levels; bicubic baseline {baselines.mean():.2f} "
-        f"dB, the reconstruction wavelet-fixed against it {fixed.mean():.2f} dB")
-  return 0
+    psnrs, colours, baselines, fixed = (np.array([r[i] for r in rows]) for i in range(1, 5))
+    print(f"{len(rows)} clips: PSNR mean {psnrs.mean():.2f} dB (min {psnrs.min():.2f}), mean colour off by "
+          f"{colours.mean():.1f} on average (max {colours.max():.1f}) levels; bicubic baseline {baselines.mean():.2f} "
+          f"dB, the reconstruction wavelet-fixed against it {fixed.mean():.2f} dB")
+
+  return cli.run("vae_reconstruction.py", work, args.debug)
 
 
 if __name__ == "__main__":

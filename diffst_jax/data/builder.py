@@ -1,4 +1,4 @@
-"""Training clips (SPEC §8): a TFDS builder that cuts a folder of HR videos into clips of `clip_frames` consecutive
+"""Training clips (DESIGN §8): a TFDS builder that cuts a folder of HR videos into clips of `clip_frames` consecutive
 frames, stored as array_record files that read back without TensorFlow.
 
 A clip is a uint8 tensor (clip_frames, H, W, 3), zlib-compressed, with H and W those of its video. TFDS' Image and

@@ -1,5 +1,5 @@
-"""Training degradations (SPEC §8): space first (RealBasicVSR / Real-ESRGAN second order, one set of parameters
-per clip), then time (keep every s_t-th frame).
+"""Training degradations (DESIGN §8): space first (RealBasicVSR / Real-ESRGAN second order, parameters drawn per clip
+but for what the recipe redraws per frame), then time (keep every s_t-th frame).
 
 Clips are uint8 (T, H, W, 3). Every random draw comes from the `np.random.Generator` passed in, so a clip seeded
 per example degrades identically every time. A `Recipe` holds the switches by which the pipeline follows DOVE's

@@ -1,8 +1,8 @@
-"""Training batches (SPEC §8): stored HR clips -> shuffle(seed) -> repeat -> random crop (and, with `augment`, a
+"""Training batches (DESIGN §8): stored HR clips -> shuffle(seed) -> repeat -> random crop (and, with `augment`, a
 random flip / transpose) -> space then time degradation -> batch -> prefetch (threads, or worker processes).
 
 The space degradation sees a window of `degradation_window` pixels around the crop (0: the crop alone). Its video
-compression draws an absolute bitrate (SPEC §8), so how hard it compresses per pixel depends on the size of what it
+compression draws an absolute bitrate (DESIGN §8), so how hard it compresses per pixel depends on the size of what it
 sees; a window the size of the evaluation's frames trains on the compression the model is scored on.
 
 Example `position` of the endless shuffled stream draws its crop and degradation from
@@ -22,7 +22,7 @@ from absl import flags
 from diffst_jax.data import builder, degrade
 
 MAX_SEED = 2**32 - 1  # grain's shuffle takes 32-bit seeds
-CROP_MULTIPLE = 16  # the DiT needs H and W multiples of 16 (SPEC §1)
+CROP_MULTIPLE = 16  # the DiT needs H and W multiples of 16 (DESIGN §1)
 
 
 @dataclasses.dataclass(frozen=True)

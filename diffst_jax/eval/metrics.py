@@ -14,7 +14,7 @@ Conventions (pyiqa's, whose calibration scores the tests reproduce):
   Farneback, so values are comparable between methods here, not with published tOF.
 * tLP (TecoGAN): the mean |LPIPS(out_t, out_t+1) - LPIPS(gt_t, gt_t+1)| over consecutive frames.
 Scores are per frame (per pair of frames for tOF, tLP); a clip's score is the mean over its frames, a dataset's the
-mean over its clips (SPEC §9).
+mean over its clips (DESIGN §9).
 """
 
 import jax

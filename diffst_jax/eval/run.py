@@ -1,10 +1,11 @@
-"""The space-time SR evaluation protocol (SPEC §9), its built-in baseline, scores and comparison strips.
+"""The space-time SR evaluation protocol (DESIGN §9), its built-in baseline, scores and comparison strips.
 
 A ground-truth clip of 2N-1 frames (an odd count; an even clip drops its last frame) becomes the N-frame LR input
 by one of three protocols, all keeping frames 0, s_t, 2 s_t, ...:
 * "bicubic": x s_x bicubic downscaling (PIL, antialiased like MATLAB's imresize), the synthetic benchmark protocol;
-* "realistic": the training degradations of SPEC §8 (second order blur, resize, noise, JPEG, video compression),
-  seeded per clip, so every method sees the same LR input (optionally several draws per clip, scores averaged);
+* "realistic": the degradations of DESIGN §8 in their "earlier" recipe (second order blur, resize, noise, JPEG,
+  video compression), seeded per clip, so every method sees the same LR input (optionally several draws per
+  clip, scores averaged);
 * "paired": real low-quality frames captured beside the ground truth (RealVSR / MVSR4x layout: a clip of the same
   name and frame count, 1/s_x the size).
 Every one of the 2N-1 output frames is scored against the ground truth (frame means, then clip means) with the
@@ -100,7 +101,7 @@ def evaluate(methods: Mapping[str, Method], clips: Mapping[str, np.ndarray], pro
 
   `draws` > 1 (realistic protocol): each clip is degraded that many times, draw d of clip i with seed
   seed + i + d * len(clips) (so draw 0 is the single-draw protocol), a clip's scores are the means over its draws,
-  and {method: {"draws": {clip: [scores of each draw]}}} keeps them. One draw of SPEC §8's degradations is a
+  and {method: {"draws": {clip: [scores of each draw]}}} keeps them. One draw of DESIGN §8's degradations is a
   single blur, resize, noise, JPEG and codec setting per clip, and scores move by more than a dB from one to the
   next. `progress` wraps the list of (clip, draw, method) runs (a progress bar)."""
   if draws < 1 or (draws > 1 and protocol != "realistic"):

@@ -1,4 +1,4 @@
-"""CFCA, cross-frame context aggregation (SPEC §5): synthesizes the s_t - 1 missing frames between keyframes.
+"""CFCA, cross-frame context aggregation (DESIGN §5): synthesizes the s_t - 1 missing frames between keyframes.
 
 1. SpyNet flows between consecutive keyframes, both directions, with forward-backward consistency masks.
 2. Bidirectional recurrent propagation: a backward pass (right to left) and a forward pass (left to right) give

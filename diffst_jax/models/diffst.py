@@ -1,8 +1,9 @@
-"""DiffST end to end (SPEC §1): CFCA -> bilinear x s_x -> VAE encode -> one-step DiT with VRG guidance -> VAE decode.
+"""DiffST end to end (DESIGN §1): CFCA -> bilinear x s_x -> VAE encode -> one-step DiT with VRG guidance -> VAE decode.
 
 `upscale(model, frames)` takes (B, N, h, w, 3) in [-1, 1] and returns (B, s_t (N-1) + 1, s_x h, s_x w, 3): it pads
 what the VAE and DiT cannot take (an even N for s_t = 2 repeats the last frame; h, w reflect-padded to multiples of
-16 / s_x) and crops the output back, running one jit-compiled program per padded input shape.
+16 / s_x, the rows to more when the VAE's rows split over devices: `padding_for`) and crops the output back, running
+one jit-compiled program per padded input shape.
 """
 
 import dataclasses

@@ -1,6 +1,6 @@
 """Wan2.1's DiT (`WanModel`), used by DiffST as a one-step denoiser, channels-last.
 
-Latents (B, T', H', W', 16) are cut into (1, 2, 2) patches, tokens ordered time-major (t, h, w); every block does
+Latents (B, T', H', W', 16) are cut into (1, 2, 2) patches, tokens ordered rows first (h, t, w); every block does
 self-attention (RMS q/k norm over the full width, 3D RoPE), cross-attention to the context tokens and a tanh-GELU
 FFN, modulated by the timestep; the head maps tokens back to a velocity in the latent layout.
 
@@ -33,7 +33,7 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-# Logical axes (parallel/rules.py) of the latents (frames over `context`) and of the time-major token stream.
+# Logical axes (parallel/rules.py) of the latents (frames over `context`) and of the rows-first token stream.
 LATENTS = ("act_batch", "act_frames", None, None, None)
 TOKENS = ("act_batch", "act_length", "act_embed")
 

@@ -1,5 +1,5 @@
 """Perceptual distances LPIPS v0.1 (Zhang et al. 2018) and DISTS (Ding et al. 2020), the networks behind L_perc
-(SPEC §7, `diffst_jax.train.perceptual`) and the full-reference metrics of SPEC §9 (`diffst_jax.eval.metrics`), as
+(DESIGN §7, `diffst_jax.train.perceptual`) and the full-reference metrics of DESIGN §9 (`diffst_jax.eval.metrics`), as
 pure, jittable, differentiable float32 functions of a weights pytree.
 
 Images are channels-last (N, H, W, 3) in [-1, 1], LPIPS' own convention; DISTS (and pyiqa, for both metrics) takes

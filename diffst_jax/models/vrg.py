@@ -1,4 +1,4 @@
-"""VRG, video representation guidance (SPEC §6): K global tokens from the raw LR low-fps input for the DiT.
+"""VRG, video representation guidance (DESIGN §6): K global tokens from the raw LR low-fps input for the DiT.
 
 A 3D-conv stem downsamples the clip in space (x4) and time (x2); K learned queries attention-pool its features into
 K tokens of the DiT's text width. The DiT embeds them with its context embedding and every block's

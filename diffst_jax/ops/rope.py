@@ -15,7 +15,8 @@ def band_dims(head_dim: int) -> tuple[int, int, int]:
 
 
 def rope_tables(head_dim: int, grid: tuple[int, int, int], theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
-  """cos and sin of the rotation angles, (T*H*W, head_dim/2) float64, tokens in time-major (t, h, w) order."""
+  """cos and sin of the rotation angles, (T*H*W, head_dim/2) float64, one row per token in (t, h, w) order (WanDiT
+  reorders them rows first, as its tokens)."""
   per_axis = []
   for axis, (dim, size) in enumerate(zip(band_dims(head_dim), grid)):
     inv_freq = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64)[: dim // 2] / dim)

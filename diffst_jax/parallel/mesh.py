@@ -1,8 +1,8 @@
-"""The device mesh (SPEC §10): axes (data, fsdp, context, tensor), from config or a `--mesh` flag.
+"""The device mesh (DESIGN §10): axes (data, fsdp, context, tensor), from config or a `--mesh` flag.
 
   data     independent clips;
   fsdp     parameters and optimizer state (ZeRO-3), and clips;
-  context  the video's time axis (DiT tokens are time-major) or, in the VAE, its rows;
+  context  one clip's rows: the DiT's tokens (which run rows first) and the VAE's and CFCA's rows;
   tensor   attention heads and MLP columns (for the 14B).
 """
 

@@ -1,4 +1,4 @@
-"""Logical axis rules (SPEC §10): every parameter and activation names its axes logically ("embed", "heads",
+"""Logical axis rules (DESIGN §10): every parameter and activation names its axes logically ("embed", "heads",
 "act_length", ...); the rules, kept in config, map each logical name to mesh axes. This module turns names into
 shardings, places parameters and optimizer state, and constrains activations inside jit-compiled code.
 
@@ -22,7 +22,7 @@ Rules = tuple[tuple[str, MeshAxes], ...]
 # Parameters: ZeRO-3 over fsdp and context along the model width (as MaxText shards weights over its fsdp and
 # context axes: the devices that split one clip's tokens hold a part of each weight each, gathered per layer),
 # Megatron-style over tensor along heads / MLP columns.
-# Activations: clips over data x fsdp, the time-major token axis (or VAE rows) over context, heads over tensor.
+# Activations: clips over data x fsdp, the rows-first token axis (or VAE rows) over context, heads over tensor.
 DEFAULT_RULES: Rules = (
     ("layers", None),
     ("embed", ("fsdp", "context")),

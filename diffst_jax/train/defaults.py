@@ -1,4 +1,4 @@
-"""The training recipe every experiment config starts from (SPEC §7 losses and schedule, §8 data).
+"""The training recipe every experiment config starts from (DESIGN §7 losses and schedule, §8 data).
 
 Configs call `training_defaults()` and set `model` (a DiffSTConfig as nested dicts) and what differs.
 """

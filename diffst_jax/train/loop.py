@@ -194,9 +194,9 @@ def _checkpoint_manager(workdir: paths.Path, config: ml_collections.ConfigDict) 
   return ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data"), options=options)
 
 
-def _restore_state(made: "Program", manager: ocp.CheckpointManager, step: int, with_data: bool = True):
+def _restore_state(program: "Program", manager: ocp.CheckpointManager, step: int, with_data: bool = True):
   """(TrainState, frozen) of checkpoint `step`, and the data iterator's state when `with_data`."""
-  items = {"state": ocp.args.StandardRestore(made.abstract_state())}
+  items = {"state": ocp.args.StandardRestore(program.abstract_state())}
   if with_data:
     items["data"] = ocp.args.JsonRestore()
   restored = manager.restore(step, args=ocp.args.Composite(**items))
@@ -204,7 +204,7 @@ def _restore_state(made: "Program", manager: ocp.CheckpointManager, step: int, w
   return train_step.TrainState(*state), frozen, restored.data if with_data else None
 
 
-def _restore_newest_intact(made: "Program", manager: ocp.CheckpointManager, workdir: paths.Path,
+def _restore_newest_intact(program: "Program", manager: ocp.CheckpointManager, workdir: paths.Path,
                            with_data: bool = True, set_aside: bool = True):
   """(step, TrainState, frozen, data state) of the newest checkpoint that restores. A newer one that fails while an
   older one restores is damaged (a structure or config mismatch would fail them all): each is named in one line and,
@@ -212,7 +212,7 @@ def _restore_newest_intact(made: "Program", manager: ocp.CheckpointManager, work
   damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      restored = step, *_restore_state(made, manager, step, with_data)
+      restored = step, *_restore_state(program, manager, step, with_data)
     except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many kinds
       if step == min(manager.all_steps()):
         raise ValueError(f"{workdir / 'checkpoints' / str(damaged[0][0] if damaged else step)}: cannot be restored "
@@ -269,10 +269,10 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.
                        f"{config.checkpoint_every} steps and when it is stopped)")
     # Built with no mesh active, as train() builds it: under one, Flax reads the logical axis names as mesh axes.
     execution_plan = plan_lib.ExecutionPlan(mesh, axis_rules, **run_choices(config))
-    made = program(config, tasks.get(config.task).abstract(config), execution_plan)
-    step, state, frozen, _ = _restore_newest_intact(made, manager, workdir, with_data=False, set_aside=False)
+    program = make_program(config, tasks.get(config.task).abstract(config), execution_plan)
+    step, state, frozen, _ = _restore_newest_intact(program, manager, workdir, with_data=False, set_aside=False)
     average = train_step.averaged_parameters(state.opt_state)
-    _export(nnx.merge(made.graphdef, state.trainable if average is None else average, frozen), config,
+    _export(nnx.merge(program.graphdef, state.trainable if average is None else average, frozen), config,
             paths.resolve(directory))
   return step
 
@@ -353,7 +353,7 @@ class Program:
                                       pixel_range=self.config.pixel_range)
 
 
-def program(config: ml_collections.ConfigDict, model: nnx.Module, plan: plan_lib.ExecutionPlan) -> Program:
+def make_program(config: ml_collections.ConfigDict, model: nnx.Module, plan: plan_lib.ExecutionPlan) -> Program:
   """The train program of `config` for `model` (concrete, or abstract as `Task.abstract` makes it) under `plan`."""
   stages = _stages(config)
   tx, schedule = train_step.make_optimizer(stages, **config.optimizer.to_dict())
@@ -363,24 +363,24 @@ def program(config: ml_collections.ConfigDict, model: nnx.Module, plan: plan_lib
   if unknown:
     raise ValueError(f"optimizer.learning_rate_scale names {', '.join(unknown)}, which this run does not train; the "
                      f"trained parts are {', '.join(parts)}")
-  made = Program(config, plan, stages, graphdef, trainable, frozen, tx, schedule, (None, None))
-  shardings = rules.state_shardings((jax.eval_shape(made.new_state, trainable), frozen), plan.mesh, plan.rules)
-  return dataclasses.replace(made, shardings=shardings)
+  program = Program(config, plan, stages, graphdef, trainable, frozen, tx, schedule, (None, None))
+  shardings = rules.state_shardings((jax.eval_shape(program.new_state, trainable), frozen), plan.mesh, plan.rules)
+  return dataclasses.replace(program, shardings=shardings)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: paths.Path, plan: plan_lib.ExecutionPlan, model: nnx.Module,
            manager: ocp.CheckpointManager) -> dict[str, float]:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-  made = program(config, model, plan)
-  stages, graphdef, frozen = made.stages, made.graphdef, made.frozen
+  program = make_program(config, model, plan)
+  stages, graphdef, frozen = program.stages, program.graphdef, program.frozen
   dataset = _dataset(config, workdir)
   latest = manager.latest_step()
   iterator = iter(dataset)
   if latest is None:
-    state, frozen = jax.device_put((made.new_state(made.trainable), frozen), made.shardings)
+    state, frozen = jax.device_put((program.new_state(program.trainable), frozen), program.shardings)
   else:
-    latest, state, frozen, data_state = _restore_newest_intact(made, manager, workdir)
+    latest, state, frozen, data_state = _restore_newest_intact(program, manager, workdir)
     iterator.set_state(data_state)
     distributed.say(f"resumed {workdir} at step {latest}", flush=True)
 
@@ -409,7 +409,7 @@ def _train(config: ml_collections.ConfigDict, workdir: paths.Path, plan: plan_li
       while step < end and not stopping:
         batch = rules.global_batch(next(iterator), plan.mesh, plan.rules)
         if run_step is None:  # compiled by every process before any runs it, so none waits in a collective meanwhile
-          run_step = made.step(stage).lower(state, frozen, perceptual_params, batch).compile()
+          run_step = program.step(stage).lower(state, frozen, perceptual_params, batch).compile()
           distributed.wait_for_every_process(f"diffst-jax: stage {index} compiled at step {step}")
           window_start = time.perf_counter()
         state, step_metrics = run_step(state, frozen, perceptual_params, batch)

@@ -1,4 +1,4 @@
-"""DiffST's training losses (SPEC §7), on channels-last clips (B, T, H, W, C) in [-1, 1] and latents.
+"""DiffST's training losses (DESIGN §7), on channels-last clips (B, T, H, W, C) in [-1, 1] and latents.
 
 L_latent: MSE between the denoised latent and the VAE latent of the HR target (stage 1).
 L_rec: pixel MSE. L_consis: L1 between the temporal differences of output and target (stage 2, with L_perc).

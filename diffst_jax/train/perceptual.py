@@ -1,4 +1,4 @@
-"""L_perc (SPEC §7): a perceptual distance (`diffst_jax.models.perceptual`) between clips, frame by frame, spread
+"""L_perc (DESIGN §7): a perceptual distance (`diffst_jax.models.perceptual`) between clips, frame by frame, spread
 over every batch and context device."""
 
 import jax

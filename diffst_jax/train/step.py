@@ -1,4 +1,4 @@
-"""One jit-compiled training step (SPEC §7) of a task (train/tasks.py: its model, trainable parts and losses), and
+"""One jit-compiled training step (DESIGN §7) of a task (train/tasks.py: its model, trainable parts and losses), and
 the optimizer: AdamW on a schedule of stages, per-part learning rates, a moving average of the parameters.
 
 The model is split once into (graphdef, trainable, frozen); the step is a pure function of a `TrainState` (donated)
@@ -97,7 +97,7 @@ def part_of(params) -> Any:
 def make_optimizer(stages: list[Mapping[str, Any]], b1: float, b2: float, eps: float, weight_decay: float,
                    clip_norm: float, ema_decay: float = 0.0, learning_rate_scale: Mapping[str, float] | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with warm-up and global-norm clipping (SPEC §7); with `ema_decay` (e.g. 0.999) it also keeps a moving
+  """AdamW with warm-up and global-norm clipping (DESIGN §7); with `ema_decay` (e.g. 0.999) it also keeps a moving
   average of the parameters (`averaged_parameters`). `learning_rate_scale` ({part: factor}) gives the named parts
   (`part_of`) their own rate, the schedule's times the factor, through optax.multi_transform."""
   if not 0 <= ema_decay < 1:

@@ -1,4 +1,4 @@
-"""SPEC §8 degradations: deterministic per seed, shapes and value ranges kept, the right frames dropped."""
+"""DESIGN §8 degradations: deterministic per seed, shapes and value ranges kept, the right frames dropped."""
 
 import concurrent.futures
 import dataclasses

@@ -53,4 +53,4 @@ def test_bad_input_is_named_in_one_line(tmp_path):
                         (("--clips", str(CLIP), "--frames", "8"), "--frames 8: the VAE takes 4k+1 frames"),
                         (("--clips", str(CLIP), "--size", "512x512"), "are smaller than --size 512x512")]:
     done = _run("--checkpoint", "weights/tiny", *args)
-    assert done.returncode == 1 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr

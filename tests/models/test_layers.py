@@ -92,7 +92,8 @@ KERNELS = {  # kernel shape, stride, spatial padding
 def _gradients(conv, mesh=None, batch=2, kernel_case="3d"):
   """Input and kernel gradients of sum(conv(plan, x, kernel) * cotangent), on one device or with x's rows over
   context."""
-  from diffst_jax.parallel import mesh as mesh_lib, plan, rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import mesh as mesh_lib, rules  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as plan_lib  # pylint: disable=import-outside-toplevel
 
   kernel_shape, stride, padding = KERNELS[kernel_case]
   x = jax.random.normal(jax.random.key(0), (batch, 5, 16, 8, 3))
@@ -104,7 +105,7 @@ def _gradients(conv, mesh=None, batch=2, kernel_case="3d"):
   if mesh is None:
     return gradients(ExecutionPlan())(x, kernel)
   mesh = mesh_lib.make_mesh(mesh)
-  with plan.activate(mesh) as execution_plan:
+  with plan_lib.activate(mesh) as execution_plan:
     return gradients(execution_plan)(rules.place(x, ("act_batch", None, "act_rows", None, None), mesh), kernel)
 
 
@@ -127,14 +128,15 @@ def test_kernel_gradient_exact_with_rows_over_context(layout, kernel_case):
 
 
 def test_plan_takes_kernel_gradients_by_taps_only_where_a_device_axis_holds_copies():
-  from diffst_jax.parallel import mesh as mesh_lib, plan  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from diffst_jax.parallel import plan as plan_lib  # pylint: disable=import-outside-toplevel
 
   expected = {"fsdp2_context4_filled": False, "fsdp2_context4_one_clip": True, "context8": False,
               "fsdp2_context2_tensor2": True}
   for layout, (mesh, batch) in LAYOUTS.items():
-    by_taps = plan.ExecutionPlan(mesh_lib.make_mesh(mesh)).kernel_gradient_by_taps((batch, 5, 16, 8, 3))
+    by_taps = plan_lib.ExecutionPlan(mesh_lib.make_mesh(mesh)).kernel_gradient_by_taps((batch, 5, 16, 8, 3))
     assert by_taps == expected[layout], layout
-  assert not plan.ExecutionPlan(mesh_lib.make_mesh({"fsdp": 2, "context": 4})).kernel_gradient_by_taps(
+  assert not plan_lib.ExecutionPlan(mesh_lib.make_mesh({"fsdp": 2, "context": 4})).kernel_gradient_by_taps(
       (1, 5, 6, 8, 3)), "rows that do not split over context stay whole: nothing to work around"
 
 

@@ -25,7 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from diffst_jax.models import diffst  # noqa: E402  pylint: disable=wrong-import-position
-from diffst_jax.parallel import distributed, plan, rules  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax.parallel import distributed, rules  # noqa: E402  pylint: disable=wrong-import-position
+from diffst_jax.parallel import plan as plan_lib  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.parallel.mesh import make_mesh, parse_mesh  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax import config_files  # noqa: E402  pylint: disable=wrong-import-position
 from diffst_jax.train import perceptual, tasks  # noqa: E402  pylint: disable=wrong-import-position
@@ -50,10 +51,10 @@ def run(mesh_text: str | None) -> dict[str, np.ndarray]:
   tx = _gradient_recorder()
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
   with contextlib.ExitStack() as stack:
-    state_sharding, execution_plan = None, plan.ExecutionPlan()
+    state_sharding, execution_plan = None, plan_lib.ExecutionPlan()
     if mesh_text:
       mesh = make_mesh(mesh_text, jax.devices()[:math.prod(parse_mesh(mesh_text).values())])
-      execution_plan = stack.enter_context(plan.activate(mesh))
+      execution_plan = stack.enter_context(plan_lib.activate(mesh))
       nnx.update(model, rules.place_state(nnx.state(model), mesh))
       state_sharding = rules.state_shardings(state, mesh)
       state, frozen = jax.device_put(state, state_sharding), rules.place_state(frozen, mesh)

@@ -12,7 +12,8 @@ from flax import nnx
 from diffst_jax.models.dit import WanDiT, WanDiTConfig
 from diffst_jax.parallel import attention as context_parallel
 from diffst_jax.parallel import mesh as mesh_lib
-from diffst_jax.parallel import plan, rules
+from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan as plan_lib
 from tests.conftest import rbg_rngs
 
 # (data, fsdp, context, tensor) = (1,1,8,1), (2,1,4,1), (1,2,2,2), (1,1,2,1) (the last on 2 of the 8 devices).
@@ -44,7 +45,7 @@ def model_and_inputs():
   context = jax.random.normal(keys[1], (2, 5, 24))
   t = jnp.array([400.0, 937.0])
   graphdef, state = nnx.split(model)
-  return model, (x, t, context), forward(graphdef, plan.ExecutionPlan(), state, x, t, context)
+  return model, (x, t, context), forward(graphdef, plan_lib.ExecutionPlan(), state, x, t, context)
 
 
 COLLECTIVE = {"allgather_kv": "all-gather", "ulysses": "all-to-all", "ring": "collective-permute"}
@@ -53,7 +54,7 @@ COLLECTIVE = {"allgather_kv": "all-gather", "ulysses": "all-to-all", "ring": "co
 def sharded_forward(model, inputs, mesh, mode="allgather_kv"):
   """The output, and the compiled program's text."""
   graphdef, state = nnx.split(model)
-  with plan.activate(mesh, context_parallel=mode) as execution_plan:
+  with plan_lib.activate(mesh, context_parallel=mode) as execution_plan:
     state = jax.device_put(state, rules.state_shardings(state, mesh))
     x, t, context = inputs
     x = rules.place(x, ("act_batch", "act_frames", None, None, None), mesh)
@@ -87,9 +88,9 @@ def test_attention_modes_pad_and_mask(mode):
       return out[:, :13]
     return attend
 
-  plain = lambda q, k, v: context_parallel.self_attention(plan.ExecutionPlan(), q, k, v, mask)  # noqa: E731
+  plain = lambda q, k, v: context_parallel.self_attention(plan_lib.ExecutionPlan(), q, k, v, mask)  # noqa: E731
   reference = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, plain)
-  with plan.activate(mesh_lib.make_mesh("data=2,context=4"), context_parallel=mode) as execution_plan:
+  with plan_lib.activate(mesh_lib.make_mesh("data=2,context=4"), context_parallel=mode) as execution_plan:
     ours = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)(q, k, v, padded(execution_plan))
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
     assert relative_error(a, b) <= 1e-5
@@ -97,6 +98,6 @@ def test_attention_modes_pad_and_mask(mode):
 
 def test_ulysses_needs_heads_divisible_by_context():
   q = jnp.zeros((1, 8, 3, 8))
-  with plan.activate(mesh_lib.make_mesh("context=2,tensor=4"), context_parallel="ulysses") as execution_plan, \
+  with plan_lib.activate(mesh_lib.make_mesh("context=2,tensor=4"), context_parallel="ulysses") as execution_plan, \
        pytest.raises(ValueError, match="ulysses"):
     jax.jit(lambda q: context_parallel.self_attention(execution_plan, q, q, q))(q)

@@ -11,7 +11,8 @@ from flax import nnx
 
 from diffst_jax.models import diffst
 from diffst_jax.models.vae import VIDEO, WanVAE
-from diffst_jax.parallel import plan, rules
+from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan as plan_lib
 from tests.parallel.test_dit_context_parallel import MESHES, make_mesh, relative_error
 
 
@@ -29,7 +30,7 @@ def model_inputs_reference(tiny_config):
   frames = jax.random.uniform(jax.random.key(1), (2, 3, 16, 16, 3), minval=-1, maxval=1)
   video = jax.random.uniform(jax.random.key(0), (2, 5, 64, 16, 3), minval=-1, maxval=1)
   graphdef, state = nnx.split(model)
-  return model, (frames, video), run_all(graphdef, plan.ExecutionPlan(), state, frames, video)
+  return model, (frames, video), run_all(graphdef, plan_lib.ExecutionPlan(), state, frames, video)
 
 
 # 2 min per mesh on 2 cores, so all four run with `pytest -m slow` (with the train step on the same meshes,
@@ -41,7 +42,7 @@ def test_models_match_single_device(model_inputs_reference, mesh_name):
   model, (frames, video), reference = model_inputs_reference
   mesh = make_mesh(MESHES[mesh_name])
   graphdef, state = nnx.split(model)
-  with plan.activate(mesh) as execution_plan:
+  with plan_lib.activate(mesh) as execution_plan:
     state = jax.device_put(state, rules.state_shardings(state, mesh))
     outputs = run_all(graphdef, execution_plan, state, rules.place(frames, VIDEO, mesh),
                       rules.place(video, VIDEO, mesh))
@@ -66,7 +67,7 @@ def test_vae_rows_whose_coarsest_level_does_not_divide(tiny_config, rows, mesh_s
     graphdef, state = nnx.split(WanVAE(vae_config, rngs=nnx.Rngs(0)))
     video = jax.random.uniform(jax.random.key(3), (2, 5, rows, 16, 3), jnp.float64, minval=-1, maxval=1)
 
-    def loss(state, video, execution_plan=plan.ExecutionPlan()):
+    def loss(state, video, execution_plan=plan_lib.ExecutionPlan()):
       vae = nnx.merge(graphdef, state)
       latents = vae.encode(execution_plan, video)
       decoded = vae.decode(execution_plan, latents)
@@ -74,7 +75,7 @@ def test_vae_rows_whose_coarsest_level_does_not_divide(tiny_config, rows, mesh_s
 
     want = jax.jit(jax.value_and_grad(loss, argnums=1))(state, video)
     mesh = make_mesh(mesh_shape)
-    with plan.activate(mesh) as execution_plan:
+    with plan_lib.activate(mesh) as execution_plan:
       got = jax.jit(jax.value_and_grad(loss, argnums=1), static_argnums=2)(
           jax.device_put(state, rules.state_shardings(state, mesh)), rules.place(video, VIDEO, mesh), execution_plan)
     for name, w, g in zip(("loss", "input gradient"), want, got):

@@ -12,7 +12,8 @@ import pytest
 from diffst_jax.ops.attention import dot_product_attention
 from diffst_jax.parallel import attention as context_parallel
 from diffst_jax.parallel import mesh as mesh_lib
-from diffst_jax.parallel import plan, rules
+from diffst_jax.parallel import rules
+from diffst_jax.parallel import plan as plan_lib
 
 TOKENS, REAL, HEADS, DIM = 256, 230, 4, 64  # the last 26 tokens are padding, as the DiT pads for context parallelism
 
@@ -51,7 +52,7 @@ def test_splash_inside_shard_map_equals_xla(mesh_text, mode):
   mask = jnp.broadcast_to(jnp.arange(TOKENS) < REAL, (2, TOKENS))
   mesh = mesh_lib.make_mesh(mesh_text, jax.devices()[:math.prod(mesh_lib.parse_mesh(mesh_text).values())])
   expected = _loss_and_grads(lambda q, k, v: dot_product_attention(q, k, v, key_mask=mask), q, k, v, weights)
-  with plan.activate(mesh, attention="splash_interpret", context_parallel=mode) as execution_plan:
+  with plan_lib.activate(mesh, attention="splash_interpret", context_parallel=mode) as execution_plan:
     attend = lambda q, k, v: context_parallel.self_attention(execution_plan, q, k, v, mask)  # noqa: E731
     got = _loss_and_grads(attend, q, k, v, weights)
     program = jax.jit(attend).lower(q, k, v).as_text()
@@ -67,7 +68,7 @@ def test_splash_with_whole_keys_inside_shard_map_equals_xla(mesh_text, keys):
   k, v = (jax.random.normal(key, (2, keys, HEADS, DIM)) for key in jax.random.split(jax.random.key(1)))
   mesh = mesh_lib.make_mesh(mesh_text, jax.devices()[:math.prod(mesh_lib.parse_mesh(mesh_text).values())])
   expected = _loss_and_grads(lambda q, k, v: dot_product_attention(q, k, v), q, k, v, weights)
-  with plan.activate(mesh, attention="splash_interpret") as execution_plan:
+  with plan_lib.activate(mesh, attention="splash_interpret") as execution_plan:
     attend = lambda q, k, v: context_parallel.attention(execution_plan, q, k, v)  # noqa: E731
     got = _loss_and_grads(attend, q, k, v, weights)
     program = jax.jit(attend).lower(q, k, v).as_text()

@@ -297,6 +297,6 @@ def test_a_learning_rate_scale_for_a_part_the_run_does_not_train_is_named():
   config.optimizer.learning_rate_scale = {"cfca": 5.0}
   one_device = ExecutionPlan(make_mesh({"data": 1}, jax.devices()[:1]), rules.DEFAULT_RULES)
   with pytest.raises(ValueError, match="names cfca, which this run does not train; the trained parts are decoder"):
-    loop.program(config, tasks.get(config.task).abstract(config), one_device)
+    loop.make_program(config, tasks.get(config.task).abstract(config), one_device)
   config.optimizer.learning_rate_scale = {"decoder": 5.0}
-  assert loop.program(config, tasks.get(config.task).abstract(config), one_device).tx is not None
+  assert loop.make_program(config, tasks.get(config.task).abstract(config), one_device).tx is not None

@@ -8,10 +8,10 @@ import pytest
 
 from diffst_jax.models import perceptual as networks
 from diffst_jax.parallel import mesh as parallel_mesh
-from diffst_jax.parallel import plan
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.train import perceptual
 
-ONE_DEVICE = plan.ExecutionPlan()
+ONE_DEVICE = plan_lib.ExecutionPlan()
 
 @pytest.mark.parametrize("kind,weights", [("lpips", "vgg"), ("dists", "dists")])
 def test_loss_is_zero_at_the_target_and_has_finite_gradients_under_jit(loaded, kind, weights):
@@ -67,7 +67,7 @@ def test_loss_and_gradient_under_a_mesh_equal_one_device(loaded, mesh_shape):
       lambda o: perceptual.perceptual_loss(execution_plan, "lpips_alex", params, o, t))(o)
   expected = jax.jit(loss_and_grad(ONE_DEVICE))(output, target, loaded("alex"))
   mesh = parallel_mesh.make_mesh(mesh_shape)
-  with plan.activate(mesh) as execution_plan:
+  with plan_lib.activate(mesh) as execution_plan:
     clips = jax.sharding.NamedSharding(mesh, execution_plan.spec(("act_batch", None, "act_rows"), output.shape))
     sharded = jax.jit(loss_and_grad(execution_plan))(jax.device_put(output, clips), jax.device_put(target, clips),
                                                      loaded("alex"))
@@ -76,6 +76,6 @@ def test_loss_and_gradient_under_a_mesh_equal_one_device(loaded, mesh_shape):
 
 
 def test_per_image_plan_spreads_images_over_batch_and_context_axes():
-  images = plan.ExecutionPlan(parallel_mesh.make_mesh("data=2,context=2,tensor=2")).for_images()
+  images = plan_lib.ExecutionPlan(parallel_mesh.make_mesh("data=2,context=2,tensor=2")).for_images()
   assert images.axis_size("act_batch") == 4 and images.axis_size("act_rows") == 1
   assert images.spec(("act_batch",), (8,)) == jax.sharding.PartitionSpec(("data", "fsdp", "context"))

@@ -8,12 +8,12 @@ import pytest
 from flax import nnx
 
 from diffst_jax.models import diffst
-from diffst_jax.parallel import plan
+from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.train import losses, perceptual, tasks
 from diffst_jax.train import step as train_step
 
 ALL_TERMS = dict(latent=1.0, rec=1.0, perceptual=0.5, consistency=1.0)
-ONE_DEVICE = plan.ExecutionPlan()
+ONE_DEVICE = plan_lib.ExecutionPlan()
 STAGES = [dict(steps=3, learning_rate=1e-3, warmup_steps=0), dict(steps=2, learning_rate=1e-4, warmup_steps=2)]
 
 
@@ -37,7 +37,7 @@ def test_two_steps_move_only_trainable_parameters(tiny_config):
   frozen_before = _leaves(frozen)
   tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-4, clip_norm=1.0)
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
-  xla_convolutions = plan.ExecutionPlan(conv_implementation="xla")  # compiles faster than the CPU default
+  xla_convolutions = plan_lib.ExecutionPlan(conv_implementation="xla")  # compiles faster than the CPU default
   run = train_step.make_train_step(tasks.get("diffst"), graphdef, tx, schedule, ALL_TERMS, "lpips_alex",
                                    xla_convolutions)
   lpips = perceptual.load("lpips_alex")
@@ -68,7 +68,7 @@ def test_autoencoder_task_trains_the_vae(tiny_config):
   tx, schedule = train_step.make_optimizer(STAGES, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
   state = train_step.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
   run = train_step.make_train_step(tasks.get("autoencoder"), graphdef, tx, schedule, dict(rec=1.0, consistency=1.0),
-                                   "lpips", plan.ExecutionPlan())
+                                   "lpips", plan_lib.ExecutionPlan())
   before = _leaves(trainable)
   state, metrics = run(state, frozen, None, _batch(0))
   assert np.isfinite(float(metrics["loss"])) and set(metrics) >= {"loss_rec", "loss_consistency"}

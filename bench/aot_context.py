@@ -35,6 +35,9 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from diffst_jax import cli  # noqa: E402  pylint: disable=wrong-import-position
 GIB = 1 << 30
 TOLERANCE = 1.15  # issue 25: within 15% of 1/N
 
@@ -136,4 +139,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

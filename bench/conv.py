@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 from timing import median_seconds
 
+from diffst_jax import cli
 from diffst_jax.models.vae import WanVAE, WanVAEConfig, wan21_vae_config
 from diffst_jax.parallel import plan as plan_lib
 from diffst_jax import config_files
@@ -68,4 +69,4 @@ def main():
             f"{xla_s / gemm_s:.2f} | {_relative_difference(xla_out, gemm_out):.1e} |", flush=True)
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -18,6 +18,9 @@ import time
 
 GB = 1e9
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from diffst_jax import cli  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main():
@@ -54,4 +57,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import scipy.ndimage
 
+from diffst_jax import cli
 from diffst_jax.data import degrade
 from diffst_jax.io import video
 
@@ -79,4 +80,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

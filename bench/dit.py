@@ -12,11 +12,15 @@ the ratio. The compile runs happen in subprocesses so that in-process caches can
 import argparse
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from diffst_jax import cli  # noqa: E402  pylint: disable=wrong-import-position
 from timing import median_seconds
 
 MB = 1 << 20
@@ -116,4 +120,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -26,6 +26,7 @@ from flax import nnx
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from diffst_jax import cli  # noqa: E402
 from diffst_jax.models import diffst, layers  # noqa: E402
 from diffst_jax.ops.attention import dot_product_attention  # noqa: E402
 from diffst_jax.parallel import plan as plan_lib  # noqa: E402
@@ -156,4 +157,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

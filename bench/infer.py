@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 from timing import median_seconds
 
+from diffst_jax import cli
 from diffst_jax.models import diffst
 from diffst_jax.models.dit import one_step_denoise
 from diffst_jax.ops.resize import resize_bilinear
@@ -98,4 +99,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -39,6 +39,7 @@ from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from diffst_jax import cli  # noqa: E402
 from diffst_jax import aot  # noqa: E402
 from diffst_jax.models.dit import WanDiT, wan21_t2v_1_3b  # noqa: E402
 from diffst_jax.models.vae import WanVAE, wan21_vae_config  # noqa: E402
@@ -188,4 +189,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from diffst_jax import cli
 from diffst_jax import chunking, inference
 from diffst_jax.models import diffst
 from diffst_jax.parallel import plan as plan_lib
@@ -70,4 +71,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

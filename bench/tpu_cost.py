@@ -20,6 +20,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from diffst_jax import cli  # noqa: E402
 CONFIG = str(ROOT / "configs" / "wan21_1_3b.py")
 # name: (topology, mesh, program, stage, clip)
 ROWS = {
@@ -81,4 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

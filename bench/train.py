@@ -29,6 +29,7 @@ from flax import nnx
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from diffst_jax import cli  # noqa: E402
 from diffst_jax.models import diffst  # noqa: E402
 from diffst_jax import config_files  # noqa: E402
 from diffst_jax.parallel.plan import ExecutionPlan  # noqa: E402
@@ -128,4 +129,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 from timing import median_seconds
 
+from diffst_jax import cli
 from diffst_jax.convert import vae as convert_vae
 from diffst_jax.models.vae import WanVAE, wan21_vae_config
 from diffst_jax.parallel import plan as plan_lib
@@ -89,4 +90,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

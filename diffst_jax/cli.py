@@ -9,10 +9,17 @@ Flags are spelled with dashes (`--coordinator-address`, `--export-to`); train.py
 underscores, accepts the dashed spelling too.
 """
 
+import pathlib
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 DONE, PART_FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
+
+
+def program_name() -> str:
+  """How the running command line was called: its script's name (infer.py, or diffst-upscale once installed)."""
+  return pathlib.Path(sys.argv[0]).name
 
 
 def first_line(error: BaseException) -> str:
@@ -41,3 +48,12 @@ def run(prog: str, work: Callable[[], int | str | None], debug: bool,
     print(result)
     return DONE
   return DONE if result is None else result
+
+
+def script(main: Callable[[], int | str | None]) -> NoReturn:
+  """The `__main__` of a tool or benchmark whose own flags have no --debug: `main` under `run`, a --debug taken off
+  the command line first."""
+  debug = "--debug" in sys.argv[1:]
+  if debug:
+    sys.argv.remove("--debug")
+  sys.exit(run(program_name(), main, debug))

@@ -32,7 +32,6 @@ import sys
 from diffst_jax import cli, config_files
 from diffst_jax.io import outputs
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "dists", "tof", "tlp")
 SUMMARY_FILES = ("summary.md", "summary.png")
 
@@ -87,7 +86,7 @@ def _values_hash(varied: dict) -> str:
 
 def _train_command(sweep: dict, overrides: dict, trial_dir: pathlib.Path) -> list[str]:
   flags = [f"--config.{field}={value}" for field, value in overrides.items()]
-  return [sys.executable, str(ROOT / "train.py"), "--config", str(sweep["config"]), f"--workdir={trial_dir / 'train'}",
+  return [sys.executable, "-m", "diffst_jax.commands.train", "--config", str(sweep["config"]), f"--workdir={trial_dir / 'train'}",
           *flags]
 
 
@@ -99,7 +98,7 @@ def _evaluate_command(sweep: dict, trial_dir: pathlib.Path) -> list[str]:
       arguments.append(flag)
     elif value is not False and value is not None:
       arguments += [flag, *map(str, value if isinstance(value, (list, tuple)) else [value])]
-  return [sys.executable, str(ROOT / "evaluate.py"), *arguments, "--out", str(trial_dir / "eval"),
+  return [sys.executable, "-m", "diffst_jax.commands.evaluate", *arguments, "--out", str(trial_dir / "eval"),
           "--checkpoint", str(trial_dir / "train" / "model")]
 
 

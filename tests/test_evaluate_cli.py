@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-import evaluate
+from diffst_jax.commands import evaluate
 from diffst_jax.models import diffst
 from tests.conftest import ROOT
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import infer
+from diffst_jax.commands import upscale
 from diffst_jax.io import outputs, video
 from tests.conftest import coordinator_address
 
@@ -42,13 +42,13 @@ def _frames(folder: pathlib.Path) -> np.ndarray:
 def test_a_folder_of_videos_is_upscaled_video_by_video_and_a_rerun_skips_what_is_complete(tmp_path, capsys):
   videos = _video_set(tmp_path)
   out = tmp_path / "out"
-  assert infer.main(["--input", str(videos), "--output", str(out), "--tile", "16", "16"]) == 1  # broken.mp4 failed
+  assert upscale.main(["--input", str(videos), "--output", str(out), "--tile", "16", "16"]) == 1  # broken.mp4 failed
   summary = capsys.readouterr().err
   assert "3 videos" in summary and "2 done, 0 skipped (complete), 1 failed" in summary
   assert "failed: " in summary and "broken.mp4" in summary
   assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "first", "second"]
   one = tmp_path / "second_alone"
-  assert infer.main(["--input", str(videos / "second"), "--output", str(one), "--tile", "16", "16"]) == 0
+  assert upscale.main(["--input", str(videos / "second"), "--output", str(one), "--tile", "16", "16"]) == 0
   np.testing.assert_array_equal(_frames(out / "second"), _frames(one))
   assert _frames(one).shape == (5, 64, 80, 3)
   assert not np.array_equal(_frames(out / "first"), _frames(one))
@@ -58,7 +58,7 @@ def test_a_folder_of_videos_is_upscaled_video_by_video_and_a_rerun_skips_what_is
   leftover = out / ".second.partial-0123abcd"  # what a killed run leaves while writing "second"
   shutil.copytree(out / "second", leftover)
   shutil.rmtree(out / "second")
-  assert infer.main(["--input", str(videos), "--output", str(out), "--tile", "16", "16"]) == 0
+  assert upscale.main(["--input", str(videos), "--output", str(out), "--tile", "16", "16"]) == 0
   assert "2 videos" in capsys.readouterr().err
   assert {p: p.stat().st_mtime_ns for p in (out / "first").iterdir()} == before  # complete: skipped, not rewritten
   assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "first", "second"]
@@ -68,18 +68,18 @@ def test_a_list_of_videos_and_the_outputs_it_refuses(tmp_path, capsys):
   videos = _video_set(tmp_path)
   listing = tmp_path / "list.txt"
   listing.write_text("# clips to upscale\nvideos/second\n\n")
-  assert infer.main(["--input", str(listing), "--output", str(tmp_path / "out"), "--tile", "16", "16"]) == 0
+  assert upscale.main(["--input", str(listing), "--output", str(tmp_path / "out"), "--tile", "16", "16"]) == 0
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [outputs.MARKER, "second"]
 
   listing.write_text("videos/second\nvideos/missing.mp4\n")
-  assert infer.main(["--input", str(listing), "--output", str(tmp_path / "out2")]) == 2  # bad input (diffst_jax/cli.py)
+  assert upscale.main(["--input", str(listing), "--output", str(tmp_path / "out2")]) == 2  # bad input (diffst_jax/cli.py)
   assert "missing.mp4, which does not exist" in capsys.readouterr().err
   assert not (tmp_path / "out2").exists()
   theirs = tmp_path / "theirs"
   theirs.mkdir()
   (theirs / "keep.txt").write_text("the user's")
   listing.write_text("videos/second\n")
-  assert infer.main(["--input", str(listing), "--output", str(theirs)]) == 2
+  assert upscale.main(["--input", str(listing), "--output", str(theirs)]) == 2
   assert "holds files diffst-jax did not write" in capsys.readouterr().err
   assert sorted(p.name for p in theirs.iterdir()) == ["keep.txt"]
 

@@ -87,4 +87,4 @@ def test_a_2x2_sweep_trains_scores_and_skips_when_rerun(tiny_config, tmp_path):
   assert "| cfca.enabled=False,vrg.enabled=False |" in (tmp_path / "sweep" / "summary.md").read_text()
   again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
   assert again.returncode == 0 and again.stdout.count("finished, skipped") == 4, again.stderr[-3000:]
-  assert "train.py" not in again.stdout  # nothing retrained
+  assert "diffst_jax.commands.train" not in again.stdout  # nothing retrained

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from diffst_jax import cli
 from diffst_jax.eval import metrics, run
 from diffst_jax.io import video
 from diffst_jax.models import diffst
@@ -96,4 +97,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -5,6 +5,7 @@
 
 import argparse
 
+from diffst_jax import cli
 from diffst_jax.io import paths
 from diffst_jax.train import curves
 
@@ -18,4 +19,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.script(main)

@@ -1,0 +1,50 @@
+"""Tiny preset: the real architecture at toy widths, for tests, CI, laptops and the shipped default model.
+
+Usage: `train.py --config configs/tiny.py --workdir DIR --config.data.videos=VIDEOS`. The VAE keeps Wan2.1's block
+structure (4 stages, 2 residual blocks, 16 latent channels with the Wan2.1 normalization constants) at base width 8,
+so it converts through both key layouts; it has no pretrained weights, so it is first trained as an autoencoder with
+configs/tiny_vae.py (stage 0) and set here through `init.vae`. The DiT keeps Wan2.1's block at 2 heads of 12
+channels (all three RoPE bands non-empty), 2 layers; CFCA and VRG at small widths, an 8-token null context.
+
+`configs/tiny.py:three_stage_vae` is the shipped default model (weights/tiny): the same, but its VAE has three
+stages (base width 8, 4x in space instead of 8x, still 4x in time) and its DiT is 64 wide (2 heads of 32, FFN 128).
+A VAE this narrow cannot reconstruct through Wan2.1's 8x spatial bottleneck well enough to come near bicubic
+upscaling (docs/TRAINING.md); at 4x it can.
+"""
+
+import ml_collections
+
+from diffst_jax.train import defaults
+
+
+PRESETS = (None, "three_stage_vae")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg not in PRESETS:
+    raise ValueError(f"configs/tiny.py: unknown preset {arg!r}; expected one of {PRESETS}")
+  config = defaults.training_defaults()
+  config.model = ml_collections.ConfigDict(dict(
+      vae=dict(base_dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
+               temperal_downsample=(False, True, True)),
+      dit=dict(num_attention_heads=2, attention_head_dim=12, ffn_dim=32, num_layers=2, text_dim=24, freq_dim=16),
+      cfca=dict(enabled=True, time_scale=2, fusion_channels=8),
+      vrg=dict(enabled=True, num_tokens=4, channels=16, num_heads=2),
+      space_scale=4,
+      sigma=0.4,
+      context_tokens=8,
+  ))
+  if arg == "three_stage_vae":
+    config.model.vae.update(dim_mult=(1, 2, 4), temperal_downsample=(True, True))
+    config.model.dit.update(attention_head_dim=32, ffn_dim=128)
+  # 64x64 crops cut from the degraded whole frame (up to 640x640): DESIGN §8's absolute video bitrate gives a 64x64
+  # crop degraded alone 1.6-16 bits per LR pixel, far gentler than the 0.04-2.5 of the whole frames it is scored on
+  # (docs/TRAINING.md).
+  config.data.update(clip_frames=9, crop_size=64, degradation_window=640, batch_size=1)
+  # Short stages: the tiny model learns from a few clips on CPU in minutes.
+  config.stages.stage1.update(steps=300, learning_rate=1e-3, warmup_steps=20)
+  config.stages.stage2.update(steps=100, learning_rate=2e-4, warmup_steps=0, fresh_optimizer=False)
+  config.pixel_range = "symmetric"  # the losses weights/tiny was trained with (docs/TRAINING.md)
+  config.data.degradation = "earlier"  # and its degradations
+  config.optimizer.clip_norm = 1.0
+  return config

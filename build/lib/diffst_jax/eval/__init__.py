@@ -1,0 +1,1 @@
+"""Evaluation: full-reference metrics, the space-time SR protocol and built-in baselines."""

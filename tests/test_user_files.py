@@ -165,24 +165,29 @@ def _bad_input(tmp_path, case):
     checkpoint = _damaged_checkpoint(tmp_path, {"corrupt model.json": "model.json",
                                                 "truncated params file": "truncated"}.get(case, "missing"))
     where = checkpoint / ("model.json" if case == "corrupt model.json" else "params")
-    return "infer.py", ["--input", CLIP, "--output", out, "--checkpoint", checkpoint], f"infer.py: error: {where}", "again"
+    return ("infer.py", ["--input", CLIP, "--output", out, "--checkpoint", checkpoint], f"infer.py: error: {where}",
+            "again")
   if case == "mixed frame sizes":
     frames = video.read_video(CLIP)[0]
     folder = _png_folder(tmp_path / "frames", [frames[0], frames[1]])
     Image.fromarray(frames[2][:40]).save(folder / "000002.png")
-    return "infer.py", ["--input", folder, "--output", out], f"infer.py: error: {folder / '000002.png'}", "is 64x40 pixels, but 000000.png"
+    return ("infer.py", ["--input", folder, "--output", out], f"infer.py: error: {folder / '000002.png'}",
+            "is 64x40 pixels, but 000000.png")
   if case == "crf out of range":
-    return "infer.py", ["--input", CLIP, "--output", tmp_path / "o.mp4", "--crf", "60"], "infer.py: error: --crf 60", "0-51"
+    return ("infer.py", ["--input", CLIP, "--output", tmp_path / "o.mp4", "--crf", "60"], "infer.py: error: --crf 60",
+            "0-51")
   if case == "truncated safetensors":
     source = tmp_path / "vae.safetensors"
     from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
     save_file({"encoder.conv1.weight": np.ones((96, 3, 3, 3, 3), np.float32)}, str(source))
     source.write_bytes(source.read_bytes()[:600])
-    return "convert_torch_weights.py", ["--vae", source, "--out", out], f"convert_torch_weights.py: error: {source}", "cut short"
+    return ("convert_torch_weights.py", ["--vae", source, "--out", out], f"convert_torch_weights.py: error: {source}",
+            "cut short")
   if case == "converter out is a file":
     (tmp_path / "taken").write_text("mine")
     taken = tmp_path / "taken"
-    return "convert_torch_weights.py", ["--vae", TINY, "--out", taken], f"convert_torch_weights.py: error: {taken}", "is a file"
+    return ("convert_torch_weights.py", ["--vae", TINY, "--out", taken], f"convert_torch_weights.py: error: {taken}",
+            "is a file")
   if case == "corrupt train config.json":
     workdir = tmp_path / "run"
     workdir.mkdir()

@@ -1,1 +1,0 @@
-"""Evaluation: full-reference metrics, the space-time SR protocol and built-in baselines."""

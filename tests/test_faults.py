@@ -73,8 +73,9 @@ def _train_flags(videos: pathlib.Path, workdir: pathlib.Path, steps: int) -> lis
           "--config.model.vae.num_res_blocks=1", f"--config.data.videos={videos}", f"--workdir={workdir}"]
 
 
-def _train_env(tmp_path: pathlib.Path) -> dict:
-  return dict(os.environ, XLA_FLAGS="", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
+def _train_env() -> dict:
+  """One device; the test run's compilation cache (tests/conftest.py), which the train.py runs here share."""
+  return dict(os.environ, XLA_FLAGS="")
 
 
 def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_run_resumes_from_the_one_before(tmp_path):
@@ -82,7 +83,7 @@ def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_run_resumes_from
   videos.mkdir()
   shutil.copy(CLIP, videos)
   workdir = tmp_path / "run"
-  flags, env = _train_flags(videos, workdir, steps=4), _train_env(tmp_path)
+  flags, env = _train_flags(videos, workdir, steps=4), _train_env()
   assert _run("train.py", *flags, env=env).returncode == 0
   for data in (workdir / "checkpoints" / "4" / "state" / "ocdbt.process_0" / "d").iterdir():
     data.write_bytes(data.read_bytes()[:100])  # cut short, as a disk that failed leaves it
@@ -105,7 +106,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing_that_blocks_the_f
   videos.mkdir()
   video.write_video(videos / "five.mp4", video.read_video(CLIP)[0][:5], 25)
   workdir = tmp_path / "run"
-  flags, env = _train_flags(videos, workdir, steps=1), _train_env(tmp_path)
+  flags, env = _train_flags(videos, workdir, steps=1), _train_env()
   failed = _run("train.py", *flags, "--config.data.clip_frames=9", env=env)
   assert "use a smaller clip_frames" in _one_error_line(failed, "five.mp4")
   assert not workdir.exists()

@@ -17,9 +17,11 @@ from typing import NoReturn
 DONE, PART_FAILED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
 
 
-def program_name() -> str:
-  """How the running command line was called: its script's name (infer.py, or diffst-upscale once installed)."""
-  return pathlib.Path(sys.argv[0]).name
+def program_name(script: str = "", command: str = "") -> str:
+  """How the running command line was called: `command` (e.g. diffst-upscale) when installed and called so, else
+  `script` (e.g. infer.py); without them, the running script's file name."""
+  called = pathlib.Path(sys.argv[0]).name
+  return command if called == command else script or called
 
 
 def first_line(error: BaseException) -> str:

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     outputs.check_new_folder(args.out, "--out")
     return f"wrote {loader.export_diffusers(spec, loader.load(spec, path, **overrides), args.out)}"
 
-  return cli.run(cli.program_name(), convert, args.debug)
+  return cli.run(cli.program_name("convert_torch_weights.py", "diffst-convert"), convert, args.debug)
 
 
 if __name__ == "__main__":

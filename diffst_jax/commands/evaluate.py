@@ -9,8 +9,9 @@ degraded by the protocol (or taken from the same-named clip of --lq with --proto
 frames are scored: PSNR (RGB and Y), SSIM (Y), LPIPS-Alex, DISTS, tOF, tLP (conventions: diffst_jax/eval/metrics.py).
 Methods: the checkpoint, the checkpoint with CFCA switched off (linear frame blending) and with VRG switched off,
 and bicubic + linear blending. Writes --out (a new or empty folder, filled only once all is scored): scores.json (per
-clip and mean), scores.md (the tables), and strips/CLIP.png (for a few synthesized frames: input upscaled by the baseline, DiffST,
-ground truth, side by side). The no-reference metrics of the paper (CLIP-IQA, MUSIQ, MANIQA, DOVER) are not computed.
+clip and mean), scores.md (the tables), and strips/CLIP.png (for a few synthesized frames: input upscaled by the
+baseline, DiffST, ground truth, side by side). The no-reference metrics of the paper (CLIP-IQA, MUSIQ, MANIQA, DOVER)
+are not computed.
 """
 
 import argparse
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
   from diffst_jax import cli  # pylint: disable=import-outside-toplevel
 
   args = parse_args(argv)
-  return cli.run(cli.program_name(), lambda: evaluate(args) and None, args.debug)
+  return cli.run(cli.program_name("evaluate.py", "diffst-evaluate"), lambda: evaluate(args) and None, args.debug)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def _run(argv):
     loop.train(config, options.workdir)
     return None
 
-  code = cli.run(cli.program_name(), work, options.debug)
+  code = cli.run(cli.program_name("train.py", "diffst-train"), work, options.debug)
   if code:
     sys.exit(code)
 

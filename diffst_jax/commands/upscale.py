@@ -127,8 +127,8 @@ def build_model(options: Options, path: pathlib.Path | None):
   if path is None:
     config_file, _, preset = shipped.config_path(options.config).partition(":")
     model = diffst.init(diffst.config_from_file(config_file, preset or None))
-    which = (f"{config_file}{':' + preset if preset else ''} at initialization (untrained: CFCA = linear blending, VRG gated off); pass "
-             "--checkpoint for trained weights")
+    which = (f"{config_file}{':' + preset if preset else ''} at initialization (untrained: CFCA = linear blending, "
+             "VRG gated off); pass --checkpoint for trained weights")
   else:
     model = diffst.load(path)
     which = (f"checkpoint {path}" if options.checkpoint else
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
   from diffst_jax import cli  # pylint: disable=import-outside-toplevel
 
   options = parse_args(argv)
-  return cli.run(cli.program_name(), lambda: run(options), options.debug,
+  return cli.run(cli.program_name("infer.py", "diffst-upscale"), lambda: run(options), options.debug,
                  interrupted="interrupted; the partial output was removed")
 
 

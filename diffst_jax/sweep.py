@@ -86,7 +86,8 @@ def _values_hash(varied: dict) -> str:
 
 def _train_command(sweep: dict, overrides: dict, trial_dir: pathlib.Path) -> list[str]:
   flags = [f"--config.{field}={value}" for field, value in overrides.items()]
-  return [sys.executable, "-m", "diffst_jax.commands.train", "--config", str(sweep["config"]), f"--workdir={trial_dir / 'train'}",
+  return [sys.executable, "-m", "diffst_jax.commands.train", "--config", str(sweep["config"]),
+          f"--workdir={trial_dir / 'train'}",
           *flags]
 
 

@@ -72,7 +72,7 @@ def test_a_list_of_videos_and_the_outputs_it_refuses(tmp_path, capsys):
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [outputs.MARKER, "second"]
 
   listing.write_text("videos/second\nvideos/missing.mp4\n")
-  assert upscale.main(["--input", str(listing), "--output", str(tmp_path / "out2")]) == 2  # bad input (diffst_jax/cli.py)
+  assert upscale.main(["--input", str(listing), "--output", str(tmp_path / "out2")]) == 2  # bad input: exit code 2
   assert "missing.mp4, which does not exist" in capsys.readouterr().err
   assert not (tmp_path / "out2").exists()
   theirs = tmp_path / "theirs"

@@ -47,7 +47,8 @@ def _plan(flags: list[str], trained: dict[str, int]) -> chunking.ChunkPlan:
 
 def test_plans_default_to_the_trained_clip_and_the_recorded_tile():
   trained = {"chunk_frames": 5, "tile": 16}
-  assert _plan([], {}) == chunking.DEFAULT_CHUNK_PLAN == chunking.ChunkPlan(17, 4, None, None, tile_batch=1)  # whole frames
+  whole_frames = chunking.ChunkPlan(17, 4, None, None, tile_batch=1)
+  assert _plan([], {}) == chunking.DEFAULT_CHUNK_PLAN == whole_frames
   assert _plan([], {"chunk_frames": 5}) == chunking.ChunkPlan(5, 1, None, None, tile_batch=1)
   # overlaps: a quarter; tiles batched up to one 128x128 tile's area
   assert _plan([], trained) == chunking.ChunkPlan(5, 1, (16, 16), 4, tile_batch=64)
@@ -131,7 +132,8 @@ def test_batched_tiles_equal_tiles_one_by_one(model, clip):
   padded = _run(model, wide, chunking.ChunkPlan(5, 0, (16, 16), 4, tile_batch=4),
                 run_tiles=lambda tiles: calls.append(len(tiles)) or _offset_tiles(tiles))
   assert calls == [4, 4, 4]  # 10 tiles and 2 copies of the last
-  np.testing.assert_array_equal(padded, _run(model, wide, chunking.ChunkPlan(5, 0, (16, 16), 4), run_tiles=_offset_tiles))
+  np.testing.assert_array_equal(padded, _run(model, wide, chunking.ChunkPlan(5, 0, (16, 16), 4),
+                                             run_tiles=_offset_tiles))
 
 
 @pytest.mark.parametrize("plan, message", [

@@ -46,7 +46,8 @@ def test_an_installed_package_upscales_a_clip_with_its_shipped_weights(tmp_path)
   initialized = subprocess.run([str(environment / "bin" / "diffst-upscale"), "--input", "clip.mp4", "--output",
                                 "init.mp4", "--config", "tiny", "--space-scale", "1", "--chunk-frames", "3"],
                                cwd=work, env=env, capture_output=True, text=True, check=False)
-  assert initialized.returncode == 0 and "configs/tiny.py at initialization" in initialized.stderr, initialized.stderr[-3000:]
+  assert initialized.returncode == 0, initialized.stderr[-3000:]
+  assert "configs/tiny.py at initialization" in initialized.stderr
   for command in ("diffst-train", "diffst-evaluate", "diffst-convert", "diffst-sweep", "diffst-aot"):
     helped = subprocess.run([str(environment / "bin" / command), "--help"], cwd=work, env=env, capture_output=True,
                             text=True, check=False)

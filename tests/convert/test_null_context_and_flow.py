@@ -72,7 +72,8 @@ def test_the_tool_computes_the_empty_prompt_as_transformers_does_from_either_lay
     out = tmp_path / f"{source.stem}.npy"
     assert empty_prompt_embedding.main(["--t5", str(source), "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-5)
-  assert empty_prompt_embedding.main(["--t5", str(folder / "wan_umt5.pth"), "--out", str(out)]) == 2  # kept: an existing output is bad input (diffst_jax/cli.py)
+  # kept: an existing output is bad input (diffst_jax/cli.py)
+  assert empty_prompt_embedding.main(["--t5", str(folder / "wan_umt5.pth"), "--out", str(out)]) == 2
   np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-5)
 
 

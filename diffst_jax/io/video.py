@@ -75,7 +75,10 @@ def _decoded(path: pathlib.Path, to_rgb: bool, errors: list | None = None) -> It
       if not container.streams.video:
         raise VideoError(f"{path}: the file has no video stream")
       for frame in container.decode(container.streams.video[0]):
-        count += 1
+        if count and (frame.height, frame.width) != size:
+          raise VideoError(f"{path}: frame {count} is {frame.width}x{frame.height} pixels, the frames before it "
+                           f"{size[1]}x{size[0]}; videos whose size changes are not supported")
+        count, size = count + 1, (frame.height, frame.width)
         yield np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame)) if to_rgb else frame
   except av.FFmpegError as e:
     if not count:
@@ -86,6 +89,23 @@ def _decoded(path: pathlib.Path, to_rgb: bool, errors: list | None = None) -> It
     raise VideoError(f"{path}: the video has no frames")
 
 
+def _packets(path: pathlib.Path) -> tuple[int, list[float], list]:
+  """The video stream's packets, demuxed without decoding: how many carry a frame, their presentation times in
+  seconds (in display order), and the demuxer's error if it stopped early."""
+  count, times, errors = 0, [], []
+  with av.open(str(path)) as container:
+    stream = container.streams.video[0]
+    try:
+      for packet in container.demux(stream):
+        if packet.size:
+          count += 1
+          if packet.pts is not None:
+            times.append(float(packet.pts * packet.time_base))
+    except av.FFmpegError as e:
+      errors.append(e)
+  return count, sorted(times), errors
+
+
 def _quarter_turns(frame) -> int:
   """Counterclockwise quarter turns that make a decoded frame upright (its display matrix; phone videos)."""
   return round((frame.rotation or 0) / RIGHT_ANGLE) % 4
@@ -93,9 +113,11 @@ def _quarter_turns(frame) -> int:
 
 def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_RATE, quiet: bool = False
           ) -> VideoInfo:
-  """Frame count (of the frames that decode), fps and size of a video file or PNG folder. Raises for frames of
-  different sizes; warns (on stderr, unless `quiet`: the other processes of a multi-host run) when fewer frames
-  decode than the file declares, as in a file cut short, and about what is not kept."""
+  """Frame count, fps and size of a video file or PNG folder, without decoding a video beyond its first frame: the
+  count is the container's packets (demuxed, not decoded), so that the frames are decoded once, by `iter_frames`.
+  Raises for PNG frames of different sizes (a video whose size changes raises in `iter_frames`); warns (on stderr,
+  unless `quiet`: the other processes of a multi-host run) about what is not kept and, when the file holds fewer
+  frames than it declares (cut short), counts the frames that decode instead and says both counts."""
   path = pathlib.Path(path)
   _check_source(path)
   if path.is_dir():
@@ -107,17 +129,10 @@ def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_R
         raise VideoError(f"{file}: is {size[1]}x{size[0]} pixels, but {files[0].name}, the first frame, is "
                          f"{first[1]}x{first[0]}; all frames of a folder must have one size")
     return VideoInfo(len(files), float(png_rate), *first, rate=png_rate)
-  frames, errors, times = 0, [], []
-  for frame in _decoded(path, to_rgb=False, errors=errors):
-    if frames and (frame.height, frame.width) != (stored_height, stored_width):
-      raise VideoError(f"{path}: frame {frames} is {frame.width}x{frame.height} pixels, the frames before it "
-                       f"{stored_width}x{stored_height}; videos whose size changes are not supported")
-    if not frames:
-      first = frame
-    frames, stored_height, stored_width = frames + 1, frame.height, frame.width
-    times.append(frame.time)
-  turns = _quarter_turns(first)
-  height, width = (stored_width, stored_height) if turns % 2 else (stored_height, stored_width)
+  decoded = _decoded(path, to_rgb=False)
+  first = next(decoded)  # raises for a file that is not a readable video
+  decoded.close()
+  frames, times, errors = _packets(path)
   with av.open(str(path)) as container:
     stream = container.streams.video[0]
     rate = fractions.Fraction(stream.average_rate or stream.guessed_rate or DEFAULT_PNG_RATE)
@@ -125,9 +140,16 @@ def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_R
     declared = stream.frames  # containers without a count (Matroska, WebM) give a duration
     timed = round(container.duration / av.time_base * fps) if container.duration and not declared else 0
     audio = bool(container.streams.audio)
+  short = declared > frames or timed > frames + 1  # one frame more or less is the duration's rounding
+  if short or errors:  # cut short or damaged: what counts is what decodes (the one case decoded twice)
+    frames, errors = 0, []
+    for _ in _decoded(path, to_rgb=False, errors=errors):
+      frames += 1
+    short = declared > frames or timed > frames + 1
+  turns = _quarter_turns(first)
+  height, width = (first.width, first.height) if turns % 2 else (first.height, first.width)
   if not quiet:
     _warn_about_timing_and_colour(path, first, times, rate)
-  short = declared > frames or timed > frames + 1  # one frame more or less is the duration's rounding
   if (short or errors) and not quiet:
     why = (f"the file declares {declared or f'about {timed}'} frames but only {frames} decode" if short else
            f"decoding stopped with an error after {frames} frames ({errors[0]})")

@@ -108,3 +108,19 @@ def test_audio_goes_into_the_mp4_copied_or_as_aac(tmp_path, container, codec, ke
     if copied:
       packets = [bytes(packet) for packet in written.demux(track) if packet.size]
       assert packets == [bytes(packet) for packet in original.demux(original.streams.audio[0]) if packet.size]
+
+
+def test_a_video_is_decoded_once_its_probe_decodes_only_the_first_frame(monkeypatch):
+  decoded = []
+  real = video._decoded  # pylint: disable=protected-access
+
+  def counting(*args, **kwargs):
+    for frame in real(*args, **kwargs):
+      decoded.append(frame)
+      yield frame
+
+  monkeypatch.setattr(video, "_decoded", counting)
+  info = video.probe(CLIP)
+  assert len(decoded) == 1  # the frame count is the container's packets
+  frames = list(video.iter_frames(CLIP))
+  assert len(frames) == info.frames == 9 and len(decoded) == 1 + 9

@@ -18,8 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "autoencoder"
   config.model = config_files.load(pathlib.Path(__file__).with_name("tiny.py"), arg).model
   # A convolutional autoencoder learns from small crops (5 frames of 32x32), several clips per step (with one the
-  # decoder collapses to the data mean); 3e-4 learns fastest of 1e-4 / 3e-4 / 1e-3 (docs/TRAINING.md). LPIPS-Alex:
-  # LPIPS-VGG would take 12 of the 15 CPU-seconds of a step.
+  # decoder collapses to the data mean); 3e-4 learns fastest of 1e-4 / 3e-4 / 1e-3
+  # (docs/experiments/training-log.md). LPIPS-Alex: LPIPS-VGG would take 12 of the 15 CPU-seconds of a step.
   config.data.update(clip_frames=5, crop_size=32, batch_size=8)
   config.stages = ml_collections.ConfigDict(dict(stage1=defaults.stage(1200, 3e-4, 50, rec=1.0, perceptual=0.1),
                                                  stage2=defaults.stage(500, 1e-4, 0, rec=1.0, perceptual=0.1)))

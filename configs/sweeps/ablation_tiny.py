@@ -1,5 +1,5 @@
-"""The CFCA x VRG ablation of the tiny recipe (docs/TRAINING.md): four trials, each trained from the stage-0 VAE and
-scored on the held-out clips, against the built-in baseline.
+"""The CFCA x VRG ablation of the tiny recipe (docs/experiments/training-log.md): four trials, each trained from the
+stage-0 VAE and scored on the held-out clips, against the built-in baseline.
 
   python -m diffst_jax.sweep --sweep configs/sweeps/ablation_tiny.py --workdir runs/sweep_ablation_tiny
 """

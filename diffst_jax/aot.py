@@ -50,6 +50,9 @@ def parse_args(argv):
                       "(libtpu's xla_tpu_max_hbm_size_mib). Given room, the compiler spends memory on speed, so a "
                       "program's peak on a 95 GiB chip says little about what it needs; a program that cannot fit "
                       "fails to compile")
+  parser.add_argument("--unroll-loops", action="store_true", help="compile our loops (the DiT's blocks, the VAE's "
+                      "time chunks, the perceptual loss's frames) as straight-line code: libtpu's time estimate counts "
+                      "a loop's body once, so only such a program's estimate is its whole time (a longer compile)")
   parser.add_argument("--json", help="write the numbers to this file")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   return parser.parse_args(argv)
@@ -95,8 +98,10 @@ def _replicated(shape, dtype, mesh):
   return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=NamedSharding(mesh, PartitionSpec()))
 
 
-def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int], batch: int | None):
-  """The lowered train step of `stage` on `mesh` for a batch of HR clips `clip` (and their LR inputs)."""
+def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int], batch: int | None,
+                unroll_loops: bool = False):
+  """The lowered train step of `stage` on `mesh` for a batch of HR clips `clip` (and their LR inputs); with
+  `unroll_loops`, our loops as straight-line code (ExecutionPlan.unroll_loops)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
@@ -104,8 +109,8 @@ def lower_train(config, mesh, axis_rules, stage: int, clip: tuple[int, int, int]
   from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import loop, perceptual, tasks  # pylint: disable=import-outside-toplevel
 
-  program = loop.make_program(config, tasks.get(config.task).abstract(config),
-                      plan_lib.ExecutionPlan(mesh, axis_rules, **loop.run_choices(config)))
+  program = loop.make_program(config, tasks.get(config.task).abstract(config), plan_lib.ExecutionPlan(
+      mesh, axis_rules, **loop.run_choices(config), unroll_loops=unroll_loops))
   names = sorted(config.stages)
   if not 1 <= stage <= len(names):
     raise ValueError(f"--stage {stage}: the config has {len(names)} stages ({', '.join(names)}); give 1 to "
@@ -193,8 +198,9 @@ def _upscale_program(config, clip: tuple[int, int, int], bf16: bool, row_devices
   return graphdef, state, (1, *(n + p for n, p in zip(lr, padding)), 3)
 
 
-def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bool):
-  """The lowered program infer.py runs on one chunk whose output is the HR clip `clip`, the model on `mesh`."""
+def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bool, unroll_loops: bool = False):
+  """The lowered program infer.py runs on one chunk whose output is the HR clip `clip`, the model on `mesh`; with
+  `unroll_loops`, our loops as straight-line code (ExecutionPlan.unroll_loops)."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
@@ -204,7 +210,7 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
 
   graphdef, state, shape = _upscale_program(config, clip, bf16, rules.axis_size_on(
       mesh, rules.for_inference(axis_rules), "act_rows"))
-  model, activate = inference.on_mesh(nnx.merge(graphdef, state), mesh, axis_rules)
+  model, activate = inference.on_mesh(nnx.merge(graphdef, state), mesh, axis_rules, unroll_loops=unroll_loops)
   with activate() as execution_plan:
     return diffst.forward.lower(graphdef, execution_plan, nnx.state(model), _replicated(shape, jnp.float32, mesh))
 
@@ -288,13 +294,14 @@ def compile_program(args) -> dict:
   axis_rules = rules.rules_from_config(config.logical_axis_rules)
   start = time.perf_counter()
   if args.program == "train":
-    lowered = lower_train(config, mesh, axis_rules, args.stage, clip, args.batch)
+    lowered = lower_train(config, mesh, axis_rules, args.stage, clip, args.batch, args.unroll_loops)
   else:
-    lowered = lower_upscale(config, mesh, axis_rules, clip, args.precision == "bf16")
+    lowered = lower_upscale(config, mesh, axis_rules, clip, args.precision == "bf16", args.unroll_loops)
   compiled = lowered.compile()
   result = {"topology": args.topology, "platform": target[0].platform, "chips": len(target), "config": args.config,
             "mesh": mesh_text, "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
-            "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit, **memory(compiled),
+            "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit,
+            "unroll_loops": args.unroll_loops, **memory(compiled),
             "compile_seconds": time.perf_counter() - start, **cost(compiled)}
   if args.program == "train":
     parts = train_flops(config, args.stage, clip, args.batch or rules.axis_size_on(mesh, axis_rules, "act_batch"))

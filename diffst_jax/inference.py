@@ -59,17 +59,17 @@ def in_precision(model: DiffST, precision: str, platform: str = "") -> DiffST:
   return model
 
 
-def on_mesh(model: DiffST, mesh: jax.sharding.Mesh, axis_rules: rules.Rules = rules.DEFAULT_RULES
-            ) -> tuple[DiffST, Activate]:
+def on_mesh(model: DiffST, mesh: jax.sharding.Mesh, axis_rules: rules.Rules = rules.DEFAULT_RULES,
+            **choices) -> tuple[DiffST, Activate]:
   """A copy of `model` on `mesh` under the inference form of `axis_rules` (its arrays put there straight from
   `model`'s; an abstract model's shapes given their shardings), and what activates `mesh` and yields its execution
-  plan."""
+  plan (with the run's `choices`, ExecutionPlan's fields)."""
   inference_rules = rules.for_inference(axis_rules)
   graphdef, state = nnx.split(model)
   abstract = all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(state))
   place = rules.abstract_state if abstract else rules.place_state
   return (nnx.merge(graphdef, place(state, mesh, inference_rules)),
-          lambda: plan_lib.activate(mesh, inference_rules))
+          lambda: plan_lib.activate(mesh, inference_rules, **choices))
 
 
 def model_tiles(model: DiffST, execution_plan: plan_lib.ExecutionPlan, across_processes: bool = True) -> TilesFn:

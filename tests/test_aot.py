@@ -36,12 +36,12 @@ TPU_MESHES = [("v5e:2x2", "data=4"), ("v5e:2x2", "fsdp=4"), ("v5e:2x2", "context
               ("v5e:2x2", "fsdp=2,context=2")]
 
 
-def _lowered(program: str, topology: str, mesh_text: str):
+def _lowered(program: str, topology: str, mesh_text: str, unroll_loops: bool = False):
   config = load_config("wan21_1_3b", "tiny")
   mesh, axis_rules = make_mesh(mesh_text, aot.devices(topology)), rules.rules_from_config(config.logical_axis_rules)
   if program == "upscale":
-    return aot.lower_upscale(config, mesh, axis_rules, (9, 64, 64), bf16=False)
-  return aot.lower_train(config, mesh, axis_rules, int(program[-1]), (5, 32, 32), None)
+    return aot.lower_upscale(config, mesh, axis_rules, (9, 64, 64), bf16=False, unroll_loops=unroll_loops)
+  return aot.lower_train(config, mesh, axis_rules, int(program[-1]), (5, 32, 32), None, unroll_loops)
 
 
 PROGRAMS = ["train stage 1", "train stage 2", "upscale"]
@@ -87,6 +87,22 @@ def test_the_recipe_upscale_compiles_as_on_a_tpu_vm_with_its_cost(tmp_path):
   assert numbers["roofline_seconds"] == pytest.approx(max(numbers["model_flops"] / (4 * 197e12),
                                                           numbers["compiler_bytes_accessed"] / 819e9))
   assert "| estimated seconds (compiler estimate) |" in result.stdout
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_unrolled_programs_keep_fewer_loops(monkeypatch, program):
+  """With the plan's `unroll_loops` (aot --unroll-loops), the DiT's blocks, the VAE's time chunks and the perceptual
+  loss's frame groups lower as straight-line code, so that libtpu's estimate, which counts a loop's body once, sees
+  them whole: the upscale program has no loop left. The train step keeps the loops JAX makes when it differentiates
+  the VAE encoder's checkpointed time scan (their `unroll` is not carried over)."""
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  topology, mesh_text = TPU_MESHES[-1]
+  rolled = _lowered(program, topology, mesh_text).as_text().count("stablehlo.while")
+  unrolled = _lowered(program, topology, mesh_text, unroll_loops=True).as_text().count("stablehlo.while")
+  assert rolled >= 3 and unrolled < rolled
+  if program == "upscale":
+    assert unrolled == 0
 
 
 def test_utilization_from_an_estimate_of_a_program_without_loops():

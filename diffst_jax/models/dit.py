@@ -339,7 +339,7 @@ class WanDiT(nnx.Module):
     if config.remat_policy != "none":
       run_block = nnx.remat(run_block, policy=REMAT_POLICIES[config.remat_policy], graph=False)
 
-    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry, graph=False)
+    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry, graph=False, unroll=plan.unroll_loops or 1)
     def run_blocks(block, x):
       return run_block(block, x)
 

@@ -38,6 +38,9 @@ class ExecutionPlan:
   attention: str = "auto"  # ops/attention.py's implementations (`attention_implementation`)
   attention_block_size: int = 512  # key block of "blockwise" attention
   context_parallel: str = "allgather_kv"  # how self-attention spreads over "act_length" (parallel/attention.py)
+  # Our loops (the DiT's blocks, the VAE's time chunks, the perceptual loss's frame groups) as straight-line code:
+  # the same numbers in a longer program, for estimates that count a loop's body once (aot.py, libtpu).
+  unroll_loops: bool = False
 
   def __post_init__(self):
     rules_lib.check_rules(self.rules)

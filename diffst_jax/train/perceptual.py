@@ -43,5 +43,6 @@ def perceptual_loss(plan: plan_lib.ExecutionPlan, kind: str, params: LpipsParams
     return images_plan.constrain(frames.reshape(groups, devices, *clip.shape[2:]), (None, "act_batch"))
 
   score = jax.checkpoint(lambda pair: images_plan.constrain(metric(images_plan, params, *pair), ("act_batch",)))
-  scores = jax.lax.map(score, (frame_groups(output), frame_groups(target)))
+  _, scores = jax.lax.scan(lambda _, pair: ((), score(pair)), (), (frame_groups(output), frame_groups(target)),
+                           unroll=plan.unroll_loops or 1)  # lax.map, unrolled when the plan says
   return jnp.mean(scores.reshape(-1)[:count])

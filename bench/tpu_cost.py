@@ -6,9 +6,9 @@ TPU), its JSON kept in --out so that a rerun skips the rows it has (the big trai
   python bench/tpu_cost.py --out runs/tpu_cost --rows upscale_720p_v5e
 
 Every time here is the compiler's estimate (`optimal_seconds` of libtpu's cost analysis, its -1 s per ConcatBitcast
-custom call added back: `aot.cost`), not a measurement; it counts each while loop's body once, so MFU = model FLOPs
-(counted from the model's jaxpr, ops/flops.py) / (chips x chip peak x estimated seconds) is given only for programs
-without loops.
+custom call added back: `aot.cost`), not a measurement; it counts each while loop's body once, so the rows meant for
+the estimate compile our loops unrolled (`--unroll-loops`), and MFU = model FLOPs (counted from the model's jaxpr,
+ops/flops.py) / (chips x chip peak x estimated seconds) is given only for programs without loops.
 """
 
 import argparse
@@ -23,23 +23,28 @@ sys.path.insert(0, str(ROOT))
 
 from diffst_jax import cli  # noqa: E402
 CONFIG = str(ROOT / "configs" / "wan21_1_3b.py")
-# name: (topology, mesh, program, stage, clip)
+# name: (topology, mesh, program, stage, clip, unrolled). The v5e rows give memory per chip as a TPU VM runs the
+# programs (loops rolled); the rows whose purpose is the time estimate compile our loops unrolled (aot --unroll-loops),
+# since libtpu counts a loop's body once.
 ROWS = {
-    "upscale_720p_v5e": ("v5e:2x2", "context=4", "upscale", None, "33x720x1280"),
-    "train1_v5e": ("v5e:2x4", "fsdp=2,context=4", "train", 1, "33x480x832"),
-    "train2_v5e": ("v5e:2x4", "fsdp=2,context=4", "train", 2, "33x480x832"),
-    "upscale_480p_v5p": ("v5p:1x1x1", "data=1", "upscale", None, "33x480x832"),
-    "upscale_768x1408_v5p": ("v5p:1x1x1", "data=1", "upscale", None, "33x768x1408"),
-    "train1_v5p": ("v5p:2x2x2", "fsdp=2,context=4", "train", 1, "33x480x832"),
-    "train2_v5p": ("v5p:2x2x2", "fsdp=2,context=4", "train", 2, "33x480x832"),
+    "upscale_720p_v5e": ("v5e:2x2", "context=4", "upscale", None, "33x720x1280", False),
+    "train1_v5e": ("v5e:2x4", "fsdp=2,context=4", "train", 1, "33x480x832", False),
+    "train2_v5e": ("v5e:2x4", "fsdp=2,context=4", "train", 2, "33x480x832", False),
+    "upscale_480p_v5p": ("v5p:1x1x1", "data=1", "upscale", None, "33x480x832", True),
+    "upscale_768x1408_v5p": ("v5p:1x1x1", "data=1", "upscale", None, "33x768x1408", True),
+    "train1_v5p": ("v5p:2x2x2", "fsdp=2,context=4", "train", 1, "33x480x832", True),
+    "train2_v5p": ("v5p:2x2x2", "fsdp=2,context=4", "train", 2, "33x480x832", True),
+    "upscale_720p_v5e_unrolled": ("v5e:2x2", "context=4", "upscale", None, "33x720x1280", True),
+    "train1_v5e_unrolled": ("v5e:2x4", "fsdp=2,context=4", "train", 1, "33x480x832", True),
+    "train2_v5e_unrolled": ("v5e:2x4", "fsdp=2,context=4", "train", 2, "33x480x832", True),
 }
 GIB = 1 << 30
 
 
 def command(name: str, out: pathlib.Path) -> list[str]:
-  topology, mesh, program, stage, clip = ROWS[name]
+  topology, mesh, program, stage, clip, unrolled = ROWS[name]
   args = ["--topology", topology, "--config", CONFIG, "--mesh", mesh, "--program", program, "--clip", clip,
-          "--json", str(out / f"{name}.json")]
+          "--json", str(out / f"{name}.json"), *(["--unroll-loops"] if unrolled else [])]
   return [sys.executable, "-m", "diffst_jax.aot", *args, *(["--stage", str(stage)] if stage else [])]
 
 

@@ -77,7 +77,7 @@ def devices(topology: str) -> list:
     options = {"chips_per_host_bounds": bounds} if bounds else {}
     return list(topologies.get_topology_desc(topology, "tpu", **options).devices)
   except Exception as e:  # pylint: disable=broad-except  # libtpu missing, or a name it does not know
-    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    detail = cli.first_line(e)
     raise ValueError(f"--topology {topology}: not a TPU slice libtpu can compile for ({detail}); e.g. v5e:2x4, "
                      "v4:2x2x1, v5p:2x2x1, or cpu:8 (libtpu comes with pip install -e \".[tpu]\")") from e
 

@@ -31,7 +31,7 @@ def first_line(error: BaseException) -> str:
 
 
 def run(prog: str, work: Callable[[], int | str | None], debug: bool,
-        interrupted: str = "interrupted; nothing partial is left") -> int:
+        interrupted: str = "interrupted") -> int:
   """Runs a command line's `work` and returns its exit code: what it returns (an int; a str is printed and means
   DONE; None is DONE), BAD_INPUT for a ValueError or OSError, INTERRUPTED for Ctrl-C, each said in one line."""
   try:

@@ -125,7 +125,7 @@ def upscale_chunk(run_tiles: TilesFn, frames: np.ndarray, plan: ChunkPlan, s_t: 
   places = [(row, row_overlaps, col, col_overlaps)
             for row, row_overlaps in zip(rows, overlaps(rows, lambda n: s_x * n))
             for col, col_overlaps in zip(cols, overlaps(cols, lambda n: s_x * n))]
-  calls = tiles_and_calls(plan, h, w)[1]
+  calls = -(-len(places) // plan.tile_batch)
   batch = -(-len(places) // calls)
   out = np.zeros((s_t * (length - 1) + 1, s_x * h, s_x * w, 3), np.float32)
   for first in range(0, len(places), batch):
@@ -165,8 +165,8 @@ def upscale_video(model: DiffST, frames: Iterable[np.ndarray], num_frames: int, 
   source = itertools.chain([first], source)
   if plan.tile is None:
     plan = fit_to_memory(model, execution_plan, plan, num_frames, first.shape[:2])
-  advance = (progress or (lambda *_: lambda calls: None))(
-      plan, len(chunks), len(chunks) * tiles_and_calls(plan, *first.shape[:2])[1])
+  calls = len(chunks) * tiles_and_calls(plan, *first.shape[:2])[1]
+  advance = progress(plan, len(chunks), calls) if progress else lambda done: None
   window, window_start = [], 0  # input frames window_start, window_start + 1, ...
   pending = np.zeros((0,))  # weighted output frames still to be blended with the next chunk
   for (start, end), (before, after) in zip(chunks, shared_outputs):

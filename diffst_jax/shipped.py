@@ -26,9 +26,9 @@ def config_path(text: str) -> str:
   """A `--config FILE[:ARG]` value with FILE resolved: as given when it exists, else the shipped config it names
   ("tiny", "tiny.py" or "configs/tiny.py"), so that an installed package's configs need no path."""
   file, colon, arg = text.partition(":")
-  if not file or pathlib.Path(file).exists():
+  given = pathlib.Path(file)
+  if not file or given.exists():
     return text
-  name = pathlib.Path(file).name if pathlib.Path(file).suffix == ".py" else f"{pathlib.Path(file).name}.py"
-  candidate = folder("configs") / pathlib.Path(file).parent.name / name if pathlib.Path(file).parent.name not in (
-      "", "configs") else folder("configs") / name
+  subfolder = "" if given.parent.name == "configs" else given.parent.name  # "sweeps/..." keeps its folder
+  candidate = folder("configs") / subfolder / given.with_suffix(".py").name
   return f"{candidate}{colon}{arg}" if candidate.is_file() else text

@@ -115,6 +115,31 @@ def test_utilization_from_an_estimate_of_a_program_without_loops():
   assert "estimated_mfu" not in aot.utilization(result | {"compiler_loops": 2})
 
 
+@pytest.mark.slow  # half a minute on 2 cores
+def test_libtpu_counts_a_loop_body_once_and_prices_unrolled_steps_whole(monkeypatch):
+  """A scan of a 4096x4096 bf16 matmul on one v5e chip: rolled, libtpu's FLOPs and estimate are the same at 1, 4 and
+  16 steps; unrolled, the estimate grows with the steps, by about the matmul's time at the chip's peak per step
+  (docs/BENCHMARKS.md: why `aot --unroll-loops`)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  mesh = make_mesh("data=1", aot.devices("v5e:1x1"))
+  x = aot._replicated((4096, 4096), jnp.bfloat16, mesh)  # pylint: disable=protected-access
+
+  def estimate(steps: int, unroll) -> tuple[float, float]:
+    scan = lambda x, w: jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None, length=steps,  # noqa: E731
+                                     unroll=unroll)[0]
+    numbers = aot.cost(jax.jit(scan).lower(x, x).compile())
+    return numbers["compiler_flops"], numbers["estimated_seconds"]
+
+  rolled = [estimate(steps, 1) for steps in (4, 16)]
+  assert rolled[0] == rolled[1]
+  unrolled = {steps: estimate(steps, True)[1] for steps in (4, 16)}
+  per_step = (unrolled[16] - unrolled[4]) / 12
+  assert per_step == pytest.approx(2 * 4096**3 / 197e12, rel=0.1)  # v5e: 197 TFLOP/s per chip
+  assert unrolled[16] > 3 * rolled[1][1]
+
+
 @pytest.mark.slow  # a minute on 2 cores
 def test_libtpu_prices_each_concat_bitcast_at_minus_one_second(monkeypatch):
   """The gradient of a tiny VAE decoder: libtpu's raw estimate is negative by one second per ConcatBitcast custom

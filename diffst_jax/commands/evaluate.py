@@ -139,7 +139,11 @@ def main(argv=None) -> int:
   from diffst_jax import cli  # pylint: disable=import-outside-toplevel
 
   args = parse_args(argv)
-  return cli.run(cli.program_name("evaluate.py", "diffst-evaluate"), lambda: evaluate(args) and None, args.debug)
+
+  def work() -> None:
+    evaluate(args)  # its scores are printed and written; the exit code does not carry them
+
+  return cli.run(cli.program_name("evaluate.py", "diffst-evaluate"), work, args.debug)
 
 
 if __name__ == "__main__":

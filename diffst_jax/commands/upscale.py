@@ -27,7 +27,7 @@ import pathlib
 import sys
 import traceback
 
-from diffst_jax import shipped
+from diffst_jax import cli, shipped
 
 LARGE_OUTPUT_PIXELS = 7680 * 4320  # 8K UHD: larger output frames need --large-output
 
@@ -334,7 +334,7 @@ def upscale_set(options: Options, model, videos: list[pathlib.Path], folder: pat
     except Exception as error:  # pylint: disable=broad-except  # one bad video never stops the others
       if options.debug:
         traceback.print_exc()
-      return ["failed", str(source), str(error).splitlines()[0] if str(error) else type(error).__name__]
+      return ["failed", str(source), cli.first_line(error)]
 
   results = [result for _, result in shares.run_share(list(zip(videos, targets)), meshes, upscale_one)]
   results = distributed.all_processes(results)
@@ -350,8 +350,6 @@ def upscale_set(options: Options, model, videos: list[pathlib.Path], folder: pat
 
 
 def main(argv=None) -> int:
-  from diffst_jax import cli  # pylint: disable=import-outside-toplevel
-
   options = parse_args(argv)
   return cli.run(cli.program_name("infer.py", "diffst-upscale"), lambda: run(options), options.debug,
                  interrupted="interrupted; the partial output was removed")

@@ -231,7 +231,7 @@ def claimed(path: pathlib.Path) -> Iterator[None]:
   """Holds `path`'s lock (`.NAME.lock` beside it, created with the folders above it, which are removed again if the
   run leaves them empty) while the caller checks and writes `path`; raises OutputError, naming the holder, when
   another live run holds it. The operating system releases the lock when its process ends, however it ends."""
-  missing = [parent for parent in (path, *path.parents) if not parent.exists()][1:]
+  missing = [parent for parent in path.parents if not parent.exists()]
   path.parent.mkdir(parents=True, exist_ok=True)
   lock = path.with_name(f".{path.name}.lock")
   try:

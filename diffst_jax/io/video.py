@@ -89,23 +89,6 @@ def _decoded(path: pathlib.Path, to_rgb: bool, errors: list | None = None) -> It
     raise VideoError(f"{path}: the video has no frames")
 
 
-def _packets(path: pathlib.Path) -> tuple[int, list[float], list]:
-  """The video stream's packets, demuxed without decoding: how many carry a frame, their presentation times in
-  seconds (in display order), and the demuxer's error if it stopped early."""
-  count, times, errors = 0, [], []
-  with av.open(str(path)) as container:
-    stream = container.streams.video[0]
-    try:
-      for packet in container.demux(stream):
-        if packet.size:
-          count += 1
-          if packet.pts is not None:
-            times.append(float(packet.pts * packet.time_base))
-    except av.FFmpegError as e:
-      errors.append(e)
-  return count, sorted(times), errors
-
-
 def _quarter_turns(frame) -> int:
   """Counterclockwise quarter turns that make a decoded frame upright (its display matrix; phone videos)."""
   return round((frame.rotation or 0) / RIGHT_ANGLE) % 4
@@ -132,9 +115,18 @@ def probe(path: str | pathlib.Path, png_rate: fractions.Fraction = DEFAULT_PNG_R
   decoded = _decoded(path, to_rgb=False)
   first = next(decoded)  # raises for a file that is not a readable video
   decoded.close()
-  frames, times, errors = _packets(path)
+  frames, times, errors = 0, [], []
   with av.open(str(path)) as container:
     stream = container.streams.video[0]
+    try:  # the packets, demuxed, not decoded: one per frame, with its presentation time
+      for packet in container.demux(stream):
+        if packet.size:
+          frames += 1
+          if packet.pts is not None:
+            times.append(float(packet.pts * packet.time_base))
+    except av.FFmpegError as e:
+      errors.append(e)
+    times.sort()  # display order
     rate = fractions.Fraction(stream.average_rate or stream.guessed_rate or DEFAULT_PNG_RATE)
     fps = float(rate)
     declared = stream.frames  # containers without a count (Matroska, WebM) give a duration

@@ -214,11 +214,11 @@ def _restore_newest_intact(program: "Program", manager: ocp.CheckpointManager, w
     try:
       restored = step, *_restore_state(program, manager, step, with_data)
     except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many kinds
-      if step == min(manager.all_steps()):
-        raise ValueError(f"{workdir / 'checkpoints' / str(damaged[0][0] if damaged else step)}: cannot be restored "
-                         f"({damaged[0][1] if damaged else _first_line(e)}), nor can any earlier checkpoint; use a "
-                         "new --workdir, or this run's config") from e
       damaged.append((step, _first_line(_root_cause(e))))
+      if step == min(manager.all_steps()):
+        newest, reason = damaged[0]
+        raise ValueError(f"{workdir / 'checkpoints' / str(newest)}: cannot be restored ({reason}), nor can any "
+                         "earlier checkpoint; use a new --workdir, or this run's config") from e
       continue
     for bad, reason in damaged:
       distributed.say(f"warning: {workdir / 'checkpoints' / str(bad)}: damaged, not restored ({reason}); "

@@ -6,7 +6,11 @@ next `save` to the same directory removes and writes again.
 """
 
 import json
+import logging
+import os
 import pathlib
+import sys
+import traceback
 from typing import Any
 
 import jax
@@ -163,3 +167,30 @@ def restore(directory: str | pathlib.Path, target: dict, partial: bool = False) 
   except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many types for damaged files
     raise ValueError(f"{path}: the parameters cannot be read ({type(e).__name__}); a file is missing or damaged: "
                      "copy or write the checkpoint again (--debug shows the reader's error)") from e
+
+
+def quiet_abandoned_reads() -> None:
+  """After an Orbax restore that failed (a damaged checkpoint): its other reads were still in flight when Orbax closed
+  their event loop, and as they finish, each reports its own error, "Task exception was never retrieved" or "Event
+  loop is closed" as an unhandled one: dozens of tracebacks after the damage was already said in one line. Those
+  reports, and only those, are dropped from then on."""
+  if getattr(sys.unraisablehook, "quiets_abandoned_reads", False):
+    return
+  previous_hook = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _from_abandoned_read(unraisable.exc_value):
+      previous_hook(unraisable)
+
+  hook.quiets_abandoned_reads = True
+  sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(
+      lambda record: not (record.getMessage().startswith("Task exception was never retrieved")
+                          and record.exc_info is not None and _from_abandoned_read(record.exc_info[1])))
+
+
+def _from_abandoned_read(error: BaseException | None) -> bool:
+  if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+    return True
+  frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+  return any(f"orbax{os.sep}checkpoint" in frame.filename for frame in frames)

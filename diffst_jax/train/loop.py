@@ -215,6 +215,7 @@ def _restore_newest_intact(program: "Program", manager: ocp.CheckpointManager, w
       restored = step, *_restore_state(program, manager, step, with_data)
     except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many kinds
       damaged.append((step, _first_line(_root_cause(e))))
+      checkpoint.quiet_abandoned_reads()
       if step == min(manager.all_steps()):
         newest, reason = damaged[0]
         raise ValueError(f"{workdir / 'checkpoints' / str(newest)}: cannot be restored ({reason}), nor can any "

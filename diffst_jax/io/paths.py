@@ -57,6 +57,12 @@ def inside(folder: Path, name: str, recorded_in: Path) -> Path:
   return path
 
 
+def entries(folder: Path) -> list[Path]:
+  """What `folder` holds, none if it does not exist: in a bucket a folder is only the common prefix of its objects,
+  so a new one does not exist until something is written under it."""
+  return list(folder.iterdir()) if folder.exists() else []
+
+
 def append_text(path: Path, text: str) -> None:
   """Adds `text` at the end of the file `path` (made if missing). Objects in a bucket cannot be appended to: there
   the file is read and written again whole."""
@@ -77,7 +83,10 @@ def files_under(folder: Path) -> list[Path]:
   """Every file under `folder`, recursively, sorted."""
   if is_local(folder):
     return sorted(p for p in folder.rglob("*") if p.is_file())
-  return sorted(epath.Path(directory) / name for directory, _, names in folder.walk() for name in names)
+  # a bucket's walk names its folders without the scheme (b/videos for gs://b/videos)
+  root = os.fspath(folder).split("://", 1)[-1].rstrip("/")
+  return sorted(folder / os.fspath(directory).split("://", 1)[-1].lstrip("/")[len(root):].lstrip("/") / name
+                for directory, _, names in folder.walk() for name in names)
 
 
 def local_copy(folder: Path, destination: pathlib.Path) -> pathlib.Path:

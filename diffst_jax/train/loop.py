@@ -82,7 +82,7 @@ def _check_config(workdir: paths.Path, config: ml_collections.ConfigDict) -> Non
   """Raises unless `workdir` is new, or a run of `config` (settings of RUN_CONTROL aside)."""
   path = workdir / "config.json"
   resolved = _resolved(config)
-  if not path.exists() and any(workdir.iterdir()):
+  if not path.exists() and paths.entries(workdir):
     raise ValueError(f"{workdir}: holds files but no run of train.py (no config.json); use a new or empty --workdir")
   if path.exists():
     try:
@@ -285,7 +285,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   workdir = paths.resolve(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"{workdir}: --workdir exists and is a file; name a new folder, or a run's to resume it")
-  before = {entry.name for entry in workdir.iterdir()} if workdir.exists() else None
+  before = {entry.name for entry in paths.entries(workdir)} if workdir.exists() else None
   workdir.mkdir(parents=True, exist_ok=True)
   try:
     _record_config(workdir, config)
@@ -306,15 +306,15 @@ def _remove_if_no_checkpoint(workdir: paths.Path, before: set[str] | None) -> No
   checkpoints/ folder, logs), and `workdir` itself if the run made it, so that a corrected rerun of the same
   command is not refused as another run's."""
   checkpoints = workdir / "checkpoints"
-  if checkpoints.exists() and any(entry.name.isdigit() for entry in checkpoints.iterdir()):
+  if any(entry.name.isdigit() for entry in paths.entries(checkpoints)):
     return
-  for entry in workdir.iterdir():
+  for entry in paths.entries(workdir):
     if before is None or entry.name not in before:
       if entry.is_dir():
         entry.rmtree() if hasattr(entry, "rmtree") else shutil.rmtree(entry)
       else:
         entry.unlink()
-  if before is None:
+  if before is None and paths.is_local(workdir):
     workdir.rmdir()
 
 

@@ -1,10 +1,13 @@
 """Work directories and data in object storage (io/paths.py): a gs:// bucket held in memory (fsspec's memory
 filesystem registered for Google Cloud Storage) takes the run's files, metrics, TensorBoard events and loss curves;
-its videos are copied to local disk and prepared there; file:// URIs are local paths."""
+its videos are copied to local disk and prepared there; file:// URIs are local paths. A Cloud Storage emulator on
+localhost, reached through the real client (gcsfs), checks what an in-memory bucket cannot: object storage has no
+folders."""
 
 import json
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -124,3 +127,43 @@ def test_tensorboard_writer_does_not_import_torch(tmp_path):
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "False"
   assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+@pytest.fixture
+def emulated_bucket(monkeypatch):
+  """gs://diffst-test on a Google Cloud Storage emulator on localhost (gcp-storage-emulator), reached through the real
+  client a user's run has (etils.epath -> gcsfs -> the JSON API), not an in-memory stand-in."""
+  from gcp_storage_emulator.server import create_server  # pylint: disable=import-outside-toplevel
+  import gcsfs  # pylint: disable=import-outside-toplevel
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  server = create_server("localhost", port, in_memory=True, default_bucket="diffst-test")
+  server.start()
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
+  gcsfs.GCSFileSystem.clear_instance_cache()
+  epath.backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+  yield epath.Path("gs://diffst-test")
+  server.stop()
+  gcsfs.GCSFileSystem.clear_instance_cache()
+  epath.backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+
+
+def test_a_real_bucket_client_takes_a_new_run_its_record_and_its_videos(emulated_bucket, tmp_path, monkeypatch):
+  """In a bucket a folder exists only once something is written under it: a new --workdir is not a folder yet, and a
+  walk names folders without the scheme. Both broke runs in object storage that the in-memory bucket let through."""
+  monkeypatch.setattr(backend, "CACHE_DIR", tmp_path / "cache" / "diffst_jax")
+  workdir = paths.resolve("gs://diffst-test/run")
+  assert not workdir.exists() and paths.entries(workdir) == []
+  config = ml_collections.ConfigDict({"seed": 1, "log_every": 1})
+  loop._record_config(workdir, config)  # pylint: disable=protected-access
+  assert json.loads((workdir / "config.json").read_text()) == {"seed": 1, "log_every": 1}
+  loop._remove_if_no_checkpoint(workdir, None)  # a run that failed before its first checkpoint leaves nothing
+  assert paths.entries(workdir) == [] and not workdir.exists()
+
+  (emulated_bucket / "videos" / "street").mkdir(parents=True)
+  (emulated_bucket / "videos" / "street" / ASSET.name).write_bytes(ASSET.read_bytes())
+  assert paths.files_under(emulated_bucket / "videos") == [emulated_bucket / "videos" / "street" / ASSET.name]
+  copied = paths.local_copy(emulated_bucket / "videos", tmp_path / "videos")
+  assert (copied / "street" / ASSET.name).read_bytes() == ASSET.read_bytes()

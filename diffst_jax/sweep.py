@@ -15,7 +15,7 @@ Relative paths in the sweep file are relative to the directory `python -m diffst
 Each trial runs in WORKDIR/NAME: train/ (train.py's workdir, with its resolved config.json; an interrupted trial
 resumes there), eval/ (evaluate.py's output) and, once both are done, trial.json (its overrides and the DiffST
 scores). A trial with trial.json is finished and skipped when the sweep runs again. The sweep ends with
-WORKDIR/summary.md (a table: trials x mean scores) and WORKDIR/summary.png (PSNR and LPIPS per trial).
+WORKDIR/summary.md (a table: trials x mean scores, each linking its trial's report.html) and WORKDIR/summary.png (PSNR and LPIPS per trial).
 `--emit-commands` prints one self-contained command per unfinished trial, for a cluster scheduler; run the sweep
 once more afterwards (or with --summary-only) to write the summary.
 """
@@ -28,6 +28,7 @@ import pathlib
 import shlex
 import subprocess
 import sys
+import urllib.parse
 
 from diffst_jax import cli, config_files
 from diffst_jax.io import outputs
@@ -134,10 +135,13 @@ def run_trial(sweep: dict, name: str, overrides: dict, workdir: pathlib.Path) ->
 def summarize(records: list[dict], workdir: pathlib.Path) -> str:
   """Writes summary.md and summary.png; returns the table."""
   keys = [key for key in SUMMARY_METRICS if all(key in record["scores"] for record in records)]
-  lines = ["| trial | " + " | ".join(keys) + " |", "|---" + "|---:" * len(keys) + "|"]
+  lines = ["| trial | " + " | ".join(keys) + " | report |", "|---" + "|---:" * len(keys) + "|---|"]
   for record in records:
+    report = pathlib.PurePosixPath(record["name"], "eval", "report.html")  # evaluate.py's, relative to the summary
+    link = f"[report]({urllib.parse.quote(str(report))})" if (workdir / report).is_file() else ""
     lines.append(f"| {record['name']} | " + " | ".join(
-        f"{record['scores'][key]:.2f}" if key == "psnr" else f"{record['scores'][key]:.4f}" for key in keys) + " |")
+        f"{record['scores'][key]:.2f}" if key == "psnr" else f"{record['scores'][key]:.4f}" for key in keys)
+                 + f" | {link} |")
   table = "\n".join(lines) + "\n"
   (workdir / "summary.md").write_text(f"Mean scores of each trial's DiffST over the evaluation clips.\n\n{table}")
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from diffst_jax.commands import evaluate
+from diffst_jax.io import video
 from diffst_jax.models import diffst
 from tests.conftest import ROOT
 
@@ -41,6 +42,12 @@ def test_scores_a_folder_of_real_clips(checkpoint, tmp_path):
   # the untrained model's colours are arbitrary (60 levels off); the wavelet fix takes the baseline's low frequencies
   assert methods[corrected]["mean"]["colour"] < methods[uncorrected]["mean"]["colour"] / 4
   assert f"| {corrected} |" in (out / "scores.md").read_text()
+  page = (out / "report.html").read_text()  # tests/eval/test_report.py opens one in Chromium
+  assert all(name in page for name in methods) and "report/carphone/psnr.png" in page
+  assert sorted(p.name for p in (out / "report" / "carphone").glob("*.mp4")) == [
+      "bicubic-x4-linear-blend-x2.mp4", "diffst-model-colour-fix-none.mp4", "diffst-model-colour-fix-wavelet.mp4",
+      "ground-truth.mp4"]
+  assert video.probe(out / "report" / "carphone" / "ground-truth.mp4").frames == 9
   strip = Image.open(out / "strips" / "carphone.png")
   # baseline, DiffST, ground truth after a 36-pixel column of frame numbers; a 2-line header; frames 1, 3 or 5, 7
   assert strip.size == (36 + 3 * 64 + 2 * 4, 2 * 12 + 4 + 3 * 48 + 2 * 4)

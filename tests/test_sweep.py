@@ -40,9 +40,13 @@ def test_grid_trials_commands_and_skipping(tmp_path, capsys):
   assert sweep_lib.main(["--sweep", str(path), "--workdir", str(workdir), "--emit-commands"]) == 0
   commands = capsys.readouterr().out.strip().splitlines()
   assert len(commands) == 1 and commands[0].endswith("--trial cfca.enabled=False,vrg.enabled=False")
+  (workdir / finished[0] / "eval").mkdir()
+  (workdir / finished[0] / "eval" / "report.html").write_text("<html></html>")  # evaluate.py's, for one of them
   assert sweep_lib.main(["--sweep", str(path), "--workdir", str(workdir), "--summary-only"]) == 0
   summary = (workdir / "summary.md").read_text()
-  assert "| cfca.enabled=True,vrg.enabled=False | 21.00 | 0.5000 | 0.3000 |" in summary
+  assert "| cfca.enabled=True,vrg.enabled=False | 21.00 | 0.5000 | 0.3000 |  |" in summary
+  assert ("| cfca.enabled=True,vrg.enabled=True | 20.00 | 0.5000 | 0.3000 | "
+          "[report](cfca.enabled%3DTrue%2Cvrg.enabled%3DTrue/eval/report.html) |") in summary
   assert (workdir / "summary.png").stat().st_size > 1000
   for name in finished:
     assert sweep_lib.run_trial({}, name, trials[name], workdir)["name"] == name  # skipped: nothing to run
@@ -84,7 +88,9 @@ def test_a_2x2_sweep_trains_scores_and_skips_when_rerun(tiny_config, tmp_path):
   for record in records:
     resolved = json.loads((tmp_path / "sweep" / record["name"] / "train" / "config.json").read_text())
     assert resolved["model"]["cfca"]["enabled"] == record["overrides"]["model.cfca.enabled"]
-  assert "| cfca.enabled=False,vrg.enabled=False |" in (tmp_path / "sweep" / "summary.md").read_text()
+  summary = (tmp_path / "sweep" / "summary.md").read_text()
+  assert "| cfca.enabled=False,vrg.enabled=False |" in summary
+  assert summary.count("[report](") == 4 and (tmp_path / "sweep" / records[0]["name"] / "eval" / "report.html").is_file()
   again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
   assert again.returncode == 0 and again.stdout.count("finished, skipped") == 4, again.stderr[-3000:]
   assert "diffst_jax.commands.train" not in again.stdout  # nothing retrained

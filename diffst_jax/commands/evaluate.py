@@ -9,9 +9,10 @@ degraded by the protocol (or taken from the same-named clip of --lq with --proto
 frames are scored: PSNR (RGB and Y), SSIM (Y), LPIPS-Alex, DISTS, tOF, tLP (conventions: diffst_jax/eval/metrics.py).
 Methods: the checkpoint, the checkpoint with CFCA switched off (linear frame blending) and with VRG switched off,
 and bicubic + linear blending. Writes --out (a new or empty folder, filled only once all is scored): scores.json (per
-clip and mean), scores.md (the tables), and strips/CLIP.png (for a few synthesized frames: input upscaled by the
-baseline, DiffST, ground truth, side by side). The no-reference metrics of the paper (CLIP-IQA, MUSIQ, MANIQA, DOVER)
-are not computed.
+clip and mean), scores.md (the tables), strips/CLIP.png (for a few synthesized frames: input upscaled by the
+baseline, DiffST, ground truth, side by side), and report.html (open it from disk: the scores, PSNR per frame, and
+every method's output beside the ground truth as videos that play in sync, in report/; diffst_jax/eval/report.py).
+The no-reference metrics of the paper (CLIP-IQA, MUSIQ, MANIQA, DOVER) are not computed.
 """
 
 import argparse
@@ -27,7 +28,8 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gt", required=True, help="folder of ground-truth clips")
   parser.add_argument("--lq", help="folder of captured low-quality clips named like --gt's (--protocol paired)")
-  parser.add_argument("--out", required=True, help="new or empty folder for scores.json, scores.md and strips/")
+  parser.add_argument("--out", required=True,
+                      help="new or empty folder for scores.json, scores.md, strips/ and report.html")
   parser.add_argument("--checkpoint", required=True, help="our DiffST checkpoint directory (e.g. WORKDIR/model)")
   parser.add_argument("--protocol", choices=run.PROTOCOLS, default="bicubic")
   parser.add_argument("--seed", type=int, default=0, help="seed of the realistic protocol's first clip")
@@ -51,16 +53,19 @@ def parse_args(argv):
   return args
 
 
-def _read_clips(folder: str, s_x: int, s_t: int) -> dict:
-  """{clip name: frames} of every clip in `folder`, each checked against the protocol's minimum size."""
+def _read_clips(folder: str, s_x: int, s_t: int) -> tuple[dict, dict]:
+  """{clip name: frames} of every clip in `folder`, each checked against the protocol's minimum size, and {clip
+  name: frames per second}."""
   from diffst_jax.data import builder  # pylint: disable=import-outside-toplevel
   from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import video  # pylint: disable=import-outside-toplevel
 
-  clips = {}
+  clips, rates = {}, {}
   for path in builder.find_videos(folder):
-    clips[path.stem if path.is_file() else path.name] = run.ground_truth(video.read_video(path)[0], s_x, s_t, path)
-  return clips
+    name = path.stem if path.is_file() else path.name
+    frames, rates[name] = video.read_video(path)
+    clips[name] = run.ground_truth(frames, s_x, s_t, path)
+  return clips, rates
 
 
 def evaluate(args) -> dict:
@@ -69,7 +74,7 @@ def evaluate(args) -> dict:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   from diffst_jax import chunking, inference  # pylint: disable=import-outside-toplevel
-  from diffst_jax.eval import run  # pylint: disable=import-outside-toplevel
+  from diffst_jax.eval import report, run  # pylint: disable=import-outside-toplevel
   from diffst_jax.io import outputs, strips  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
   from diffst_jax.ops import resize  # pylint: disable=import-outside-toplevel
@@ -86,12 +91,12 @@ def evaluate(args) -> dict:
   model, _ = inference.runnable(diffst.load(checkpoint), args.precision)
   s_x, s_t = model.config.space_scale, model.config.time_scale
   plan = chunking.plan_from_flags(args, diffst.trained_sizes(checkpoint))
-  clips = _read_clips(args.gt, s_x, s_t)
+  clips, rates = _read_clips(args.gt, s_x, s_t)
   smallest = min((min(hr.shape[1:3]), name) for name, hr in clips.items())
   if 2 * args.crop_border >= smallest[0]:
     raise ValueError(f"--crop-border {args.crop_border}: leaves nothing of {smallest[1]}, whose smaller side is "
                      f"{smallest[0]} pixels; it must be under half of that")
-  paired = _read_clips(args.lq, 1, s_t) if args.lq else None
+  paired = _read_clips(args.lq, 1, s_t)[0] if args.lq else None
   if paired is not None and sorted(paired) != sorted(clips):
     raise ValueError(f"--lq must hold the clips of --gt by name: {sorted(clips)} vs {sorted(paired)}")
   color_fixes = list(dict.fromkeys(kind if kind != "auto" else diffst.recorded_color_fix(checkpoint)
@@ -131,6 +136,8 @@ def evaluate(args) -> dict:
       labels = [(name.split(" (")[0], f"{results[name]['clips'][clip_name]['psnr']:.2f} dB") for name in shown]
       strip = strips.comparison_strip([by_method[name] for name in shown] + [hr], picks, labels + [("ground truth",)])
       Image.fromarray(strip).save(folder / "strips" / f"{clip_name}.png")
+    report.write(folder, f"{checkpoint.name} on {pathlib.Path(args.gt).name}: {args.protocol} protocol", results,
+                 outputs_by_clip, rates, s_t)
   print(table)
   return results
 

@@ -48,7 +48,8 @@ class FolderKind:
 
 
 FRAMES = FolderKind("PNG frames of infer.py", r"\d{6}\.png")
-EVALUATION = FolderKind("scores of evaluate.py", r"scores\.(json|md)", {"strips": r"[^/]+\.png"})
+EVALUATION = FolderKind("scores of evaluate.py", r"scores\.(json|md)|report\.html",
+                        {"strips": r"[^/]+\.png", "report": None})
 DIFFUSERS = FolderKind("diffusers export", r"config\.json|diffusion_pytorch_model\.safetensors")
 
 

@@ -12,7 +12,6 @@ embedding and RoPE in float32 (or wider).
 """
 
 import dataclasses
-import functools
 import math
 from typing import Any, ClassVar
 
@@ -239,6 +238,12 @@ class TwoLayerProjection(nnx.Module):
     return self.linear_2(self.activation(self.linear_1(x)))
 
 
+def gelu_tanh(x: jax.Array) -> jax.Array:
+  # One function for every model built: the activation is part of the model's graph (jit's static argument), and a
+  # partial made per model compares unequal, so each load of the same checkpoint would be traced and compiled anew.
+  return jax.nn.gelu(x, approximate=True)
+
+
 class ConditionEmbedder(nnx.Module):
   """Timestep -> (temb (B, dim), modulation (B, 6, dim)) in float32; context -> (B, L, dim)."""
 
@@ -248,7 +253,6 @@ class ConditionEmbedder(nnx.Module):
                                             param_dtype=config.param_dtype, rngs=rngs)
     self.time_proj = Dense(config.dim, 6 * config.dim, ("embed", "embed_out"), dtype="float32",
                            param_dtype=config.param_dtype, rngs=rngs)
-    gelu_tanh = functools.partial(jax.nn.gelu, approximate=True)
     self.text_embedder = TwoLayerProjection(config.text_dim, config.dim, gelu_tanh, "text_embed", dtype=config.dtype,
                                             param_dtype=config.param_dtype, rngs=rngs)
 

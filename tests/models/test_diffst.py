@@ -118,3 +118,13 @@ def test_weights_stored_in_compute_dtype_give_the_same_upscale(model):
   assert sum(a.nbytes for a in jax.tree.leaves(nnx.state(stored))) < sum(
       a.nbytes for a in jax.tree.leaves(nnx.state(bf16)))
   np.testing.assert_array_equal(np.asarray(diffst.upscale(stored, frames)), np.asarray(expected))
+
+
+def test_two_loads_of_a_checkpoint_share_their_compiled_programs(tmp_path, tiny_config):
+  """The graph of a loaded model (jit's static argument) is equal across loads, so a second load reuses the programs
+  the first compiled instead of tracing them anew."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  path = diffst.save(diffst.init(diffst.DiffSTConfig.from_dict(tiny_config.to_dict())), tmp_path / "model")
+  first, second = nnx.split(diffst.load(path))[0], nnx.split(diffst.load(path))[0]
+  assert first == second and hash(first) == hash(second)

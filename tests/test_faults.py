@@ -1,9 +1,16 @@
-"""Bad inputs and faults as a user meets them, each run as a subprocess: its exit code, its one line, and every file
-that existed before left as it was. Two runs on one output, a damaged checkpoint, frame folders named 1..11, a set
-rerun with other settings, colliding sweep trials, a huge frame, a training run that failed before its first step,
-paths that lead outside a checkpoint, flags that cannot be, and Ctrl-C."""
+"""Bad inputs and faults as a user meets them: its exit code, its one line, and every file that existed before left
+as it was. Two runs on one output, a damaged checkpoint, frame folders named 1..11, a set rerun with other settings,
+colliding sweep trials, a huge frame, a training run that failed before its first step, paths that lead outside a
+checkpoint, flags that cannot be, and Ctrl-C.
 
+What is about processes (a run that another process holds, Ctrl-C), train.py's runs (absl's logging and a damaged
+checkpoint's abandoned reads could add to their output), a set of videos on one device and the sweep's commands run
+as subprocesses; the other commands run in this process through the `main` their script calls (`in_process`), with
+what a process of their own would print, without a process's start and imports."""
+
+import importlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -11,12 +18,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from diffst_jax.io import outputs, video
+from diffst_jax.io import video
 from tests.conftest import ROOT, assert_kept, snapshot
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of 64x48
@@ -26,6 +34,44 @@ TINY = ROOT / "weights" / "tiny"
 def _run(script: str, *args, env=None, **kwargs) -> subprocess.CompletedProcess:
   command = [sys.executable, *([str(ROOT / script)] if script.endswith(".py") else ["-m", script]), *map(str, args)]
   return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False, env=env, **kwargs)
+
+
+TOOLS = {"infer.py": "diffst_jax.commands.upscale", "evaluate.py": "diffst_jax.commands.evaluate",
+         "convert_torch_weights.py": "diffst_jax.commands.convert"}
+QUIET_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def in_process(capfd, script: str, *args) -> subprocess.CompletedProcess:
+  """`script` (a key of TOOLS) run as `_run` runs it, but in this process, through the `main(argv)` the script calls:
+  its exit code (a SystemExit's too, e.g. argparse's 2), and on stdout and stderr what a process of its own would
+  print there: what was written (Python's streams and file descriptors 1 and 2, `capfd`), each Python warning a fresh
+  interpreter shows (once per place; not the kinds it ignores by default) and the log records it would print
+  (WARNING and above)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  main = importlib.import_module(TOOLS[script]).main
+  records = []
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = records.append
+  logging.getLogger().addHandler(handler)
+  min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs  # the commands raise it to 1 s
+  capfd.readouterr()
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      try:
+        code = main(list(map(str, args)))
+      except SystemExit as exit_:
+        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+  finally:
+    logging.getLogger().removeHandler(handler)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
+  out, err = capfd.readouterr()
+  shown = {(str(w.message), w.category, w.filename, w.lineno): w for w in caught
+           if not issubclass(w.category, QUIET_BY_DEFAULT)}
+  err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in shown.values())
+  err += "".join(f"{record.levelname}:{record.name}:{record.getMessage()}\n" for record in records)
+  return subprocess.CompletedProcess([script, *map(str, args)], code, out, err)
 
 
 def _one_error_line(result: subprocess.CompletedProcess, *phrases: str) -> str:
@@ -43,8 +89,8 @@ def _png_folder(folder: pathlib.Path, levels, names=None, size=(16, 16)) -> path
   return folder
 
 
-def test_a_second_run_on_an_output_being_written_is_refused_and_the_finished_output_is_kept(tmp_path):
-  frames = video.read_video(CLIP)[0]
+def test_a_second_run_on_an_output_being_written_is_refused_and_the_finished_output_is_kept(tmp_path, capfd):
+  frames = video.read_video(CLIP)[0][:, :16, :16]  # at --space-scale 1, the smallest program
   video.write_video(tmp_path / "a", frames[:3], 30)
   video.write_video(tmp_path / "b", frames[3:7], 30)
   out, lock = tmp_path / "out.mp4", tmp_path / ".out.mp4.lock"
@@ -54,13 +100,13 @@ def test_a_second_run_on_an_output_being_written_is_refused_and_the_finished_out
   while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
     time.sleep(0.05)
   assert lock.exists(), "the first run never took its lock"
-  second = _run("infer.py", "--input", tmp_path / "b", "--output", out, "--space-scale", "1")
+  second = in_process(capfd, "infer.py", "--input", tmp_path / "b", "--output", out, "--space-scale", "1")
   assert first.wait(timeout=300) == 0, first.stderr.read()
   _one_error_line(second, str(out), "another run (pid", "is writing it now")
   assert video.probe(out).frames == 2 * 3 - 1  # the first run's output, not the second's
   assert not lock.exists()
   kept = snapshot(tmp_path)
-  third = _run("infer.py", "--input", tmp_path / "b", "--output", out, "--space-scale", "1")
+  third = in_process(capfd, "infer.py", "--input", tmp_path / "b", "--output", out, "--space-scale", "1")
   _one_error_line(third, "already exists", "--overwrite")
   assert_kept(kept, tmp_path)
 
@@ -73,7 +119,7 @@ def _train_flags(videos: pathlib.Path, workdir: pathlib.Path, steps: int) -> lis
           "--config.model.vae.num_res_blocks=1", f"--config.data.videos={videos}", f"--workdir={workdir}"]
 
 
-def _train_env() -> dict:
+def _one_device() -> dict:
   """One device; the test run's compilation cache (tests/conftest.py), which the train.py runs here share."""
   return dict(os.environ, XLA_FLAGS="")
 
@@ -83,7 +129,7 @@ def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_run_resumes_from
   videos.mkdir()
   shutil.copy(CLIP, videos)
   workdir = tmp_path / "run"
-  flags, env = _train_flags(videos, workdir, steps=4), _train_env()
+  flags, env = _train_flags(videos, workdir, steps=4), _one_device()
   assert _run("train.py", *flags, env=env).returncode == 0
   for data in (workdir / "checkpoints" / "4" / "state" / "ocdbt.process_0" / "d").iterdir():
     data.write_bytes(data.read_bytes()[:100])  # cut short, as a disk that failed leaves it
@@ -106,7 +152,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing_that_blocks_the_f
   videos.mkdir()
   video.write_video(videos / "five.mp4", video.read_video(CLIP)[0][:5], 25)
   workdir = tmp_path / "run"
-  flags, env = _train_flags(videos, workdir, steps=1), _train_env()
+  flags, env = _train_flags(videos, workdir, steps=4), _one_device()  # the program the damaged-checkpoint test trains
   failed = _run("train.py", *flags, "--config.data.clip_frames=9", env=env)
   assert "use a smaller clip_frames" in _one_error_line(failed, "five.mp4")
   assert not workdir.exists()
@@ -119,14 +165,16 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing_that_blocks_the_f
   assert (workdir / "model" / "model.json").is_file()
 
 
-def test_frame_folders_run_in_the_order_of_their_numbers_and_odd_numbering_is_said(tmp_path):
+def test_frame_folders_run_in_the_order_of_their_numbers_and_odd_numbering_is_said(tmp_path, capfd):
   levels = [20 * i for i in range(11)]
   numbered = _png_folder(tmp_path / "numbered", levels, [f"{i + 1}.PNG" for i in range(11)])
-  result = _run("infer.py", "--input", numbered, "--output", tmp_path / "out", "--color-fix", "wavelet")
+  # at --space-scale 1: chunks of 5 frames of 16x16, the program of tests/test_user_files.py's cut-short video
+  result = in_process(capfd, "infer.py", "--input", numbered, "--output", tmp_path / "out", "--color-fix", "wavelet",
+                      "--space-scale", "1")
   assert result.returncode == 0, result.stderr
   assert "warning" not in result.stderr
   plan = [line for line in result.stderr.splitlines() if "model calls" in line and "->" in line]
-  assert plan and "11 frames of 16x16 -> 21 of 64x64" in plan[0]
+  assert plan and "11 frames of 16x16 -> 21 of 16x16" in plan[0]
   means = video.read_video(tmp_path / "out")[0][::2].mean(axis=(1, 2, 3))
   assert np.all(np.diff(means) > 10), means  # 1.png, 2.png, ..., 11.png: brighter and brighter
 
@@ -134,8 +182,8 @@ def test_frame_folders_run_in_the_order_of_their_numbers_and_odd_numbering_is_sa
   mixed = _png_folder(tmp_path / "mixed", [0, 50, 100], ["1.png", "2.png", "cover.png"])
   for folder, said in ((skipping, "skips frame numbers: 2 is followed by 4"),
                        (mixed, "mixes numbered and unnumbered frame names")):
-    result = _run("infer.py", "--input", folder, "--output", tmp_path / f"{folder.name}_out", "--time-scale", "2",
-                  "--chunk-frames", "2")
+    result = in_process(capfd, "infer.py", "--input", folder, "--output", tmp_path / f"{folder.name}_out",
+                        "--time-scale", "2", "--chunk-frames", "2", "--space-scale", "1")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and said in warnings[0], result.stderr
@@ -145,15 +193,17 @@ def test_a_set_rerun_with_other_settings_keeps_the_outputs_made_with_the_first(t
   videos = tmp_path / "videos"
   _png_folder(videos / "first", [10, 60, 110])
   _png_folder(videos / "second", [200, 150, 100])
-  out = tmp_path / "out"
-  assert _run("infer.py", "--input", videos, "--output", out).returncode == 0
+  # On one device the two videos share one compiled program (on this process's 8 each device compiles its own), at
+  # --space-scale 1 the smallest.
+  out, scale, env = tmp_path / "out", ["--space-scale", "1"], _one_device()
+  assert _run("infer.py", "--input", videos, "--output", out, *scale, env=env).returncode == 0
   kept = snapshot(out)
-  rerun = _run("infer.py", "--input", videos, "--output", out, "--time-scale", "4")
+  rerun = _run("infer.py", "--input", videos, "--output", out, *scale, "--time-scale", "4", env=env)
   assert rerun.returncode == 1
   assert "0 done, 0 skipped (complete), 2 failed" in rerun.stderr and "made with other settings" in rerun.stderr
   assert_kept(kept, out)
   assert set(snapshot(out)) == set(kept)
-  same = _run("infer.py", "--input", videos, "--output", out)
+  same = _run("infer.py", "--input", videos, "--output", out, *scale, env=env)
   assert same.returncode == 0 and "0 done, 2 skipped (complete), 0 failed" in same.stderr
 
 
@@ -168,9 +218,9 @@ def test_sweep_trials_whose_names_would_collide_stay_apart(tmp_path):
   assert len({command.split("--trial ")[-1] for command in commands}) == 3
 
 
-def test_a_huge_output_needs_a_flag_and_is_refused_before_any_work(tmp_path):
+def test_a_huge_output_needs_a_flag_and_is_refused_before_any_work(tmp_path, capfd):
   _png_folder(tmp_path / "huge", [0, 255], size=(2200, 3000))
-  result = _run("infer.py", "--input", tmp_path / "huge", "--output", tmp_path / "out")
+  result = in_process(capfd, "infer.py", "--input", tmp_path / "huge", "--output", tmp_path / "out")
   _one_error_line(result, "12000x8800 output frames (106 megapixels)", "above 8K", "--large-output")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["huge"]
 
@@ -185,20 +235,20 @@ def _checkpoint_naming(tmp_path: pathlib.Path, name: str) -> pathlib.Path:
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../../../x", "../model.json"])
-def test_a_checkpoint_naming_a_file_outside_its_folder_is_refused(tmp_path, name):
+def test_a_checkpoint_naming_a_file_outside_its_folder_is_refused(tmp_path, capfd, name):
   checkpoint = _checkpoint_naming(tmp_path, name)
-  result = _run("infer.py", "--input", CLIP, "--output", tmp_path / "out.mp4", "--checkpoint", checkpoint)
+  result = in_process(capfd, "infer.py", "--input", CLIP, "--output", tmp_path / "out.mp4", "--checkpoint", checkpoint)
   _one_error_line(result, "model.json: names", repr(name), "not a file inside")
   assert not (tmp_path / "out.mp4").exists()
 
 
-def test_a_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path):
+def test_a_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path, capfd):
   release = tmp_path / "release"
   release.mkdir()
   (tmp_path / "outside.safetensors").write_bytes(b"not read")
   index = release / "model.safetensors.index.json"
   index.write_text(json.dumps({"weight_map": {"blocks.0.weight": "../outside.safetensors"}}))
-  result = _run("convert_torch_weights.py", "--dit", index, "--out", tmp_path / "out")
+  result = in_process(capfd, "convert_torch_weights.py", "--dit", index, "--out", tmp_path / "out")
   _one_error_line(result, "names '../outside.safetensors'", "not a file inside")
   assert not (tmp_path / "out").exists()
 
@@ -214,10 +264,10 @@ INFER_FLAG_CASES = {
 
 
 @pytest.mark.parametrize("case", list(INFER_FLAG_CASES))
-def test_flags_that_cannot_be_are_refused_before_any_work(tmp_path, case):
+def test_flags_that_cannot_be_are_refused_before_any_work(tmp_path, capfd, case):
   flags, message = INFER_FLAG_CASES[case]
   _png_folder(tmp_path / "frames", [0, 100])
-  result = _run("infer.py", "--input", tmp_path / "frames", "--output", tmp_path / "out", *flags)
+  result = in_process(capfd, "infer.py", "--input", tmp_path / "frames", "--output", tmp_path / "out", *flags)
   _one_error_line(result, message)
   assert "diffst: " not in result.stderr  # refused before the model is loaded
   assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
@@ -227,35 +277,37 @@ def test_flags_that_cannot_be_are_refused_before_any_work(tmp_path, case):
     ({"tile": [0, 0]}, "inference.tile is [0, 0]; expected a whole number of at least 1"),
     ({"chunk_frames": -5}, "inference.chunk_frames is -5; expected a whole number of at least 2"),
     ({"color_fix": "sepia"}, "inference.color_fix is 'sepia'; expected one of none, wavelet, adain")])
-def test_recorded_inference_settings_that_cannot_be_are_named_as_the_checkpoint_s(tmp_path, inference, message):
+def test_recorded_inference_settings_that_cannot_be_are_named_as_the_checkpoint_s(tmp_path, capfd, inference,
+                                                                                  message):
   checkpoint = tmp_path / "ckpt"
   shutil.copytree(TINY, checkpoint)
   metadata = json.loads((checkpoint / "model.json").read_text())
   metadata["inference"] = metadata.get("inference", {}) | inference
   (checkpoint / "model.json").write_text(json.dumps(metadata))
-  result = _run("infer.py", "--input", CLIP, "--output", tmp_path / "out.mp4", "--checkpoint", checkpoint)
+  result = in_process(capfd, "infer.py", "--input", CLIP, "--output", tmp_path / "out.mp4", "--checkpoint", checkpoint)
   _one_error_line(result, f"{checkpoint / 'model.json'}: {message}")
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--strip-frames", "0"], "--strip-frames 0: must be at least 1"),
     (["--crop-border", "1000"], "--crop-border 1000: leaves nothing of")])
-def test_evaluate_flags_that_cannot_be_are_refused_before_scoring(tmp_path, flags, message):
+def test_evaluate_flags_that_cannot_be_are_refused_before_scoring(tmp_path, capfd, flags, message):
   (tmp_path / "gt").mkdir()
   shutil.copy(CLIP, tmp_path / "gt")
-  result = _run("evaluate.py", "--gt", tmp_path / "gt", "--out", tmp_path / "scores", "--checkpoint", TINY,
-                "--no-dists", "--no-ablations", *flags)
+  result = in_process(capfd, "evaluate.py", "--gt", tmp_path / "gt", "--out", tmp_path / "scores", "--checkpoint",
+                      TINY, "--no-dists", "--no-ablations", *flags)
   _one_error_line(result, message)
   assert not (tmp_path / "scores").exists()
 
 
 def test_ctrl_c_is_one_line_and_exit_code_130_with_nothing_left_behind(tmp_path):
-  frames = np.repeat(video.read_video(CLIP)[0], 4, axis=0)  # 36 frames: several chunks of model calls
+  # 36 frames: several chunks of model calls, each 5 frames of 16x16 at --space-scale 1 (the frame folders' program)
+  frames = np.repeat(video.read_video(CLIP)[0][:, :16, :16], 4, axis=0)
   video.write_video(tmp_path / "in", frames, 30)
   before = snapshot(tmp_path)
   run = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--input", str(tmp_path / "in"), "--output",
-                          str(tmp_path / "out.mp4"), "--chunk-frames", "5"], cwd=ROOT, stderr=subprocess.PIPE,
-                         text=True)
+                          str(tmp_path / "out.mp4"), "--chunk-frames", "5", "--space-scale", "1"], cwd=ROOT,
+                         stderr=subprocess.PIPE, text=True)
   said = ""
   while "model calls" not in said:
     line = run.stderr.readline()

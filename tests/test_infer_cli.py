@@ -1,4 +1,8 @@
-"""infer.py, the main job, as a user runs it: a real clip in, a x4 / x2 clip out; every bad input is one line."""
+"""infer.py, the main job, as a user runs it: a real clip in, a x4 / x2 clip out; every bad input is one line.
+
+A real clip, --help and a bad input go through infer.py in a process of its own, as a user starts it; the other
+runs call what infer.py runs (`upscale.main`, the same program name in its messages) in the test process, which
+spares the interpreter's start and imports and compiles each of the model's programs once for all of them."""
 
 import fractions
 import json
@@ -6,13 +10,15 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import av
 import numpy as np
 import pytest
 
+from diffst_jax.commands import upscale
 from diffst_jax.io import video
-from tests.conftest import ROOT, error_line
+from tests.conftest import ROOT
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of carphone (distorted), 64x48
 
@@ -20,6 +26,56 @@ CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of car
 def _infer(*args, env=None):
   return subprocess.run([sys.executable, str(ROOT / "infer.py"), *map(str, args)], capture_output=True, text=True,
                         cwd=ROOT, check=False, env=env)
+
+
+def _upscale(*args) -> int:
+  """`python infer.py ARGS`'s exit code, run in this process (infer.py's `main`)."""
+  try:
+    return upscale.main([str(arg) for arg in args])
+  except SystemExit as exit_:  # argparse's usage errors
+    return exit_.code
+
+
+def _failing(capfd, *args) -> tuple[int, str, str]:
+  """`_upscale(ARGS)`'s exit code, stdout and stderr (captured at the file descriptors: what C libraries print counts
+  too), with the Python warnings it gives, which a process of its own would print on stderr, on stderr."""
+  capfd.readouterr()
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("default")  # what a process of its own shows: Python's default filters
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+      warnings.filterwarnings("ignore", category=category)
+    code = _upscale(*args)
+  out, err = capfd.readouterr()
+  return code, out, err + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+
+
+def _error_line(capfd, *args) -> str:
+  """The one line (stdout and stderr together) of `_upscale(ARGS)`, which must fail."""
+  code, out, err = _failing(capfd, *args)
+  lines = [line for line in (out + err).splitlines() if line.strip()]
+  assert code != 0 and len(lines) == 1, (code, out + err)
+  assert "Traceback" not in lines[0]
+  return lines[0]
+
+
+@pytest.fixture(scope="module")
+def png_runs(tmp_path_factory):
+  """`infer.py --input FOLDER --output OUT --space-scale 1 FLAGS` on a folder of 3 PNG frames of the clip: OUT for
+  FLAGS (and OUT's `suffix`), each run once per test process."""
+  root = tmp_path_factory.mktemp("png_runs")
+  frames, _ = video.read_video(CLIP)
+  video.write_video(root / "in", frames[:3], 30)
+  done = {}
+
+  def run(*flags, suffix=""):
+    if (flags, suffix) not in done:
+      out = root / f"out{len(done)}{suffix}"
+      assert _upscale("--input", root / "in", "--output", out, "--space-scale", "1", *flags) == 0
+      done[flags, suffix] = out
+    return done[flags, suffix]
+
+  run.frames = frames[:3]
+  return run
 
 
 def test_upscales_a_real_clip(tmp_path):
@@ -36,15 +92,11 @@ def test_upscales_a_real_clip(tmp_path):
   assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_png_folder_in_and_out_in_bfloat16(tmp_path):
-  frames, _ = video.read_video(CLIP)
-  video.write_video(tmp_path / "in", frames[:3], 30)
-  result = _infer("--input", tmp_path / "in", "--output", tmp_path / "out", "--space-scale", "1", "--precision",
-                  "bf16")
-  assert result.returncode == 0, result.stderr
-  outputs = sorted((tmp_path / "out").glob("*.png"))
+def test_png_folder_in_and_out_in_bfloat16(png_runs):
+  out = png_runs("--precision", "bf16")
+  outputs = sorted(out.glob("*.png"))
   assert len(outputs) == 5
-  assert video.probe(tmp_path / "out")[2:4] == (48, 64)
+  assert video.probe(out)[2:4] == (48, 64)
 
 
 def _phone_clip(path, frames: np.ndarray, rate: fractions.Fraction, rotation: int, seconds_of_audio: float):
@@ -77,17 +129,16 @@ def test_a_phone_clip_comes_out_upright_with_its_audio_and_exact_rate(tmp_path):
   """Stored landscape with a 90-degree display rotation (counterclockwise, the display matrix's sense), shown
   portrait: the output is the portrait picture; its AAC track is copied; 30000/1001 fps becomes 60000/1001."""
   frames, _ = video.read_video(CLIP)  # 48x64 landscape
-  frames = frames[:5].copy()
+  frames = frames[:3].copy()  # the tiles (20 of 16x16 either way up) and frames of png_runs: the same program
   frames[:, :8, :8] = (255, 0, 0)  # a red corner, top left as stored
   rate = fractions.Fraction(30000, 1001)
   source = tmp_path / "phone.mp4"
-  _phone_clip(source, frames, rate, rotation=90, seconds_of_audio=5 / float(rate))
+  _phone_clip(source, frames, rate, rotation=90, seconds_of_audio=3 / float(rate))
   shown = video.read_video(source)[0]
   assert shown.shape[1:3] == (64, 48)
   assert np.abs(shown[0, -8:, :8].astype(int) - (255, 0, 0)).mean() < 40  # turned counterclockwise: bottom left
   out = tmp_path / "out.mp4"
-  result = _infer("--input", source, "--output", out, "--space-scale", "1")
-  assert result.returncode == 0, result.stderr
+  assert _upscale("--input", source, "--output", out, "--space-scale", "1") == 0
   written = video.probe(out)
   assert (written.height, written.width, written.rotation) == (64, 48, 0)
   assert written.rate == 2 * rate
@@ -101,31 +152,21 @@ def test_a_phone_clip_comes_out_upright_with_its_audio_and_exact_rate(tmp_path):
   with av.open(str(out)) as container:
     context = container.streams.video[0].codec_context
     assert (context.color_primaries, context.color_trc, context.colorspace) == (1, 1, 1)  # BT.709, tagged
-  result = _infer("--input", source, "--output", tmp_path / "silent.mp4", "--space-scale", "1", "--no-audio")
-  assert result.returncode == 0, result.stderr
+  assert _upscale("--input", source, "--output", tmp_path / "silent.mp4", "--space-scale", "1", "--no-audio") == 0
   assert not video.probe(tmp_path / "silent.mp4").audio
 
 
-def test_fps_sets_the_rate_of_png_frames(tmp_path):
-  frames, _ = video.read_video(CLIP)
-  video.write_video(tmp_path / "in", frames[:3], 30)
-  result = _infer("--input", tmp_path / "in", "--output", tmp_path / "out.mp4", "--space-scale", "1", "--fps", "29.97")
-  assert result.returncode == 0, result.stderr
-  assert video.probe(tmp_path / "out.mp4").rate == fractions.Fraction(60000, 1001)
-  assert error_line(_infer("--input", CLIP, "--output", tmp_path / "x.mp4", "--fps", "25")).startswith(
+def test_fps_sets_the_rate_of_png_frames(tmp_path, png_runs, capfd):
+  assert video.probe(png_runs("--fps", "29.97", suffix=".mp4")).rate == fractions.Fraction(60000, 1001)
+  assert _error_line(capfd, "--input", CLIP, "--output", tmp_path / "x.mp4", "--fps", "25").startswith(
       "infer.py: error: --fps 25: for a folder of PNG frames only")
 
 
-def test_mesh_spreads_the_clip_with_the_same_output(tmp_path):
+def test_mesh_spreads_the_clip_with_the_same_output(png_runs):
   """`--mesh data=-1,context=2`: the clip split over two devices (the execution plan made active), PNG frames equal
   to the one-device run's up to one level of 8-bit rounding."""
-  frames, _ = video.read_video(CLIP)
-  video.write_video(tmp_path / "in", frames[:3], 30)
-  for name, extra in (("one", []), ("two", ["--mesh", "data=-1,context=2"])):
-    result = _infer("--input", tmp_path / "in", "--output", tmp_path / name, "--space-scale", "1", *extra)
-    assert result.returncode == 0, result.stderr
-  one, _ = video.read_video(tmp_path / "one")
-  two, _ = video.read_video(tmp_path / "two")
+  one, _ = video.read_video(png_runs("--color-fix", "auto"))  # the default, spelled as the colour fix test runs it
+  two, _ = video.read_video(png_runs("--color-fix", "auto", "--mesh", "data=-1,context=2"))
   assert one.shape == two.shape
   assert np.abs(one.astype(int) - two.astype(int)).max() <= 1
 
@@ -163,19 +204,41 @@ CASES = ["unreadable", "truncated", "empty", "missing", "unknown extension", "bi
          "bad output extension"]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_clear_line(tmp_path, case):
+def _check_bad_input(tmp_path, case, infer):
+  """`infer(ARGS)` -> (exit code, stderr) of infer.py on the bad input `case`: one line on stderr, nothing touched."""
   args, message = _bad_inputs(tmp_path)[case]
   if "--output" not in args:
     args = [*args, "--output", tmp_path / "out.mp4"]
   clip_before = CLIP.read_bytes()
-  result = _infer(*args)
-  assert result.returncode != 0
-  lines = [line for line in result.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("infer.py: error: ") and message in lines[0], result.stderr
+  returncode, stderr = infer(*args)
+  assert returncode != 0
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("infer.py: error: ") and message in lines[0], stderr
   assert (tmp_path / "exists.mp4").read_bytes() == b"mine"  # nothing the user gave is touched
   assert CLIP.read_bytes() == clip_before
   assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_clear_line(tmp_path, capfd, case):
+  """In this process (`_failing`: what FFmpeg or XLA print and Python's warnings count too)."""
+
+  def infer(*args):
+    code, _, err = _failing(capfd, *args)
+    return code, err
+
+  _check_bad_input(tmp_path, case, infer)
+
+
+def test_bad_input_to_infer_py_is_one_clear_line(tmp_path):
+  """The same in a process of its own, as a user starts infer.py: JAX started (the video is probed after that) and
+  FFmpeg failing on a cut-off file print nothing more."""
+
+  def infer(*args):
+    result = _infer(*args)
+    return result.returncode, result.stderr
+
+  _check_bad_input(tmp_path, "truncated", infer)
 
 
 def test_help_answers_without_starting_jax():
@@ -187,19 +250,14 @@ def test_help_answers_without_starting_jax():
   assert "--chunk-frames" in result.stdout and result.stdout.strip().endswith("[]")
 
 
-def test_color_fix_flag_corrects_towards_the_blended_input(tmp_path):
+def test_color_fix_flag_corrects_towards_the_blended_input(png_runs):
   """--color-fix adain moves each output frame's mean colour onto the bicubic-blended input's; auto reads the
   checkpoint's record (weights/tiny records wavelet, so auto equals wavelet)."""
   from diffst_jax.ops import resize  # pylint: disable=import-outside-toplevel
 
-  frames, _ = video.read_video(CLIP)
-  video.write_video(tmp_path / "in", frames[:3], 30)
-  for kind in ("adain", "auto", "none", "wavelet"):
-    result = _infer("--input", tmp_path / "in", "--output", tmp_path / kind, "--space-scale", "1", "--color-fix", kind)
-    assert result.returncode == 0, result.stderr
-  outputs = {kind: video.read_video(tmp_path / kind)[0].astype(np.float64)
+  outputs = {kind: video.read_video(png_runs("--color-fix", kind))[0].astype(np.float64)
              for kind in ("adain", "auto", "none", "wavelet")}
-  reference = resize.bicubic_blend(frames[:3], 1, 2).astype(np.float64)
+  reference = resize.bicubic_blend(png_runs.frames, 1, 2).astype(np.float64)
   offset = lambda out: np.abs(out.mean(axis=(1, 2)) - reference.mean(axis=(1, 2))).max()  # noqa: E731
   assert offset(outputs["adain"]) < 1.0 < offset(outputs["none"])
   np.testing.assert_array_equal(outputs["auto"], outputs["wavelet"])

@@ -27,10 +27,13 @@ def _clip_folder(folder: pathlib.Path, seed: int, frames: int = 3) -> pathlib.Pa
 
 
 def _video_set(root: pathlib.Path) -> pathlib.Path:
+  """Two clips and, listed last (the set's order is by name), a file that is no video. Job i of a set runs on device
+  i of this process's 8, each device its own compiled program: "first" and "second" take devices 0 and 1 in every
+  run of both tests below, which so share two programs."""
   videos = root / "videos"
   _clip_folder(videos / "first", 0)
   _clip_folder(videos / "second", 1)
-  (videos / "broken.mp4").write_bytes(b"not a video")
+  (videos / "unreadable.mp4").write_bytes(b"not a video")
   (videos / "notes.md").write_text("not a video, not listed")
   return videos
 
@@ -42,10 +45,10 @@ def _frames(folder: pathlib.Path) -> np.ndarray:
 def test_a_folder_of_videos_is_upscaled_video_by_video_and_a_rerun_skips_what_is_complete(tmp_path, capsys):
   videos = _video_set(tmp_path)
   out = tmp_path / "out"
-  assert upscale.main(["--input", str(videos), "--output", str(out), "--tile", "16", "16"]) == 1  # broken.mp4 failed
+  assert upscale.main(["--input", str(videos), "--output", str(out), "--tile", "16", "16"]) == 1  # one video failed
   summary = capsys.readouterr().err
   assert "3 videos" in summary and "2 done, 0 skipped (complete), 1 failed" in summary
-  assert "failed: " in summary and "broken.mp4" in summary
+  assert "failed: " in summary and "unreadable.mp4" in summary
   assert sorted(p.name for p in out.iterdir()) == [outputs.MARKER, "first", "second"]
   one = tmp_path / "second_alone"
   assert upscale.main(["--input", str(videos / "second"), "--output", str(one), "--tile", "16", "16"]) == 0
@@ -53,7 +56,7 @@ def test_a_folder_of_videos_is_upscaled_video_by_video_and_a_rerun_skips_what_is
   assert _frames(one).shape == (5, 64, 80, 3)
   assert not np.array_equal(_frames(out / "first"), _frames(one))
 
-  (videos / "broken.mp4").unlink()
+  (videos / "unreadable.mp4").unlink()
   before = {p: p.stat().st_mtime_ns for p in (out / "first").iterdir()}
   leftover = out / ".second.partial-0123abcd"  # what a killed run leaves while writing "second"
   shutil.copytree(out / "second", leftover)

@@ -9,20 +9,27 @@ import pytest
 from diffst_jax import chunking, inference
 from diffst_jax.models import diffst
 from diffst_jax.parallel import plan as plan_lib
+from tests.conftest import ROOT
 
 
 # What is tested is chunking and tiling: XLA's convolutions compile faster than the CPU default's.
 XLA_CONVOLUTIONS = plan_lib.ExecutionPlan(conv_implementation="xla")
 
+# Compiling the model for one more input shape costs far more than running it, so the tests share four programs
+# (each compiled once per test process, and once per run through the persistent compilation cache), all on chunks
+# of 5 frames: whole 20x32 frames (one chunk, chunks with overlap, colour fix, a plan without a tile), 20x16 tiles
+# (stitching, a tile halved to fit memory) and 16x16 tiles one and two per call (batching, the smallest tile).
+
 
 @pytest.fixture(scope="module")
-def model(tiny_config):
-  return diffst.init(diffst.DiffSTConfig.from_dict(tiny_config.to_dict()))
+def model():
+  """The shipped tiny DiffST (weights/tiny): read from disk, with no initializers to compile."""
+  return diffst.load(ROOT / "weights" / "tiny")
 
 
 @pytest.fixture(scope="module")
 def clip():
-  return np.random.default_rng(0).integers(0, 256, (9, 20, 24, 3), dtype=np.uint8)
+  return np.random.default_rng(0).integers(0, 256, (9, 20, 32, 3), dtype=np.uint8)
 
 
 def _run(model, clip, plan, run_tiles=None):
@@ -61,14 +68,15 @@ def test_plans_default_to_the_trained_clip_and_the_recorded_tile():
 
 
 def test_one_chunk_one_tile_equals_whole_clip(model, clip):
-  got = _run(model, clip, chunking.ChunkPlan(9, 0, (64, 64), 0))
+  clip = clip[:5]
+  got = _run(model, clip, chunking.ChunkPlan(5, 0, (64, 64), 0))
   whole = np.asarray(diffst.upscale(model, jnp.asarray(clip[None].astype(np.float32) / 127.5 - 1), XLA_CONVOLUTIONS))[0]
   np.testing.assert_array_equal(got, np.clip(np.round((whole + 1) * 127.5), 0, 255).astype(np.uint8))
 
 
 def test_chunks_with_overlap_give_every_frame(model, clip):
-  got = _run(model, clip, chunking.ChunkPlan(5, 2, (64, 64), 0))
-  assert got.shape == (17, 80, 96, 3)
+  got = _run(model, clip, chunking.ChunkPlan(5, 2, (64, 64), 0))  # chunks (0, 5), (3, 8), (4, 9)
+  assert got.shape == (17, 80, 128, 3)
 
 
 def _offset_tile(frames):
@@ -82,6 +90,7 @@ def _offset_tiles(tiles):
 
 
 def test_tiles_blend_without_seams(model, clip):
+  clip = clip[:, :, :24]  # 2 x 2 tiles
   plan = chunking.ChunkPlan(9, 0, (16, 16), 4)
   got = _run(model, clip, plan, run_tiles=_offset_tiles).astype(np.float32)
   assert got.shape == (17, 80, 96, 3)
@@ -96,8 +105,9 @@ def test_tiles_blend_without_seams(model, clip):
 def test_model_tiles_are_stitched_by_convex_blending(model, clip):
   """Two tiles side by side, sharing 8 LR columns: outside the shared band the output is each tile's own; inside it
   lies between the two tiles' predictions."""
+  clip = clip[:5, :, :24]
   frames = clip.astype(np.float32) / 127.5 - 1
-  got = _run(model, clip, chunking.ChunkPlan(9, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
+  got = _run(model, clip, chunking.ChunkPlan(5, 0, (32, 16), 7)).astype(np.float32)  # tiles (0, 16), (8, 24)
   run = inference.model_tiles(model, XLA_CONVOLUTIONS)
   to_uint8 = lambda a: np.clip(np.round((a + 1) * 127.5), 0, 255)  # noqa: E731
   left, right = to_uint8(run(frames[None, :, :, :16])[0]), to_uint8(run(frames[None, :, :, 8:24])[0])
@@ -110,6 +120,7 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
 
 def test_batched_tiles_equal_tiles_one_by_one(model, clip):
   """Tiles batched in calls of equal size (the last padded) give the outputs of one call per tile."""
+  clip = clip[:5, :, :24]
   calls = []
   run = inference.model_tiles(model, XLA_CONVOLUTIONS)
 
@@ -117,14 +128,14 @@ def test_batched_tiles_equal_tiles_one_by_one(model, clip):
     calls.append(len(tiles))
     return run(tiles)
 
-  one_by_one = _run(model, clip, chunking.ChunkPlan(9, 0, (16, 16), 4, tile_batch=1), run_tiles=counted)
+  one_by_one = _run(model, clip, chunking.ChunkPlan(5, 0, (16, 16), 4, tile_batch=1), run_tiles=counted)
   assert calls == [1] * 4  # 2 rows x 2 columns of tiles
   calls.clear()
-  batched = _run(model, clip, chunking.ChunkPlan(9, 0, (16, 16), 4, tile_batch=3), run_tiles=counted)
+  batched = _run(model, clip, chunking.ChunkPlan(5, 0, (16, 16), 4, tile_batch=3), run_tiles=counted)
   assert calls == [2, 2]  # 4 tiles in two calls of 2, not 3 + 1
   assert np.abs(batched.astype(int) - one_by_one).max() <= 1  # float summation order of the batched convolutions
   calls.clear()
-  _run(model, clip, chunking.ChunkPlan(9, 0, (16, 16), 4, tile_batch=64),
+  _run(model, clip, chunking.ChunkPlan(5, 0, (16, 16), 4, tile_batch=64),
        run_tiles=lambda tiles: calls.append(len(tiles)) or _offset_tiles(tiles))  # no third program to compile
   assert calls == [4]
   wide = np.random.default_rng(1).integers(0, 256, (5, 20, 64, 3), dtype=np.uint8)  # 2 x 5 tiles
@@ -160,7 +171,7 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
   made-up colour cast in the model's output is gone either way; "none" keeps it."""
   from diffst_jax.ops import resize  # pylint: disable=import-outside-toplevel
 
-  smooth = np.linspace(40, 200, 20 * 24 * 3).reshape(20, 24, 3)
+  smooth = np.linspace(40, 200, 20 * 32 * 3).reshape(20, 32, 3)
   clip = np.stack([np.roll(smooth, shift, axis=1) for shift in range(5)]).astype(np.uint8)
   reference = resize.bicubic_blend(clip, 4, 2).astype(np.float64)
   cast = lambda frames: np.stack([frames[:, 0] * 0.5 + 0.3, frames[:, 1], frames[:, 2] - 0.2], axis=1)  # noqa: E731
@@ -186,16 +197,16 @@ def test_color_fix_takes_the_colour_of_the_bicubic_blended_input(model):
                                  color_fix="gray"))
 
 
-def test_a_plan_without_a_tile_runs_whole_frames_as_far_as_memory_allows(model):
+def test_a_plan_without_a_tile_runs_whole_frames_as_far_as_memory_allows(model, clip):
   plan = chunking.ChunkPlan(5, 1, None, None)
-  whole = inference.program_bytes(model, XLA_CONVOLUTIONS, 5, (32, 48), 1)
-  halved = inference.fit_to_memory(model, XLA_CONVOLUTIONS, plan, 9, (32, 48), budget=whole - 1)  # (32, 24) needs less
-  assert halved.tile == (32, 24) and halved.tile_overlap == 6  # the longer side halved, overlap a quarter
+  whole = inference.program_bytes(model, XLA_CONVOLUTIONS, 5, (20, 32), 1)
+  halved = inference.fit_to_memory(model, XLA_CONVOLUTIONS, plan, 9, (20, 32), budget=whole - 1)  # (20, 16) needs less
+  assert halved.tile == (20, 16) and halved.tile_overlap == 4  # the longer side halved, overlap a quarter
   with pytest.raises(ValueError, match=r"needs .* GiB per device even in 16x16 tiles"):
     inference.fit_to_memory(model, XLA_CONVOLUTIONS, plan, 9, (16, 16), budget=1)
-  frames = np.random.default_rng(0).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+  frames = clip[:5]
   whole_frames = inference.upscale_video(model, iter(frames), 5, plan, execution_plan=XLA_CONVOLUTIONS)
   got = np.stack(list(whole_frames))  # whole frames on this machine
-  tiled = inference.upscale_video(model, iter(frames), 5, plan.with_tile((32, 48)), execution_plan=XLA_CONVOLUTIONS)
+  tiled = inference.upscale_video(model, iter(frames), 5, plan.with_tile((20, 32)), execution_plan=XLA_CONVOLUTIONS)
   want = np.stack(list(tiled))
   np.testing.assert_array_equal(got, want)

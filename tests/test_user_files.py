@@ -1,5 +1,8 @@
 """Nothing a user gives is ever lost, and every bad input is one line that names the file: each case run as the user
-meets it (a subprocess of the tool), with every file that existed before checked byte for byte afterwards."""
+meets it, with every file that existed before checked byte for byte afterwards. A damaged checkpoint (whose reads
+could print after the line) and one case of each tool run as a subprocess of the tool; the others run in this
+process through the `main` the tool's script calls, with what a process of its own would print
+(tests/test_faults.py's `in_process`)."""
 
 import shutil
 import subprocess
@@ -12,6 +15,7 @@ from PIL import Image
 
 from diffst_jax.io import outputs, video
 from tests.conftest import ROOT, assert_kept, error_line, snapshot
+from tests.test_faults import in_process
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames, 64x48
 TINY = ROOT / "weights" / "tiny"
@@ -31,7 +35,7 @@ def _png_folder(folder, frames):
   return folder
 
 
-def test_the_reported_reproductions_leave_every_file_in_place(tmp_path):
+def test_the_reported_reproductions_leave_every_file_in_place(tmp_path, capfd, monkeypatch):
   clips = tmp_path / "x" / "clips"
   clips.mkdir(parents=True)
   shutil.copy(CLIP, clips / "my.mp4")
@@ -43,13 +47,15 @@ def test_the_reported_reproductions_leave_every_file_in_place(tmp_path):
   frames = _png_folder(tmp_path / "frames", video.read_video(CLIP)[0][:3])
   before = snapshot(tmp_path)
 
-  line = error_line(_run("infer.py", "--input", clips / "my.mp4", "--output", clips, "--overwrite"))
+  line = error_line(in_process(capfd, "infer.py", "--input", clips / "my.mp4", "--output", clips, "--overwrite"))
   assert line.startswith(f"infer.py: error: {clips}: holds the input")
-  line = error_line(_run("infer.py", "--input", "in.mp4", "--output", "..", "--overwrite", cwd=nested))
-  assert "holds the input" in line
-  line = error_line(_run("infer.py", "--input", clips / "my.mp4", "--output", ".", "--overwrite", cwd=nested))
-  assert "is the working directory or a folder above it" in line
-  line = error_line(_run("infer.py", "--input", frames, "--output", frames / "out", "--overwrite"))
+  with monkeypatch.context() as in_nested:
+    in_nested.chdir(nested)
+    line = error_line(in_process(capfd, "infer.py", "--input", "in.mp4", "--output", "..", "--overwrite"))
+    assert "holds the input" in line
+    line = error_line(in_process(capfd, "infer.py", "--input", clips / "my.mp4", "--output", ".", "--overwrite"))
+    assert "is the working directory or a folder above it" in line
+  line = error_line(in_process(capfd, "infer.py", "--input", frames, "--output", frames / "out", "--overwrite"))
   assert "lies inside the input folder" in line
 
   assert_kept(before, tmp_path)
@@ -78,20 +84,20 @@ def _foreign_outputs(tmp_path):
 
 @pytest.mark.parametrize("case", ["frames folder without marker", "our folder with a user file",
                                   "video not written by us", "file where a folder goes", "folder where a file goes"])
-def test_overwrite_keeps_what_diffst_did_not_write(tmp_path, case):
+def test_overwrite_keeps_what_diffst_did_not_write(tmp_path, capfd, case):
   output, message = _foreign_outputs(tmp_path)[case]
   before = snapshot(tmp_path)
-  line = error_line(_run("infer.py", "--input", CLIP, "--output", output, "--overwrite"))
+  line = error_line(in_process(capfd, "infer.py", "--input", CLIP, "--output", output, "--overwrite"))
   assert line.startswith(f"infer.py: error: {output}: ") and message in line
   assert_kept(before, tmp_path)
   assert set(snapshot(tmp_path)) == set(before)
 
 
-def test_overwrite_replaces_a_previous_output_and_cleans_what_a_killed_run_left(tmp_path):
-  source = _png_folder(tmp_path / "in", video.read_video(CLIP)[0][:3, :32, :32])
+def test_overwrite_replaces_a_previous_output_and_cleans_what_a_killed_run_left(tmp_path, capfd):
+  source = _png_folder(tmp_path / "in", video.read_video(CLIP)[0][:3, :16, :16])  # the smallest program
   output = tmp_path / "out"
   args = ["--input", source, "--output", output, "--space-scale", "1"]
-  first = _run("infer.py", *args)
+  first = in_process(capfd, "infer.py", *args)
   assert first.returncode == 0, first.stderr
   assert sorted(p.name for p in output.iterdir()) == [outputs.MARKER] + [f"{i:06d}.png" for i in range(5)]
   killed = tmp_path / ".out.partial-0123abcd"  # what a run killed while writing leaves
@@ -102,7 +108,7 @@ def test_overwrite_replaces_a_previous_output_and_cleans_what_a_killed_run_left(
   (output / "000001.png").write_bytes(b"stale")
   before = snapshot(tmp_path)
 
-  second = _run("infer.py", *args, "--overwrite")
+  second = in_process(capfd, "infer.py", *args, "--overwrite")
   assert second.returncode == 0, second.stderr
   assert (output / "000001.png").read_bytes() != b"stale" and len(list(output.glob("*.png"))) == 5
   assert not killed.exists() and (lookalike / "notes.txt").read_text() == "mine"
@@ -112,37 +118,44 @@ def test_overwrite_replaces_a_previous_output_and_cleans_what_a_killed_run_left(
 
 
 def _cut_short_mp4(path):
-  """An .mp4 whose index comes first (faststart) and whose last frames' data is missing: 4 of its 9 frames decode."""
-  frames = video.read_video(CLIP)[0]
+  """An .mp4 of 9 frames of 16x16 whose index comes first (faststart) and whose last frames' data is missing: the file
+  ends in the middle of the 5th frame's data, so 4 of its 9 frames decode."""
+  frames = np.ascontiguousarray(video.read_video(CLIP)[0][:, :16, :16])
   whole = path.with_name("whole.mp4")
   with av.open(str(whole), "w", format="mp4", options={"movflags": "faststart"}) as container:
     stream = container.add_stream("libx264", rate=30)
-    stream.width, stream.height, stream.pix_fmt, stream.options = 64, 48, "yuv420p", {"g": "1"}  # all key frames
+    stream.width, stream.height, stream.pix_fmt, stream.options = 16, 16, "yuv420p", {"g": "1"}  # all key frames
     for frame in frames:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
     container.mux(stream.encode())
-  data = whole.read_bytes()
-  path.write_bytes(data[:int(0.7 * len(data))])
+  with av.open(str(whole)) as container:
+    packets = sorted((packet.pts, packet.pos, packet.size) for packet in container.demux(container.streams.video[0])
+                     if packet.size)
+  assert len(packets) == 9
+  _, position, size = packets[4]
+  path.write_bytes(whole.read_bytes()[:position + size // 2])
   whole.unlink()
   return path
 
 
-def test_a_cut_short_video_is_said_with_both_counts(tmp_path):
+def test_a_cut_short_video_is_said_with_both_counts(tmp_path, capfd):
   source = _cut_short_mp4(tmp_path / "cut.mp4")
-  result = _run("infer.py", "--input", source, "--output", tmp_path / "out", "--space-scale", "1")
+  # 4 frames of 16x16 at --space-scale 1: the program of tests/test_faults.py's frame folders
+  result = in_process(capfd, "infer.py", "--input", source, "--output", tmp_path / "out", "--space-scale", "1")
   assert result.returncode == 0, result.stderr
   assert f"warning: {source}: the file declares 9 frames but only 4 decode" in result.stderr
   assert len(list((tmp_path / "out").glob("*.png"))) == 2 * 4 - 1
 
 
-def test_an_odd_size_mp4_is_said_and_reported_as_written(tmp_path):
-  source = _png_folder(tmp_path / "in", video.read_video(CLIP)[0][:3, :17, :33])
-  result = _run("infer.py", "--input", source, "--output", tmp_path / "out.mp4", "--space-scale", "1")
+def test_an_odd_size_mp4_is_said_and_reported_as_written(tmp_path, capfd):
+  # 13x15 frames, which the model takes padded to 16x16: the program of the overwrite test above
+  source = _png_folder(tmp_path / "in", video.read_video(CLIP)[0][:3, :15, :13])
+  result = in_process(capfd, "infer.py", "--input", source, "--output", tmp_path / "out.mp4", "--space-scale", "1")
   assert result.returncode == 0, result.stderr
-  assert "the 33x17 output is written at 34x18" in result.stderr
-  assert "wrote" in result.stderr and "5 frames, 34x18" in result.stderr
+  assert "the 13x15 output is written at 14x16" in result.stderr
+  assert "wrote" in result.stderr and "5 frames, 14x16" in result.stderr
   written = video.probe(tmp_path / "out.mp4")
-  assert (written.frames, written.width, written.height) == (5, 34, 18)
+  assert (written.frames, written.width, written.height) == (5, 14, 16)
 
 
 def _damaged_checkpoint(tmp_path, damage):
@@ -223,13 +236,18 @@ BAD_INPUTS = ["corrupt model.json", "truncated params file", "missing params fil
               "crf out of range", "truncated safetensors", "converter out is a file", "corrupt train config.json",
               "sweep syntax error", "sweep workdir of the user's", "evaluation clip too short",
               "evaluation out is a file"]
+# Run as a subprocess of the tool: a damaged checkpoint (reads it abandons could print after the line), train.py
+# (absl's flags and logging are the process's), and one case of each other tool, whose process prints the line alone.
+AS_A_PROCESS = {"corrupt model.json", "truncated params file", "missing params file", "converter out is a file",
+                "corrupt train config.json", "sweep syntax error", "sweep workdir of the user's",
+                "evaluation out is a file"}
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_a_bad_input_is_one_line_naming_the_file(tmp_path, case):
+def test_a_bad_input_is_one_line_naming_the_file(tmp_path, capfd, case):
   tool, args, start, says = _bad_input(tmp_path, case)
   before, tiny_before = snapshot(tmp_path), snapshot(TINY)
-  line = error_line(_run(tool, *args))
+  line = error_line(_run(tool, *args) if case in AS_A_PROCESS else in_process(capfd, tool, *args))
   assert line.startswith(start) and says in line, line
   assert_kept(before, tmp_path)
   assert set(snapshot(tmp_path)) == set(before)  # nothing written: no output, no partial, no run directory

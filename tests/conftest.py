@@ -12,8 +12,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
     tempfile.gettempdir(), f"diffst_jax_test_xla_{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+import importlib  # noqa: E402
+import logging  # noqa: E402
 import pathlib  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
+import warnings  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -82,3 +86,41 @@ def loaded() -> dict:
     return cache[weights]
 
   return load
+
+
+TOOLS = {"infer.py": "diffst_jax.commands.upscale", "evaluate.py": "diffst_jax.commands.evaluate",
+         "convert_torch_weights.py": "diffst_jax.commands.convert"}
+QUIET_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def in_process(capfd, script: str, *args) -> subprocess.CompletedProcess:
+  """`script` (a key of TOOLS) run as `python SCRIPT ARGS` runs it, but in this process, through the `main(argv)` the
+  script calls: its exit code (a SystemExit's too, e.g. argparse's 2), and on stdout and stderr what a process of its
+  own would print there: what was written (Python's streams and file descriptors 1 and 2, `capfd`), each Python
+  warning a fresh interpreter shows (once per place; not the kinds it ignores by default) and the log records it
+  would print (WARNING and above)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  main = importlib.import_module(TOOLS[script]).main
+  records = []
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = records.append
+  logging.getLogger().addHandler(handler)
+  min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs  # the commands raise it to 1 s
+  capfd.readouterr()
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      try:
+        code = main(list(map(str, args)))
+      except SystemExit as exit_:
+        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+  finally:
+    logging.getLogger().removeHandler(handler)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
+  out, err = capfd.readouterr()
+  shown = {(str(w.message), w.category, w.filename, w.lineno): w for w in caught
+           if not issubclass(w.category, QUIET_BY_DEFAULT)}
+  err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in shown.values())
+  err += "".join(f"{record.levelname}:{record.name}:{record.getMessage()}\n" for record in records)
+  return subprocess.CompletedProcess([script, *map(str, args)], code, out, err)

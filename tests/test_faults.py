@@ -8,9 +8,7 @@ checkpoint's abandoned reads could add to their output), a set of videos on one 
 as subprocesses; the other commands run in this process through the `main` their script calls (`in_process`), with
 what a process of their own would print, without a process's start and imports."""
 
-import importlib
 import json
-import logging
 import os
 import pathlib
 import shutil
@@ -18,14 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from diffst_jax.io import video
-from tests.conftest import ROOT, assert_kept, snapshot
+from tests.conftest import ROOT, assert_kept, in_process, snapshot
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of 64x48
 TINY = ROOT / "weights" / "tiny"
@@ -34,44 +31,6 @@ TINY = ROOT / "weights" / "tiny"
 def _run(script: str, *args, env=None, **kwargs) -> subprocess.CompletedProcess:
   command = [sys.executable, *([str(ROOT / script)] if script.endswith(".py") else ["-m", script]), *map(str, args)]
   return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False, env=env, **kwargs)
-
-
-TOOLS = {"infer.py": "diffst_jax.commands.upscale", "evaluate.py": "diffst_jax.commands.evaluate",
-         "convert_torch_weights.py": "diffst_jax.commands.convert"}
-QUIET_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
-
-
-def in_process(capfd, script: str, *args) -> subprocess.CompletedProcess:
-  """`script` (a key of TOOLS) run as `_run` runs it, but in this process, through the `main(argv)` the script calls:
-  its exit code (a SystemExit's too, e.g. argparse's 2), and on stdout and stderr what a process of its own would
-  print there: what was written (Python's streams and file descriptors 1 and 2, `capfd`), each Python warning a fresh
-  interpreter shows (once per place; not the kinds it ignores by default) and the log records it would print
-  (WARNING and above)."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  main = importlib.import_module(TOOLS[script]).main
-  records = []
-  handler = logging.Handler(logging.WARNING)
-  handler.emit = records.append
-  logging.getLogger().addHandler(handler)
-  min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs  # the commands raise it to 1 s
-  capfd.readouterr()
-  try:
-    with warnings.catch_warnings(record=True) as caught:
-      warnings.simplefilter("always")
-      try:
-        code = main(list(map(str, args)))
-      except SystemExit as exit_:
-        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
-  finally:
-    logging.getLogger().removeHandler(handler)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
-  out, err = capfd.readouterr()
-  shown = {(str(w.message), w.category, w.filename, w.lineno): w for w in caught
-           if not issubclass(w.category, QUIET_BY_DEFAULT)}
-  err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in shown.values())
-  err += "".join(f"{record.levelname}:{record.name}:{record.getMessage()}\n" for record in records)
-  return subprocess.CompletedProcess([script, *map(str, args)], code, out, err)
 
 
 def _one_error_line(result: subprocess.CompletedProcess, *phrases: str) -> str:

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 
 import av
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 
 from diffst_jax.commands import upscale
 from diffst_jax.io import video
-from tests.conftest import ROOT
+from tests.conftest import ROOT, error_line, in_process
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames of carphone (distorted), 64x48
 
@@ -34,28 +33,6 @@ def _upscale(*args) -> int:
     return upscale.main([str(arg) for arg in args])
   except SystemExit as exit_:  # argparse's usage errors
     return exit_.code
-
-
-def _failing(capfd, *args) -> tuple[int, str, str]:
-  """`_upscale(ARGS)`'s exit code, stdout and stderr (captured at the file descriptors: what C libraries print counts
-  too), with the Python warnings it gives, which a process of its own would print on stderr, on stderr."""
-  capfd.readouterr()
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("default")  # what a process of its own shows: Python's default filters
-    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-      warnings.filterwarnings("ignore", category=category)
-    code = _upscale(*args)
-  out, err = capfd.readouterr()
-  return code, out, err + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
-
-
-def _error_line(capfd, *args) -> str:
-  """The one line (stdout and stderr together) of `_upscale(ARGS)`, which must fail."""
-  code, out, err = _failing(capfd, *args)
-  lines = [line for line in (out + err).splitlines() if line.strip()]
-  assert code != 0 and len(lines) == 1, (code, out + err)
-  assert "Traceback" not in lines[0]
-  return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +135,8 @@ def test_a_phone_clip_comes_out_upright_with_its_audio_and_exact_rate(tmp_path):
 
 def test_fps_sets_the_rate_of_png_frames(tmp_path, png_runs, capfd):
   assert video.probe(png_runs("--fps", "29.97", suffix=".mp4")).rate == fractions.Fraction(60000, 1001)
-  assert _error_line(capfd, "--input", CLIP, "--output", tmp_path / "x.mp4", "--fps", "25").startswith(
+  assert error_line(in_process(capfd, "infer.py", "--input", CLIP, "--output", tmp_path / "x.mp4", "--fps",
+                               "25")).startswith(
       "infer.py: error: --fps 25: for a folder of PNG frames only")
 
 
@@ -221,11 +199,11 @@ def _check_bad_input(tmp_path, case, infer):
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_clear_line(tmp_path, capfd, case):
-  """In this process (`_failing`: what FFmpeg or XLA print and Python's warnings count too)."""
+  """In this process (`in_process`: what FFmpeg or XLA print and Python's warnings count too)."""
 
   def infer(*args):
-    code, _, err = _failing(capfd, *args)
-    return code, err
+    result = in_process(capfd, "infer.py", *args)
+    return result.returncode, result.stderr
 
   _check_bad_input(tmp_path, case, infer)
 

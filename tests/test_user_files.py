@@ -2,7 +2,7 @@
 meets it, with every file that existed before checked byte for byte afterwards. A damaged checkpoint (whose reads
 could print after the line) and one case of each tool run as a subprocess of the tool; the others run in this
 process through the `main` the tool's script calls, with what a process of its own would print
-(tests/test_faults.py's `in_process`)."""
+(tests/conftest.py's `in_process`)."""
 
 import shutil
 import subprocess
@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from diffst_jax.io import outputs, video
-from tests.conftest import ROOT, assert_kept, error_line, snapshot
-from tests.test_faults import in_process
+from tests.conftest import ROOT, assert_kept, error_line, in_process, snapshot
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"  # 9 frames, 64x48
 TINY = ROOT / "weights" / "tiny"

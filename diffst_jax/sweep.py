@@ -15,7 +15,8 @@ Relative paths in the sweep file are relative to the directory `python -m diffst
 Each trial runs in WORKDIR/NAME: train/ (train.py's workdir, with its resolved config.json; an interrupted trial
 resumes there), eval/ (evaluate.py's output) and, once both are done, trial.json (its overrides and the DiffST
 scores). A trial with trial.json is finished and skipped when the sweep runs again. The sweep ends with
-WORKDIR/summary.md (a table: trials x mean scores, each linking its trial's report.html) and WORKDIR/summary.png (PSNR and LPIPS per trial).
+WORKDIR/summary.md (a table: trials x mean scores, each linking its trial's report.html) and WORKDIR/summary.png
+(PSNR and LPIPS per trial).
 `--emit-commands` prints one self-contained command per unfinished trial, for a cluster scheduler; run the sweep
 once more afterwards (or with --summary-only) to write the summary.
 """

@@ -137,7 +137,7 @@ def evaluate(args) -> dict:
       strip = strips.comparison_strip([by_method[name] for name in shown] + [hr], picks, labels + [("ground truth",)])
       Image.fromarray(strip).save(folder / "strips" / f"{clip_name}.png")
     report.write(folder, f"{checkpoint.name} on {pathlib.Path(args.gt).name}: {args.protocol} protocol", results,
-                 outputs_by_clip, rates, s_t)
+                 outputs_by_clip, rates, s_t, args.crop_border)
   print(table)
   return results
 

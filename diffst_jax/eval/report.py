@@ -38,19 +38,19 @@ def slug(name: str) -> str:
 
 def write(folder: pathlib.Path, title: str, results: Mapping[str, dict],
           outputs_by_clip: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]],
-          rates: Mapping[str, float], time_scale: int) -> pathlib.Path:
+          rates: Mapping[str, float], time_scale: int, crop_border: int = 0) -> pathlib.Path:
   """Writes folder/report.html and folder/report/: `results` as evaluate's scores ({method: {"mean": scores}}),
   `outputs_by_clip` {clip: (ground truth, {method: output})} (uint8 T, H, W, 3), `rates` the ground truth's frames
-  per second of each clip."""
+  per second of each clip; the PSNR plot leaves `crop_border` pixels out on each side, as the scores do."""
   sections = []
   for clip_name, (hr, by_method) in outputs_by_clip.items():
     clip_folder = folder / FOLDER / slug(clip_name)
     clip_folder.mkdir(parents=True)
-    shown = {GROUND_TRUTH: hr, **by_method}
+    shown, rate = {GROUND_TRUTH: hr, **by_method}, rates[clip_name]
     for name, frames in shown.items():
-      video.write_video(clip_folder / f"{slug(name)}.mp4", frames, rates.get(clip_name, 25.0))
-    _plot_psnr(clip_folder / "psnr.png", clip_name, hr, by_method, time_scale)
-    sections.append(_clip_section(clip_name, list(shown), len(hr), rates.get(clip_name, 25.0), time_scale))
+      video.write_video(clip_folder / f"{slug(name)}.mp4", frames, rate)
+    _plot_psnr(clip_folder / "psnr.png", clip_name, hr, by_method, time_scale, crop_border)
+    sections.append(_clip_section(clip_name, list(shown), len(hr), rate))
   page = _PAGE.format(title=html.escape(title), table=_table(results), sections="\n".join(sections),
                       script=_SCRIPT)
   (folder / FILE).write_text(page, encoding="utf-8")
@@ -70,10 +70,10 @@ def _table(results: Mapping[str, dict]) -> str:
 
 
 def _plot_psnr(path: pathlib.Path, clip_name: str, hr: np.ndarray, by_method: Mapping[str, np.ndarray],
-               time_scale: int) -> None:
+               time_scale: int, crop_border: int) -> None:
   figure, axes = plt.subplots(figsize=(8, 3))
   for name, output in by_method.items():
-    axes.plot([metrics.psnr(o, t) for o, t in zip(output, hr)], marker=".", label=name)
+    axes.plot([metrics.psnr(o, t, crop_border=crop_border) for o, t in zip(output, hr)], marker=".", label=name)
   for frame in range(len(hr)):
     if frame % time_scale:
       axes.axvspan(frame - 0.5, frame + 0.5, color="0.92", zorder=0)
@@ -85,14 +85,14 @@ def _plot_psnr(path: pathlib.Path, clip_name: str, hr: np.ndarray, by_method: Ma
   plt.close(figure)
 
 
-def _clip_section(clip_name: str, names: list[str], frames: int, rate: float, time_scale: int) -> str:
+def _clip_section(clip_name: str, names: list[str], frames: int, rate: float) -> str:
   base = f"{FOLDER}/{slug(clip_name)}"
   tiles = "".join(f'<figure><video src="{base}/{slug(name)}.mp4" muted loop playsinline preload=auto></video>'
                   f"<figcaption>{html.escape(name)}</figcaption></figure>" for name in names)
   options = lambda chosen: "".join(  # noqa: E731
       f'<option value="{base}/{slug(name)}.mp4"{" selected" if name == chosen else ""}>{html.escape(name)}</option>'
       for name in names)
-  settings = json.dumps({"frames": frames, "rate": rate, "timeScale": time_scale})
+  settings = json.dumps({"frames": frames, "rate": rate})
   return f"""<section class=clip data-settings='{settings}'>
 <h2>{html.escape(clip_name)}</h2>
 <img src="{base}/psnr.png" alt="PSNR per frame of each method on {html.escape(clip_name)}">

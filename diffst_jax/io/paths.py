@@ -84,8 +84,9 @@ def files_under(folder: Path) -> list[Path]:
   if is_local(folder):
     return sorted(p for p in folder.rglob("*") if p.is_file())
   # a bucket's walk names its folders without the scheme (b/videos for gs://b/videos)
-  root = os.fspath(folder).split("://", 1)[-1].rstrip("/")
-  return sorted(folder / os.fspath(directory).split("://", 1)[-1].lstrip("/")[len(root):].lstrip("/") / name
+  without_scheme = lambda path: os.fspath(path).split("://", 1)[-1].strip("/")  # noqa: E731
+  root = without_scheme(folder)
+  return sorted(folder / without_scheme(directory)[len(root):].lstrip("/") / name
                 for directory, _, names in folder.walk() for name in names)
 
 

@@ -141,14 +141,22 @@ def _counting_plan():
   return plan_lib.ExecutionPlan(platform="cpu", attention="xla", conv_implementation="xla")
 
 
-def train_flops(config, stage: int, clip: tuple[int, int, int], clips: int) -> dict[str, int]:
-  """The model FLOPs of one train step of `stage` (forward and backward of its losses over `clips` HR clips `clip`),
-  counted from the program's jaxpr (ops/flops.py), by jit-compiled function (the VAE's `_encode`, `_decode`)."""
+def model_flops(jaxpr) -> dict:
+  """The model FLOPs of a traced program (ops/flops.py): in all, by jit-compiled function (the VAE's `_encode`,
+  `_decode`) and in attention (`attention_flops`: what a TPU runs in splash kernels, unpriced by its compiler)."""
+  from diffst_jax.ops import attention, flops  # pylint: disable=import-outside-toplevel
+
+  parts = flops.by_function(jaxpr)
+  return {"model_flops": sum(parts.values()), "model_flops_by_function": {k: v for k, v in parts.items() if v},
+          "attention_flops": flops.in_scope(jaxpr, attention.SCOPE)}
+
+
+def train_flops(config, stage: int, clip: tuple[int, int, int], clips: int) -> dict:
+  """`model_flops` of one train step of `stage` (forward and backward of its losses over `clips` HR clips `clip`)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from diffst_jax.ops import flops  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import perceptual, tasks  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import step as train_step  # pylint: disable=import-outside-toplevel
 
@@ -162,7 +170,8 @@ def train_flops(config, stage: int, clip: tuple[int, int, int], clips: int) -> d
     perceptual_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                                      perceptual.load(config.perceptual))
   batch = {name: jax.ShapeDtypeStruct(shape, jnp.uint8) for name, shape in _clip_shapes(config, clip, clips).items()}
-  return flops.count_by_function(jax.value_and_grad(loss, has_aux=True), trainable, frozen, perceptual_params, batch)
+  return model_flops(jax.make_jaxpr(jax.value_and_grad(loss, has_aux=True))(trainable, frozen, perceptual_params,
+                                                                            batch).jaxpr)
 
 
 def _clip_shapes(config, clip: tuple[int, int, int], clips: int) -> dict[str, tuple[int, ...]]:
@@ -215,18 +224,16 @@ def lower_upscale(config, mesh, axis_rules, clip: tuple[int, int, int], bf16: bo
     return diffst.forward.lower(graphdef, execution_plan, nnx.state(model), _replicated(shape, jnp.float32, mesh))
 
 
-def upscale_flops(config, clip: tuple[int, int, int], bf16: bool, row_devices: int) -> dict[str, int]:
-  """The model FLOPs of the upscale program (`lower_upscale`, its VAE's rows over `row_devices`), by jit-compiled
-  function."""
+def upscale_flops(config, clip: tuple[int, int, int], bf16: bool, row_devices: int) -> dict:
+  """`model_flops` of the upscale program (`lower_upscale`, its VAE's rows over `row_devices`)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
-  from diffst_jax.ops import flops  # pylint: disable=import-outside-toplevel
 
   graphdef, state, shape = _upscale_program(config, clip, bf16, row_devices)
-  return flops.count_by_function(lambda state, x: diffst.forward(graphdef, _counting_plan(), state, x), state,
-                                 jax.ShapeDtypeStruct(shape, jnp.float32))
+  return model_flops(jax.make_jaxpr(lambda state, x: diffst.forward(graphdef, _counting_plan(), state, x))(
+      state, jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr)
 
 
 def cost(compiled) -> dict[str, float]:
@@ -252,19 +259,25 @@ def cost(compiled) -> dict[str, float]:
 
 def utilization(result: dict) -> dict[str, float]:
   """The roofline's lower bound on the program's time (the model's FLOPs at the chips' peak, or the compiler's bytes
-  accessed per chip at the chip's memory bandwidth, whichever takes longer: the compiler counts no FLOPs of custom
-  calls such as splash); with the compiler's own time estimate of a program without loops (`cost`), estimated MFU
-  (model FLOPs / (chips x chip peak x estimated seconds)) and, for the upscale program, output frames per second,
-  also per 312 TFLOP/s of chip peak (one A100's). Empty for a chip of unknown peak."""
+  accessed per chip at the chip's memory bandwidth, whichever takes longer) and the time of its attention at the
+  chips' peak: libtpu prices a splash kernel at almost nothing (no FLOPs; 0.05 ms for a 103 GFLOP attention that
+  takes at least 0.22 ms on a v5p chip), so the estimate below adds it. With the compiler's own time estimate of a
+  program without loops (`cost`), plus that attention time: estimated MFU (model FLOPs / (chips x chip peak x
+  estimated seconds)) and, for the upscale program, output frames per second, also per 312 TFLOP/s of chip peak (one
+  A100's). Empty for a chip of unknown peak."""
   seconds, chip = result.get("estimated_seconds"), result["topology"].partition(":")[0]
   if chip not in CHIP_PEAK_FLOPS:
     return {}
   peak = result["chips"] * CHIP_PEAK_FLOPS[chip]
   roofline = max(result["model_flops"] / peak, (result["compiler_bytes_accessed"] or 0) / CHIP_MEMORY_BANDWIDTH[chip])
   numbers = {"peak_flops": peak, "roofline_seconds": roofline}
+  if "attention_flops" not in result:  # compiled before attention was counted
+    return numbers
+  numbers["attention_seconds_at_peak"] = result["attention_flops"] / peak
   if not seconds or result.get("compiler_loops"):
     return numbers
-  numbers["estimated_mfu"] = result["model_flops"] / (peak * seconds)
+  seconds += numbers["attention_seconds_at_peak"]
+  numbers.update(estimated_seconds_with_attention=seconds, estimated_mfu=result["model_flops"] / (peak * seconds))
   if result["program"] == "upscale":
     fps = result["clip"][0] / seconds
     numbers.update(frames_per_second=fps, frames_per_second_per_312_tflops=fps * REFERENCE_PEAK_FLOPS / peak)
@@ -303,13 +316,19 @@ def compile_program(args) -> dict:
             "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit,
             "unroll_loops": args.unroll_loops, **memory(compiled),
             "compile_seconds": time.perf_counter() - start, **cost(compiled)}
-  if args.program == "train":
-    parts = train_flops(config, args.stage, clip, args.batch or rules.axis_size_on(mesh, axis_rules, "act_batch"))
-  else:
-    parts = upscale_flops(config, clip, args.precision == "bf16",
-                          rules.axis_size_on(mesh, rules.for_inference(axis_rules), "act_rows"))
-  result.update(model_flops=sum(parts.values()), model_flops_by_function={k: v for k, v in parts.items() if v})
+  result.update(program_flops(config, mesh, axis_rules, args.program, args.stage, clip, args.batch,
+                               args.precision == "bf16"))
   return result | utilization(result)
+
+
+def program_flops(config, mesh, axis_rules, program: str, stage: int, clip: tuple[int, int, int], batch: int | None,
+                  bf16: bool) -> dict:
+  """`model_flops` of the program `compile_program` compiles (train or upscale) on `mesh`."""
+  from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
+
+  if program == "train":
+    return train_flops(config, stage, clip, batch or rules.axis_size_on(mesh, axis_rules, "act_batch"))
+  return upscale_flops(config, clip, bf16, rules.axis_size_on(mesh, rules.for_inference(axis_rules), "act_rows"))
 
 
 def table(result: dict) -> str:
@@ -320,12 +339,16 @@ def table(result: dict) -> str:
   lines += [f"| {name} | {value / GIB:.2f} |" for name, value in rows]
   lines += ["", "| cost | value |", "|---|---:|", f"| model FLOPs (counted from the model) | {result['model_flops']:.4g} |"]
   lines += [f"| model FLOPs in {name} | {value:.4g} |" for name, value in result["model_flops_by_function"].items()]
-  estimates = (("compiler FLOPs (per chip)", "compiler_flops", "{:.4g}"),
+  estimates = (("model FLOPs in attention", "attention_flops", "{:.4g}"),
+               ("compiler FLOPs (per chip)", "compiler_flops", "{:.4g}"),
                ("compiler bytes accessed (per chip)", "compiler_bytes_accessed", "{:.4g}"),
                ("estimated seconds (compiler estimate)", "estimated_seconds", "{:.4g}"),
+               ("attention at the chips' peak, s (splash: unpriced by the compiler)", "attention_seconds_at_peak",
+                "{:.4g}"),
+               ("estimated seconds with attention at peak", "estimated_seconds_with_attention", "{:.4g}"),
                ("while loops (their bodies counted once in the estimate)", "compiler_loops", "{:d}"),
                ("roofline lower bound on the time, s", "roofline_seconds", "{:.4g}"),
-               ("estimated MFU (compiler estimate)", "estimated_mfu", "{:.1%}"),
+               ("estimated MFU (compiler estimate, attention at peak)", "estimated_mfu", "{:.1%}"),
                ("output frames per second (compiler estimate)", "frames_per_second", "{:.2f}"),
                ("output frames per second per 312 TFLOP/s (compiler estimate)", "frames_per_second_per_312_tflops",
                 "{:.2f}"))

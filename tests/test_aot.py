@@ -85,6 +85,8 @@ def test_the_recipe_upscale_compiles_as_on_a_tpu_vm_with_its_cost(tmp_path):
   assert numbers["compiler_loops"] >= 3 and "estimated_mfu" not in numbers and "frames_per_second" not in numbers
   assert numbers["roofline_seconds"] == pytest.approx(max(numbers["model_flops"] / (4 * 197e12),
                                                           numbers["compiler_bytes_accessed"] / 819e9))
+  assert 0 < numbers["attention_flops"] < numbers["model_flops"]
+  assert numbers["attention_seconds_at_peak"] == pytest.approx(numbers["attention_flops"] / (4 * 197e12))
   assert "| estimated seconds (compiler estimate) |" in result.stdout
 
 
@@ -113,13 +115,43 @@ def test_programs_are_the_targets_whatever_the_host_sees_and_unroll_to_fewer_loo
 
 
 def test_utilization_from_an_estimate_of_a_program_without_loops():
+  """The compiler's estimate plus the attention (splash, which it does not price) at the chips' peak."""
   result = {"topology": "v5e:2x2", "chips": 4, "program": "upscale", "clip": [9, 64, 64], "model_flops": 8e12,
-            "compiler_bytes_accessed": 1e9, "estimated_seconds": 0.02, "compiler_loops": 0}
+            "attention_flops": 1.576e12, "compiler_bytes_accessed": 1e9, "estimated_seconds": 0.02,
+            "compiler_loops": 0}
   numbers = aot.utilization(result)
-  assert numbers["estimated_mfu"] == pytest.approx(8e12 / (4 * 197e12 * 0.02))  # v5e: 197 TFLOP/s per chip
-  assert numbers["frames_per_second"] == pytest.approx(9 / 0.02)
-  assert numbers["frames_per_second_per_312_tflops"] == pytest.approx(9 / 0.02 * 312 / (4 * 197))
+  seconds = 0.02 + 1.576e12 / (4 * 197e12)  # v5e: 197 TFLOP/s per chip
+  assert numbers["attention_seconds_at_peak"] == pytest.approx(0.002)
+  assert numbers["estimated_seconds_with_attention"] == pytest.approx(seconds)
+  assert numbers["estimated_mfu"] == pytest.approx(8e12 / (4 * 197e12 * seconds))
+  assert numbers["frames_per_second"] == pytest.approx(9 / seconds)
+  assert numbers["frames_per_second_per_312_tflops"] == pytest.approx(9 / seconds * 312 / (4 * 197))
   assert "estimated_mfu" not in aot.utilization(result | {"compiler_loops": 2})
+  assert "estimated_mfu" not in aot.utilization({k: v for k, v in result.items() if k != "attention_flops"})
+
+
+@pytest.mark.slow  # half a minute on 2 cores
+def test_libtpu_prices_splash_attention_at_almost_nothing(monkeypatch):
+  """One v5p chip, 12 heads of 128 over 4096 tokens in bf16: XLA's attention is counted and priced at more than the
+  chip's peak allows; splash's FLOPs are not counted and its estimate is under a quarter of that bound
+  (aot.utilization adds the attention at peak)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from diffst_jax.ops import attention  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  mesh = make_mesh("data=1", aot.devices("v5p:1x1x1"))
+  q = aot._replicated((1, 4096, 12, 128), jnp.bfloat16, mesh)  # pylint: disable=protected-access
+  model_flops = 4 * 4096 * 4096 * 12 * 128
+  at_peak = model_flops / 459e12  # v5p: 459 TFLOP/s per chip
+
+  def priced(implementation: str) -> dict:
+    function = functools.partial(attention.dot_product_attention, implementation=implementation)
+    return aot.cost(jax.jit(function).lower(q, q, q).compile())
+
+  xla, splash = priced("xla"), priced("splash")
+  assert xla["compiler_flops"] >= model_flops and xla["estimated_seconds"] > at_peak
+  assert splash["compiler_flops"] < model_flops / 1000 and splash["estimated_seconds"] < at_peak / 4
 
 
 @pytest.mark.slow  # half a minute on 2 cores

@@ -1,6 +1,7 @@
 """Wan2.1 VAE weights: the original `Wan2.1_VAE.pth` layout and diffusers `AutoencoderKLWan`, both ways."""
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -61,10 +62,13 @@ def infer_config(state_dict: Mapping[str, np.ndarray], layout: Layout) -> WanVAE
   if z_dim != len(WanVAEConfig.latents_mean):
     raise CheckpointError(f"Wan2.1 VAE checkpoint: z_dim={z_dim} has no known latents_mean/latents_std; "
                           "pass a WanVAEConfig with them")
+  in_channels = state_dict[conv_in].shape[1]
+  patch = round(math.sqrt(in_channels / 3))  # video has 3 channels: more come from a patch_size (Wan2.2)
   return WanVAEConfig(
       base_dim=base_dim, decoder_base_dim=None if decoder_dim == base_dim else decoder_dim, z_dim=z_dim,
       dim_mult=tuple(stages), num_res_blocks=res_in_stage, temperal_downsample=tuple(temporal),
-      in_channels=state_dict[conv_in].shape[1], out_channels=state_dict[decoder_out].shape[0])
+      in_channels=in_channels, out_channels=state_dict[decoder_out].shape[0],
+      patch_size=patch if patch > 1 and 3 * patch**2 == in_channels else None)
 
 
 def key_table(config: WanVAEConfig, layout: Layout) -> dict[str, mapping.Entry]:

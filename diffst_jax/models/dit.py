@@ -370,6 +370,13 @@ def _check_inputs(config: WanDiTConfig, x, t, context) -> None:
     raise ValueError(f"WanDiT: expected context (B={x.shape[0]}, L, {config.text_dim}), got {tuple(context.shape)}")
 
 
+def zero_output(dit: WanDiT) -> None:
+  """Zeroes the DiT's output projection, in place: a DiT trained from scratch then returns zero velocity, so DiffST's
+  one step starts by returning the latent it was given (the upscaled, interpolated input)."""
+  dit.proj_out.kernel[...] = jnp.zeros_like(dit.proj_out.kernel[...])
+  dit.proj_out.bias[...] = jnp.zeros_like(dit.proj_out.bias[...])
+
+
 def one_step_denoise(plan: plan_lib.ExecutionPlan, dit: WanDiT, z: jax.Array, context: jax.Array, sigma: float,
                      guidance=None) -> jax.Array:
   """DiffST's single step: the LR latent z is taken as x_t at t* = 1000 sigma, and z - sigma * v is returned."""

@@ -1,6 +1,8 @@
 """The Wan2.1 3D causal VAE (frozen in DiffST; gradients still flow through it), channels-last.
 
-Compression 4 (time) x 8 x 8; configs with fewer stages compress less in space (`spatial_compression`, c below).
+Compression 4 (time) x 8 x 8 for Wan2.1; configs with fewer stages compress less in space, with fewer temporal
+downsamples less in time (`spatial_compression` c and `temporal_compression` below), and a `patch_size` p (diffusers'
+field, from the Wan2.2 VAE) folds p x p pixels into channels before the encoder and unfolds them after the decoder.
 Clips are processed causally in time chunks as one `jax.lax.scan`: the encoder sees frame 0 alone, then chunks of 4
 frames; the decoder sees one latent frame at a time. Every causal convolution carries the last frames of its input
 from the previous chunk in a cache, a pytree that mirrors the module tree, so compile time and peak memory do not
@@ -37,7 +39,7 @@ WAN21_LATENTS_STD = (
     2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )
-ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 = the temporal compression
+ENCODER_CHUNK_FRAMES = 4  # frames per encoder chunk after frame 0 (Wan2.1's temporal compression)
 VIDEO = ("act_batch", None, "act_rows", None, None)  # logical axes of (B, T, H, W, C) activations
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +47,11 @@ class WanVAEConfig(DiffusersConfig):
   """Wan2.1 VAE hyper-parameters; field names follow diffusers' `AutoencoderKLWan` config."""
 
   DIFFUSERS_CLASS: ClassVar[str] = "AutoencoderKLWan"
-  # Fields of the Wan2.2 VAE, or restating the compression (scale_factor_spatial follows dim_mult, see below).
-  DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"is_residual": False, "patch_size": None, "scale_factor_temporal": 4}
-  FIXED_REASON: ClassVar[str] = "only the Wan2.1 VAE is supported"
+  # Wan2.2's residual blocks are not modelled; the compression fields restate what the structure gives (`COMPRESSION`).
+  DIFFUSERS_FIXED: ClassVar[dict[str, Any]] = {"is_residual": False}
+  FIXED_REASON: ClassVar[str] = "the Wan2.1 VAE's blocks (with Wan2.2's patch_size) are supported"
+  COMPRESSION: ClassVar[dict[str, str]] = {"scale_factor_spatial": "spatial_compression",
+                                           "scale_factor_temporal": "temporal_compression"}
   OWN_FIELDS: ClassVar[tuple[str, ...]] = ("dtype", "param_dtype", "remat")
 
   base_dim: int = 96
@@ -60,8 +64,9 @@ class WanVAEConfig(DiffusersConfig):
   dropout: float = 0.0
   latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
   latents_std: tuple[float, ...] = WAN21_LATENTS_STD
-  in_channels: int = 3
+  in_channels: int = 3  # of the encoder's first convolution: 3 p^2 with a patch_size p, as in diffusers
   out_channels: int = 3
+  patch_size: int | None = None
   # Ours, not diffusers': compute and parameter dtypes (norms always run in float32), remat per time chunk.
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -74,11 +79,14 @@ class WanVAEConfig(DiffusersConfig):
       raise ValueError(
           f"WanVAEConfig: temperal_downsample needs len(dim_mult) - 1 = {len(self.dim_mult) - 1} entries, "
           f"got {len(self.temperal_downsample)}")
-    if sum(self.temperal_downsample) != 2:
+    if ENCODER_CHUNK_FRAMES % self.temporal_compression:
       raise ValueError(
-          "WanVAEConfig: the Wan2.1 VAE compresses 4x in time; it needs exactly two True in temperal_downsample "
-          f"(and so at least 3 dim_mult entries), got dim_mult={self.dim_mult}, "
-          f"temperal_downsample={self.temperal_downsample}")
+          f"WanVAEConfig: the encoder's chunks of {ENCODER_CHUNK_FRAMES} frames allow 1x, 2x or 4x in time, at most "
+          f"two True in temperal_downsample, got temperal_downsample={self.temperal_downsample}")
+    patch = self.patch_size or 1
+    if patch < 1 or self.in_channels % patch**2 or self.out_channels % patch**2:
+      raise ValueError(f"WanVAEConfig: patch_size={self.patch_size} needs in_channels and out_channels multiples of "
+                       f"patch_size^2 (3 p^2 for video), got {self.in_channels} and {self.out_channels}")
     if self.attn_scales:
       raise ValueError(f"WanVAEConfig: attn_scales must be empty as in Wan2.1, got {self.attn_scales}")
     if self.dropout != 0.0:
@@ -92,21 +100,32 @@ class WanVAEConfig(DiffusersConfig):
 
   @property
   def spatial_compression(self) -> int:
-    """Every stage but the last halves H and W: 8 for Wan2.1's four stages."""
-    return 2 ** (len(self.dim_mult) - 1)
+    """The patch size times 2 per stage but the last (each halves H and W): 8 for Wan2.1's four stages."""
+    return (self.patch_size or 1) * 2 ** (len(self.dim_mult) - 1)
+
+  @property
+  def temporal_compression(self) -> int:
+    """2 per temporal downsample: 4 for Wan2.1."""
+    return 2 ** sum(self.temperal_downsample)
+
+  @property
+  def video_channels(self) -> int:
+    """Channels of the clips encoded and decoded (in_channels without the patch's folding)."""
+    return self.in_channels // (self.patch_size or 1) ** 2
 
   @classmethod
   def from_diffusers(cls, config: dict[str, Any], **overrides) -> "WanVAEConfig":
     config = dict(config)
-    spatial = config.pop("scale_factor_spatial", None)
+    given = {name: config.pop(name) for name in cls.COMPRESSION if config.get(name) is not None}
     result = super().from_diffusers(config, **overrides)
-    if spatial is not None and spatial != result.spatial_compression:
-      raise ValueError(f"diffusers AutoencoderKLWan config: scale_factor_spatial={spatial}, but its "
-                       f"{len(result.dim_mult)} dim_mult entries compress {result.spatial_compression}x")
+    for name, value in given.items():
+      if value != getattr(result, cls.COMPRESSION[name]):
+        raise ValueError(f"diffusers AutoencoderKLWan config: {name}={value}, but its patch_size, dim_mult and "
+                         f"temperal_downsample compress {getattr(result, cls.COMPRESSION[name])}x")
     return result
 
   def to_diffusers(self) -> dict[str, Any]:
-    return {**super().to_diffusers(), "scale_factor_spatial": self.spatial_compression}
+    return {**super().to_diffusers(), **{name: getattr(self, field) for name, field in self.COMPRESSION.items()}}
 
 
 def wan21_vae_config(**overrides) -> WanVAEConfig:
@@ -247,7 +266,8 @@ class MidBlock(nnx.Module):
 
 
 class Encoder(nnx.Module):
-  """(B, t, H, W, 3) -> (B, t', H/c, W/c, 2 z_dim) moments for one time chunk (c = spatial_compression)."""
+  """(B, t, H/p, W/p, in_channels) -> (B, t', H/c, W/c, 2 z_dim) moments for one time chunk (c = spatial_compression,
+  p = patch_size: the clip's pixels already folded into channels)."""
 
   def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
     kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
@@ -302,7 +322,8 @@ class UpBlock(nnx.Module):
 
 
 class Decoder(nnx.Module):
-  """(B, t', h, w, z_dim) -> (B, t, c h, c w, 3) for one time chunk (one latent frame -> 1 frame first, 4 after)."""
+  """(B, t', h, w, z_dim) -> (B, t, c h / p, c w / p, out_channels) for one time chunk (one latent frame -> 1 frame
+  first, temporal_compression after; p = patch_size, unfolded after the decoder)."""
 
   def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs):
     kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
@@ -334,6 +355,21 @@ class Decoder(nnx.Module):
       up.append(block_cache)
     x, conv_out = causal_conv(plan, self.conv_out, jax.nn.silu(self.norm_out(x)), cache["conv_out"])
     return x, {"conv_in": conv_in, "mid_block": mid, "up_blocks": up, "conv_out": conv_out}
+
+
+def zero_residual_branches(vae: "WanVAE") -> None:
+  """Zeroes the last layer of every residual branch (each residual block's second convolution, each attention's
+  projection), in place: a VAE trained from scratch then starts as its convolutions in and out, near a linear map,
+  which learns to reconstruct far faster than a deep random stack (docs/TRAINING.md)."""
+  for _, module in nnx.iter_graph(vae):
+    if isinstance(module, ResidualBlock):
+      last = module.conv2
+    elif isinstance(module, AttentionBlock):
+      last = module.proj
+    else:
+      continue
+    last.kernel[...] = jnp.zeros_like(last.kernel[...])
+    last.bias[...] = jnp.zeros_like(last.bias[...])
 
 
 def _scan_time_chunks(plan: plan_lib.ExecutionPlan, module: nnx.Module, first: jax.Array, rest: jax.Array | None,
@@ -394,6 +430,25 @@ def _split_chunks(x: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array | None
   return x[:, :1], jnp.moveaxis(rest, 1, 0)
 
 
+def patchify(x: jax.Array, patch: int | None) -> jax.Array:
+  """(B, T, H, W, C) -> (B, T, H/p, W/p, C p^2), each pixel's channel c at offset (i, j) of its patch in channel
+  (c p + j) p + i, diffusers' order."""
+  if not patch or patch == 1:
+    return x
+  b, t, h, w, c = x.shape
+  x = x.reshape(b, t, h // patch, patch, w // patch, patch, c)
+  return x.transpose(0, 1, 2, 4, 6, 5, 3).reshape(b, t, h // patch, w // patch, c * patch * patch)
+
+
+def unpatchify(x: jax.Array, patch: int | None) -> jax.Array:
+  """The inverse of `patchify`."""
+  if not patch or patch == 1:
+    return x
+  b, t, h, w, channels = x.shape
+  x = x.reshape(b, t, h, w, channels // patch**2, patch, patch)
+  return x.transpose(0, 1, 2, 6, 3, 5, 4).reshape(b, t, h * patch, w * patch, channels // patch**2)
+
+
 def _output_dtype(config: WanVAEConfig):
   """Latents and decoded frames are float32, or float64 for a float64 model."""
   return jnp.promote_types(config.dtype, jnp.float32)
@@ -407,7 +462,7 @@ def _encode(graphdef: nnx.GraphDef, plan: plan_lib.ExecutionPlan, state: nnx.Sta
   vae = nnx.merge(graphdef, state)
   config, dtype = vae.config, _output_dtype(vae.config)
   vae_plan = plan.for_vae(x.shape[2] // config.spatial_compression)
-  first, rest = _split_chunks(x, ENCODER_CHUNK_FRAMES)
+  first, rest = _split_chunks(patchify(x, config.patch_size), ENCODER_CHUNK_FRAMES)
   encoder_graph, encoder_state = nnx.split(vae.encoder)
   encode_chunks = lambda state, first, rest: _scan_time_chunks(  # noqa: E731
       vae_plan, nnx.merge(encoder_graph, state), first, rest, config.remat)
@@ -428,7 +483,7 @@ def _decode(graphdef: nnx.GraphDef, plan: plan_lib.ExecutionPlan, state: nnx.Sta
   z = z.astype(dtype) * jnp.asarray(config.latents_std, dtype) + jnp.asarray(config.latents_mean, dtype)
   first, rest = _split_chunks(vae.post_quant_conv(plan, z), 1)
   x = _scan_time_chunks(plan.for_vae(z.shape[2]), vae.decoder, first, rest, config.remat)
-  return jnp.clip(x.astype(dtype), -1.0, 1.0)
+  return jnp.clip(unpatchify(x, config.patch_size).astype(dtype), -1.0, 1.0)
 
 
 def _check_video(x, name: str, channels: int, frames_rule: str, spatial_multiple: int):
@@ -467,13 +522,14 @@ class WanVAE(nnx.Module):
 
   def encode(self, plan: plan_lib.ExecutionPlan, x: jax.Array) -> jax.Array:
     """(B, T, H, W, 3) in [-1, 1], T = 4k+1, H and W multiples of c = spatial_compression (8 for Wan2.1) ->
-    normalized latent mean (B, 1 + (T-1)/4, H/c, W/c, z_dim), float32 (float64 for a float64 model)."""
-    _check_video(x, "WanVAE.encode", self.config.in_channels, "4k+1", self.config.spatial_compression)
+    normalized latent mean (B, 1 + (T-1)/s, H/c, W/c, z_dim) for s = temporal_compression (4 for Wan2.1), float32
+    (float64 for a float64 model)."""
+    _check_video(x, "WanVAE.encode", self.config.video_channels, "4k+1", self.config.spatial_compression)
     graphdef, state = nnx.split(self)
     return _encode(graphdef, plan, state, x)
 
   def decode(self, plan: plan_lib.ExecutionPlan, z: jax.Array) -> jax.Array:
-    """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + 4(T'-1), c h, c w, 3) clamped to [-1, 1], float32
+    """Normalized latents (B, T', h, w, z_dim) -> video (B, 1 + s (T'-1), c h, c w, 3) clamped to [-1, 1], float32
     (float64 for a float64 model)."""
     _check_video(z, "WanVAE.decode", self.config.z_dim, "any", 1)
     graphdef, state = nnx.split(self)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 IMPLEMENTATIONS = ("auto", "xla", "blockwise", "cudnn", "splash", "splash_interpret")
 KERNELS = ("cudnn", "splash", "splash_interpret")  # custom calls XLA cannot partition: run on per-device operands
 _BACKEND_OF = {"cudnn": "gpu", "splash": "tpu"}
+SCOPE = "dot_product_attention"  # every attention is traced under this name (ops/flops.py counts its FLOPs by it)
 _MASKED = -1e30  # finite, so fully masked blocks never produce inf - inf
 
 
@@ -49,6 +50,11 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, key_mask:
   if implementation not in IMPLEMENTATIONS[1:]:
     raise ValueError(f"attention implementation {implementation!r}: expected one of {IMPLEMENTATIONS[1:]}, resolved "
                      "for the platform (resolve_implementation)")
+  with jax.named_scope(SCOPE):
+    return _attention(q, k, v, key_mask, implementation, block_size)
+
+
+def _attention(q, k, v, key_mask, implementation, block_size):
   if implementation == "cudnn" and q.dtype in (jnp.bfloat16, jnp.float16):
     lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")

@@ -12,7 +12,7 @@ import jax
 from jax.extend import core
 
 
-def _equation_flops(eqn) -> int:
+def _equation_flops(eqn, count_inner: Callable[[core.Jaxpr], int]) -> int:
   name = eqn.primitive.name
   if name == "dot_general":
     (lhs_contracting, _), _ = eqn.params["dimension_numbers"]
@@ -22,7 +22,7 @@ def _equation_flops(eqn) -> int:
     rhs_shape = eqn.invars[1].aval.shape
     out_features = rhs_shape[eqn.params["dimension_numbers"].rhs_spec[0]]
     return 2 * math.prod(eqn.outvars[0].aval.shape) * (math.prod(rhs_shape) // out_features)
-  counts = [jaxpr_flops(sub) for sub in core.jaxprs_in_params(eqn.params)]
+  counts = [count_inner(sub) for sub in core.jaxprs_in_params(eqn.params)]
   if not counts:
     return 0
   if name == "cond":
@@ -31,7 +31,20 @@ def _equation_flops(eqn) -> int:
 
 
 def jaxpr_flops(jaxpr: core.Jaxpr) -> int:
-  return sum(_equation_flops(eqn) for eqn in jaxpr.eqns)
+  return sum(_equation_flops(eqn, jaxpr_flops) for eqn in jaxpr.eqns)
+
+
+def _scoped_flops(jaxpr: core.Jaxpr, scope: str, inside: bool = False) -> int:
+  """The FLOPs of `jaxpr`'s operations traced under `jax.named_scope(scope)` (their gradients included: JAX keeps
+  the scope in their name stacks)."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    here = inside or scope in str(eqn.source_info.name_stack)
+    if list(core.jaxprs_in_params(eqn.params)):
+      total += _equation_flops(eqn, lambda sub, here=here: _scoped_flops(sub, scope, here))
+    elif here:
+      total += _equation_flops(eqn, jaxpr_flops)
+  return total
 
 
 def count(function: Callable, *args) -> int:
@@ -39,9 +52,20 @@ def count(function: Callable, *args) -> int:
   return jaxpr_flops(jax.make_jaxpr(function)(*args).jaxpr)
 
 
+def in_scope(jaxpr: core.Jaxpr, scope: str) -> int:
+  """The FLOPs of `jaxpr`'s operations traced under `jax.named_scope(scope)`: e.g. the attention a TPU program runs
+  in splash kernels, which the compiler's cost analysis does not count."""
+  return _scoped_flops(jaxpr, scope)
+
+
 def count_by_function(function: Callable, *args) -> dict[str, int]:
   """`count`, split by the outermost jit-compiled functions the program calls (their names; "other" for the rest):
   e.g. the VAE's `_encode` and `_decode` beside the DiT."""
+  return by_function(jax.make_jaxpr(function)(*args).jaxpr)
+
+
+def by_function(jaxpr: core.Jaxpr) -> dict[str, int]:
+  """`count_by_function` of a traced program."""
   parts: dict[str, int] = {}
 
   def walk(jaxpr):
@@ -49,11 +73,11 @@ def count_by_function(function: Callable, *args) -> dict[str, int]:
     for eqn in jaxpr.eqns:
       if eqn.primitive.name in ("pjit", "jit") and not wrapper:
         name = str(eqn.params.get("name", "other"))
-        parts[name] = parts.get(name, 0) + _equation_flops(eqn)
+        parts[name] = parts.get(name, 0) + _equation_flops(eqn, jaxpr_flops)
       elif eqn.primitive.name in ("pjit", "jit", "checkpoint", "remat"):
         walk(next(iter(core.jaxprs_in_params(eqn.params))))
       else:
-        parts["other"] = parts.get("other", 0) + _equation_flops(eqn)
+        parts["other"] = parts.get("other", 0) + _equation_flops(eqn, jaxpr_flops)
 
-  walk(jax.make_jaxpr(function)(*args).jaxpr)
+  walk(jaxpr)
   return parts

@@ -35,6 +35,10 @@ def training_defaults() -> ml_collections.ConfigDict:
       flow="",  # CFCA's SpyNet: BasicSR SpyNet weights (.pth) or a trained DiffST; empty: random (or init.cfca's)
       train_flow=False,  # with init.flow: train the flow network too (default: frozen, as DOVE freezes its RAFT)
       null_context="",  # the empty-prompt embedding (.npy, .safetensors or .pt; tools/empty_prompt_embedding.py)
+      # Parts made here (not loaded) start with their residual branches at zero: the VAE's residual blocks and
+      # attention, the DiT's output projection (CFCA's fusion always does), so an untrained VAE is near a linear map
+      # and an untrained DiffST returns the interpolated, upscaled input through its VAE.
+      zero_residuals=False,
   ))
   config.data = ml_collections.ConfigDict(dict(
       videos="",  # folder of HR training videos

@@ -23,6 +23,8 @@ from diffst_jax.convert import dit as dit_convert
 from diffst_jax.convert import null_context, spynet, torch_io
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.models import diffst
+from diffst_jax.models import dit as dit_lib
+from diffst_jax.models import vae as vae_lib
 from diffst_jax.models.vae import WanVAE
 from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.train import losses
@@ -146,6 +148,8 @@ class DiffSTTask(Task):
     if config.init.null_context:
       model.null_context[...] = jnp.asarray(null_context.load(config.init.null_context, sizes.context_tokens,
                                                                sizes.dit.text_dim))
+    if config.init.zero_residuals and not config.init.dit:
+      dit_lib.zero_output(model.dit)
     return model
 
   def abstract(self, config):
@@ -183,7 +187,11 @@ class AutoencoderTask(Task):
 
   def build(self, config):
     vae = WanVAE(model_config(config).vae, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
-    return load_part(config.init.vae, vae, "vae") if config.init.vae else vae
+    if config.init.vae:
+      return load_part(config.init.vae, vae, "vae")
+    if config.init.zero_residuals:
+      vae_lib.zero_residual_branches(vae)
+    return vae
 
   def abstract(self, config):
     return nnx.eval_shape(lambda: WanVAE(model_config(config).vae, rngs=nnx.Rngs(0)))

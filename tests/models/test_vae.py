@@ -25,7 +25,8 @@ ONE_DEVICE = ExecutionPlan()
 # chunks after the first) run with the slow set, and so does Wan2.1's own VAE at 9 frames (by default it runs 1
 # frame, its widths; the tiny preset's VAE, tiny_original_layout, has its structure at a twelfth of the widths and
 # runs 9 frames).
-PAIRS = ("tiny_original_layout", "tiny_b_diffusers_dir", "three_stages_diffusers_dir", "wan21_state_dict")
+PAIRS = ("tiny_original_layout", "tiny_b_diffusers_dir", "three_stages_diffusers_dir", "patched_2x_time_state_dict",
+         "patched_no_time_diffusers_dir", "wan21_state_dict")
 PAIRS_AND_FRAMES = [pytest.param(pair, frames, marks=pytest.mark.slow) if frames in (5, 13) or (
     pair, frames) == ("wan21_state_dict", 9) else (pair, frames) for pair in PAIRS for frames in (1, 5, 9, 13)]
 TOLERANCE = 1e-4  # max |ours - reference| <= TOLERANCE * max |reference|
@@ -37,6 +38,14 @@ TINY_B = dict(base_dim=12, decoder_base_dim=16, z_dim=4, dim_mult=[1, 2, 2, 3], 
 # Three stages: 4x in space instead of Wan2.1's 8x (diffusers' scale_factor_spatial says so too).
 THREE_STAGES = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[True, True],
                     scale_factor_spatial=4)
+# Wan2.2's patch_size (2x2 pixels folded into 12 channels) with 2x in time, read off the tensors alone; and 4x4
+# patches with no compression in time or by stages (48 channels in, 48 latent channels), from a diffusers folder.
+PATCHED_2X_TIME = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 2], num_res_blocks=1, temperal_downsample=[True, False],
+                       patch_size=2, in_channels=12, out_channels=12)
+PATCHED_NO_TIME = dict(base_dim=8, z_dim=48, dim_mult=[1], num_res_blocks=1, temperal_downsample=[], patch_size=4,
+                       in_channels=48, out_channels=48, latents_mean=np.linspace(-0.5, 0.5, 48).tolist(),
+                       latents_std=np.linspace(0.8, 1.6, 48).tolist(), scale_factor_spatial=4,
+                       scale_factor_temporal=1)
 
 
 def _reference(kwargs: dict, seed: int):
@@ -69,6 +78,8 @@ def vae_pairs(tmp_path_factory, tiny_config):
       "tiny_original_layout": (dict(tiny_config.vae), _via_original_layout),
       "tiny_b_diffusers_dir": (TINY_B, _via_diffusers_dir),
       "three_stages_diffusers_dir": (THREE_STAGES, _via_diffusers_dir),
+      "patched_2x_time_state_dict": (PATCHED_2X_TIME, _via_state_dict),
+      "patched_no_time_diffusers_dir": (PATCHED_NO_TIME, _via_diffusers_dir),
       "wan21_state_dict": ({}, _via_state_dict),
   }
   made = {}
@@ -107,8 +118,8 @@ def test_encode_matches_diffusers(vae_pair, frames):
   latents_mean, latents_std = _stats(reference)
   expected = (mean.transpose(0, 2, 3, 4, 1) - latents_mean) / latents_std
   got = ours.encode(ONE_DEVICE, jnp.asarray(x))
-  c = ours.config.spatial_compression
-  assert got.shape == (1, 1 + (frames - 1) // 4, 16 // c, 24 // c, ours.config.z_dim)
+  c, s = ours.config.spatial_compression, ours.config.temporal_compression
+  assert got.shape == (1, 1 + (frames - 1) // s, 16 // c, 24 // c, ours.config.z_dim)
   error = _relative_error(got, expected)
   print(f"[parity] {name} encode T={frames}: max|ours-ref|/max|ref| = {error:.2e}")
   assert error <= TOLERANCE
@@ -117,7 +128,7 @@ def test_encode_matches_diffusers(vae_pair, frames):
 @pytest.mark.parametrize("vae_pair, frames", PAIRS_AND_FRAMES, indirect=["vae_pair"])
 def test_decode_matches_diffusers(vae_pair, frames):
   reference, ours, name = vae_pair
-  latent_frames = 1 + (frames - 1) // 4
+  latent_frames = 1 + (frames - 1) // ours.config.temporal_compression
   c = ours.config.spatial_compression
   z = np.random.default_rng(100 + frames).standard_normal((1, latent_frames, 16 // c, 24 // c, ours.config.z_dim))
   z = z.astype(np.float32)
@@ -254,3 +265,19 @@ def test_encode_rejects_bad_input(tiny_vae, shape, dtype, bad_value, message):
 def test_decode_rejects_wrong_latent_channels(tiny_vae):
   with pytest.raises(ValueError, match="16 channels"):
     tiny_vae.decode(ONE_DEVICE, jnp.zeros((1, 2, 2, 2, 4)))
+
+
+def test_zero_residual_branches_make_every_residual_block_and_attention_pass_its_input(tiny_config):
+  """`init.zero_residuals` of a VAE trained from scratch (configs/tiny.py:near_identity): what remains at the start
+  is the convolutions in and out."""
+  vae = WanVAE(WanVAEConfig(**dict(tiny_config.vae)), rngs=rbg_rngs(0))
+  vae_lib.zero_residual_branches(vae)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 3, 4, 4, 32)), jnp.float32)
+  blocks = [vae.encoder.mid_block, vae.decoder.mid_block]  # the widest blocks: residual, attention, residual
+  assert all(block.resnets[0].conv_shortcut is None for block in blocks)
+  for block in blocks:
+    y, _ = block(ONE_DEVICE, x, None)
+    np.testing.assert_array_equal(y, x)
+  changed = [module for _, module in nnx.iter_graph(vae) if isinstance(module, vae_lib.ResidualBlock)
+             and module.conv_shortcut is None]
+  assert len(changed) > 4 and all(not np.any(module.conv2.kernel[...]) for module in changed)

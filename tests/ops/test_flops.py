@@ -42,3 +42,25 @@ def test_scan_bodies_count_once_per_iteration_and_calls_by_function():
   named = jax.jit(lambda a, b: a @ b[:, :24])
   assert flops.count_by_function(lambda a, b: named(a, b) @ b, a, b) == {"<lambda>": one,
                                                                             "other": flops.count(lambda a, b: a @ b, a, b)}
+
+
+def test_attention_counts_by_its_scope_in_loops_and_their_gradients():
+  """The attention's FLOPs, apart from the rest of a program: what a TPU runs in splash kernels, which its compiler
+  does not price (aot.utilization)."""
+  from diffst_jax.ops import attention  # pylint: disable=import-outside-toplevel
+
+  q = jax.ShapeDtypeStruct((1, 64, 2, 8), jnp.float32)
+  w = jax.ShapeDtypeStruct((8, 8), jnp.float32)
+
+  def program(q, k, v, w):
+    body = lambda carry, _: (attention.dot_product_attention(carry, k, v) @ w, None)  # noqa: E731
+    return jnp.sum(jax.lax.scan(body, q, None, length=3)[0])
+
+  scores_and_values = 2 * (2 * 64 * 64 * 2 * 8)  # q k^T and p v: 2 FLOPs per multiply-add, 2 heads of 8
+  projection = 2 * 64 * 2 * 8 * 8
+  forward = jax.make_jaxpr(program)(q, q, q, w).jaxpr
+  assert flops.in_scope(forward, attention.SCOPE) == 3 * scores_and_values
+  assert flops.jaxpr_flops(forward) == 3 * (scores_and_values + projection)
+  # the gradient with respect to q, k and v: the forward's two products and four more (dp, dq, dk, dv)
+  gradient = jax.make_jaxpr(jax.grad(program, argnums=(0, 1, 2)))(q, q, q, w).jaxpr
+  assert flops.in_scope(gradient, attention.SCOPE) == 3 * 3 * scores_and_values

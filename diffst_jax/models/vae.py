@@ -372,6 +372,54 @@ def zero_residual_branches(vae: "WanVAE") -> None:
     last.bias[...] = jnp.zeros_like(last.bias[...])
 
 
+IDENTITY_EPSILON = 0.01  # the folded pixels' size after each head's RMS norm: SiLU there is x/2 + x^2/4 + ...
+
+
+def set_identity(vae: "WanVAE") -> None:
+  """Sets the weights, in place, of a VAE that folds pixels into as many latent channels as it has inputs per latent
+  pixel (a patch_size, one stage, no compression in time) so that it reconstructs its input: the latent, after
+  latents_mean and latents_std, is the folded clip.
+
+  Residual branches start at zero (`zero_residual_branches`); what remains is each half's first convolution, RMS norm,
+  SiLU and last convolution. The first copies its inputs into as many channels (current frame, centre tap) beside one
+  constant channel of size sqrt(C) / IDENTITY_EPSILON, so the RMS norm divides every pixel by almost the same number
+  and leaves the copies at about IDENTITY_EPSILON of their size, where SiLU is nearly linear (x/2 + x^2/4); the last
+  convolution scales them back. What is left is at most IDENTITY_EPSILON / 2 of the range [-1, 1] per half: the
+  13 held-out scenes of docs/RESULTS.md, 9 frames of 128x192, come back at 55.6 dB (docs/TRAINING.md)."""
+  config = vae.config
+  z, inputs, outputs = config.z_dim, config.in_channels, config.out_channels
+  if not config.patch_size or len(config.dim_mult) != 1 or config.temporal_compression != 1 or not (
+      z == inputs == outputs):
+    raise ValueError(f"set_identity: needs a VAE whose latent is its folded input (a patch_size, one dim_mult entry, "
+                     f"no temperal_downsample, z_dim = in_channels = out_channels), got {config}")
+  widths = (vae.encoder.conv_in.kernel.shape[-1], vae.decoder.conv_in.kernel.shape[-1])
+  if min(widths) <= z:
+    raise ValueError(f"set_identity: the encoder's and decoder's widths {widths} must exceed z_dim = {z} (a channel "
+                     "for each latent channel and a constant one)")
+  zero_residual_branches(vae)
+
+  def diagonal(conv, values, bias):
+    kernel = jnp.zeros(conv.kernel.shape, conv.kernel.dtype)
+    channels = jnp.arange(len(values))
+    time, rows, cols = conv.kernel.shape[:3]
+    tap = (time - 1, rows // 2, cols // 2)  # a causal convolution's current frame, centre pixel
+    conv.kernel[...] = kernel.at[(*tap, channels, channels)].set(jnp.asarray(values, kernel.dtype))
+    conv.bias[...] = jnp.zeros(conv.bias.shape, conv.bias.dtype).at[:len(bias)].set(jnp.asarray(bias,
+                                                                                               conv.bias.dtype))
+
+  def head(first, last, channels):
+    width = first.kernel.shape[-1]
+    constant = math.sqrt(width) / IDENTITY_EPSILON
+    diagonal(first, [1.0] * channels, [0.0] * channels + [constant])
+    diagonal(last, [2.0 / IDENTITY_EPSILON] * channels, [])
+
+  mean, std = jnp.asarray(config.latents_mean), jnp.asarray(config.latents_std)
+  head(vae.encoder.conv_in, vae.encoder.conv_out, z)
+  diagonal(vae.quant_conv, jnp.concatenate([std, jnp.ones(z)]), jnp.concatenate([mean, jnp.zeros(z)]))
+  diagonal(vae.post_quant_conv, 1.0 / std, -mean / std)
+  head(vae.decoder.conv_in, vae.decoder.conv_out, z)
+
+
 def _scan_time_chunks(plan: plan_lib.ExecutionPlan, module: nnx.Module, first: jax.Array, rest: jax.Array | None,
                       remat: bool) -> jax.Array:
   """Runs a causal `module(plan, x, cache) -> (y, cache)` over chunk `first`, then over `rest` (n, B, t, ...) in a

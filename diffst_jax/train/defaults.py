@@ -28,7 +28,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   config.task = "diffst"  # or "autoencoder": train the VAE alone (stage 0 for a VAE without pretrained weights)
   config.seed = 0
   config.init = ml_collections.ConfigDict(dict(
-      vae="",  # our VAE checkpoint, a diffusers directory or a Wan2.1 .pth; empty: random (autoencoder task only)
+      # our VAE checkpoint, a diffusers directory or a Wan2.1 .pth; "identity": weights that make a VAE whose latent is
+      # its folded input reconstruct it (models/vae.py set_identity); empty: random (autoencoder task only)
+      vae="",
       dit="",  # our DiT checkpoint, a diffusers directory or Wan2.1 safetensors; empty: random
       cfca="",  # a trained DiffST (a run's model/, weights/tiny) to fine-tune from; empty: random
       vrg="",  # likewise

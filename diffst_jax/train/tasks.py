@@ -84,6 +84,7 @@ def model_config(config: ml_collections.ConfigDict) -> diffst.DiffSTConfig:
 # The parts `init` may set, and how a checkpoint of one that is not a whole trained DiffST is read (converted Wan2.1 /
 # diffusers weights); CFCA and VRG come only from a trained DiffST.
 PARTS = ("vae", "dit", "cfca", "vrg")
+IDENTITY_VAE = "identity"  # init.vae: weights that make the VAE reconstruct its input (models/vae.py set_identity)
 _CONVERTED = {"vae": vae_convert.load_vae, "dit": dit_convert.load_dit}
 
 
@@ -137,11 +138,14 @@ class DiffSTTask(Task):
   def build(self, config):
     if not config.init.vae:
       raise ValueError("the diffst task freezes the VAE, so it needs trained VAE weights: set --config.init.vae "
-                       "(a Wan2.1 VAE, or for a new VAE size the model/ of a configs/*_vae.py run)")
+                       "(a Wan2.1 VAE, for a new VAE size the model/ of a configs/*_vae.py run, or 'identity' for a "
+                       "VAE whose latent is its folded input)")
     sizes = model_config(config)
     model = diffst.init(sizes, config.seed)
     for part in PARTS:
-      if config.init[part]:
+      if part == "vae" and config.init.vae == IDENTITY_VAE:
+        vae_lib.set_identity(model.vae)
+      elif config.init[part]:
         setattr(model, part, load_part(config.init[part], getattr(model, part), part))
     if config.init.flow:
       model.cfca.flow = load_flow(config.init.flow, model.cfca.flow)
@@ -187,6 +191,9 @@ class AutoencoderTask(Task):
 
   def build(self, config):
     vae = WanVAE(model_config(config).vae, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
+    if config.init.vae == IDENTITY_VAE:
+      vae_lib.set_identity(vae)
+      return vae
     if config.init.vae:
       return load_part(config.init.vae, vae, "vae")
     if config.init.zero_residuals:

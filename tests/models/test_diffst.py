@@ -130,25 +130,23 @@ def test_two_loads_of_a_checkpoint_share_their_compiled_programs(tmp_path, tiny_
   assert first == second and hash(first) == hash(second)
 
 
-def test_a_new_model_with_zero_residuals_returns_the_interpolated_upscaled_input_through_its_vae():
-  """configs/tiny.py:near_identity starts training with `init.zero_residuals`: its DiT returns zero velocity, so the
-  untrained model is the linear blend in time (CFCA's fusion starts at zero), upscaled bilinearly, through its VAE."""
+def test_the_near_identity_preset_starts_as_the_bilinear_linearly_blended_input():
+  """configs/tiny.py:near_identity starts training from a VAE set to the identity and a DiT at zero velocity
+  (`init.zero_residuals`): the untrained model is the linear blend in time (CFCA's fusion starts at zero), upscaled
+  bilinearly, through a VAE that gives it back."""
   from diffst_jax.models.cfca import linear_blend  # pylint: disable=import-outside-toplevel
   from diffst_jax.ops.resize import resize_bilinear  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.plan import ExecutionPlan  # pylint: disable=import-outside-toplevel
   from diffst_jax.train import tasks  # pylint: disable=import-outside-toplevel
   from tests.conftest import load_config  # pylint: disable=import-outside-toplevel
 
-  config = load_config("tiny", "near_identity")
-  assert config.init.zero_residuals
-  config.init.vae = "a trained VAE"  # the diffst task needs one; here the new VAE made beside the DiT stands for it
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(tasks, "load_part", lambda path, fresh, what: fresh)
-    model = tasks.get("diffst").build(config)
+  model = tasks.get("diffst").build(load_config("tiny", "near_identity"))
   plan = ExecutionPlan()
   frames = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 12, 3)).astype(np.float32)
-  through_vae = model.vae.decode(plan, model.vae.encode(plan, resize_bilinear(linear_blend(jnp.asarray(frames), 2),
-                                                                              32, 48)))
-  np.testing.assert_allclose(diffst.upscale(model, frames, plan), through_vae, atol=1e-5)
+  baseline = resize_bilinear(linear_blend(jnp.asarray(frames), 2), 32, 48)
+  through_vae = model.vae.decode(plan, model.vae.encode(plan, baseline))
+  upscaled = diffst.upscale(model, frames, plan)
+  np.testing.assert_allclose(upscaled, through_vae, atol=1e-5)
+  assert float(jnp.abs(upscaled - baseline).max()) < 0.02  # the VAE's identity: vae.IDENTITY_EPSILON per half
   model.dit = diffst.init(model.config, seed=1).dit  # a DiT as initialized without zero residuals changes it
   assert float(jnp.abs(diffst.upscale(model, frames, plan) - through_vae).max()) > 1e-3

@@ -1,5 +1,6 @@
 """Wan2.1 VAE: parity with diffusers' AutoencoderKLWan (fp32, CPU), causality, gradients and input validation."""
 
+import dataclasses
 import functools
 import re
 
@@ -281,3 +282,28 @@ def test_zero_residual_branches_make_every_residual_block_and_attention_pass_its
   changed = [module for _, module in nnx.iter_graph(vae) if isinstance(module, vae_lib.ResidualBlock)
              and module.conv_shortcut is None]
   assert len(changed) > 4 and all(not np.any(module.conv2.kernel[...]) for module in changed)
+
+
+def test_identity_weights_reconstruct_a_scene_never_seen_and_latents_are_diffusers_folded_pixels():
+  """`set_identity` (init.vae = "identity", configs/tiny.py:near_identity): the latent (after latents_mean and
+  latents_std) is the clip folded as diffusers' own `patchify` folds it (an oracle we did not write), and the decoder
+  gives the clip back: a held-out scene's crop (tests/assets/heldout_dune_9) well over 45 dB."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from diffusers.models.autoencoders import autoencoder_kl_wan  # pylint: disable=import-outside-toplevel
+
+  from tests.conftest import ROOT  # pylint: disable=import-outside-toplevel
+
+  config = WanVAEConfig.from_diffusers(dict(PATCHED_NO_TIME, base_dim=49, num_res_blocks=0), remat=False)
+  vae = WanVAE(config, rngs=rbg_rngs(0))
+  vae_lib.set_identity(vae)
+  frames = sorted((ROOT / "tests" / "assets" / "heldout_dune_9").glob("*.png"))
+  clip = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in frames])[None]
+  x = clip.astype(np.float32) / 127.5 - 1.0
+  folded = autoencoder_kl_wan.patchify(torch.from_numpy(x).permute(0, 4, 1, 2, 3), patch_size=4).numpy()
+  latent = vae.encode(ONE_DEVICE, jnp.asarray(x))
+  assert float(jnp.abs(latent - folded.transpose(0, 2, 3, 4, 1)).max()) < 0.01  # vae.IDENTITY_EPSILON / 2
+  decoded = np.clip(np.round((np.asarray(vae.decode(ONE_DEVICE, latent)) + 1.0) * 127.5), 0, 255)
+  psnr = 10 * np.log10(255.0**2 / np.mean(np.square(decoded - clip)))
+  assert psnr > 45, psnr
+  with pytest.raises(ValueError, match="must exceed z_dim"):
+    vae_lib.set_identity(WanVAE(dataclasses.replace(config, base_dim=48), rngs=rbg_rngs(0)))

@@ -192,6 +192,7 @@ def _upscale_program(config, clip: tuple[int, int, int], bf16: bool, row_devices
 
   from diffst_jax import inference  # pylint: disable=import-outside-toplevel
   from diffst_jax.models import diffst  # pylint: disable=import-outside-toplevel
+  from diffst_jax.models.abstract import abstract  # pylint: disable=import-outside-toplevel
 
   model_config = diffst.DiffSTConfig.from_dict(config.model.to_dict())
   frames, height, width = clip
@@ -201,7 +202,7 @@ def _upscale_program(config, clip: tuple[int, int, int], bf16: bool, row_devices
                      f"divisible by s_x (s_t = {s_t}, s_x = {s_x})")
   lr = ((frames - 1) // s_t + 1, height // s_x, width // s_x)
   padding = diffst.padding_for(model_config, *lr, row_devices)
-  model = inference.in_precision(nnx.eval_shape(lambda: diffst.DiffST(model_config, rngs=nnx.Rngs(0))),
+  model = inference.in_precision(abstract(lambda rngs: diffst.DiffST(model_config, rngs=rngs)),
                                  "bf16" if bf16 else "fp32")
   graphdef, state = nnx.split(model)
   return graphdef, state, (1, *(n + p for n, p in zip(lr, padding)), 3)

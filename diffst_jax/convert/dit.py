@@ -78,7 +78,7 @@ def diffusers_config(config: Mapping) -> Mapping:
 
 def key_table(config: WanDiTConfig, layout: Layout) -> dict[str, mapping.Entry]:
   """{source key: Entry} for every DiT parameter (one entry per layer of the stacked blocks)."""
-  _, state = mapping.abstract_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
+  _, state = mapping.abstract_params(lambda rngs: WanDiT(config, rngs=rngs))
 
   def source_key(name):
     key = tables.apply_rules(tables.DIT_OURS_TO_DIFFUSERS, name)

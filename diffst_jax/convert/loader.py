@@ -44,7 +44,7 @@ class _Unprefixed(Mapping):
 
 
 def abstract_model(spec: ModelSpec, config) -> tuple[nnx.GraphDef, nnx.State]:
-  return mapping.abstract_params(lambda: spec.model_class(config, rngs=nnx.Rngs(0)))
+  return mapping.abstract_params(lambda rngs: spec.model_class(config, rngs=rngs))
 
 
 def _to_device_in_place(tree: dict) -> dict:

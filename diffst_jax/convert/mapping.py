@@ -15,6 +15,7 @@ from flax import nnx
 
 from diffst_jax.convert.tables import LAYOUTS
 from diffst_jax.convert.torch_io import CheckpointError
+from diffst_jax.models.abstract import abstract
 
 Path = tuple[str | int, ...]
 
@@ -51,9 +52,9 @@ def dotted(path: Path) -> str:
   return ".".join(str(k) for k in path)
 
 
-def abstract_params(make_model: Callable[[], nnx.Module]) -> tuple[nnx.GraphDef, nnx.State]:
-  """Graph definition and abstract (shape-only) state of a model, without allocating it."""
-  return nnx.split(nnx.eval_shape(make_model))
+def abstract_params(make_model: Callable[[nnx.Rngs], nnx.Module]) -> tuple[nnx.GraphDef, nnx.State]:
+  """Graph definition and abstract (shape-only) state of `make_model(rngs)`, without allocating it."""
+  return nnx.split(abstract(make_model))
 
 
 def key_table(state: nnx.State, source_key: Callable[[str], str], layout_of: Callable[[str], str],

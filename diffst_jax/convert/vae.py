@@ -73,7 +73,7 @@ def infer_config(state_dict: Mapping[str, np.ndarray], layout: Layout) -> WanVAE
 
 def key_table(config: WanVAEConfig, layout: Layout) -> dict[str, mapping.Entry]:
   """{source key: Entry} for every VAE parameter, in the given torch layout."""
-  _, state = mapping.abstract_params(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
+  _, state = mapping.abstract_params(lambda rngs: WanVAE(config, rngs=rngs))
   to_original = tables.vae_diffusers_to_original(config.num_res_blocks, len(config.dim_mult))
 
   def source_key(name):

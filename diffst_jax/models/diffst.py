@@ -18,6 +18,7 @@ from flax import nnx
 
 from diffst_jax import config_files
 from diffst_jax.io import checkpoint
+from diffst_jax.models.abstract import abstract
 from diffst_jax.models.cfca import CFCA, CFCAConfig
 from diffst_jax.models.dit import WanDiT, WanDiTConfig, one_step_denoise
 from diffst_jax.models.vae import WanVAE, WanVAEConfig
@@ -105,7 +106,7 @@ def init(config: DiffSTConfig, seed: int = 0) -> DiffST:
 def with_config(model: DiffST, config: DiffSTConfig) -> DiffST:
   """The same parameters under another config (scales, dtypes, ablation switches); the parts the new config leaves
   out (a disabled VRG) are dropped."""
-  graphdef, shapes = nnx.split(nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0))))
+  graphdef, shapes = nnx.split(abstract(lambda rngs: DiffST(config, rngs=rngs)))
   return nnx.merge(graphdef, nnx.State({part: value for part, value in nnx.state(model).items() if part in shapes}))
 
 
@@ -203,7 +204,7 @@ def load(directory: str | pathlib.Path, part: str | None = None) -> nnx.Module:
   """A ready DiffST from our checkpoint directory; with `part` ("vae", "dit", ...) only that part, reading only its
   parameters (e.g. a trained DiffST's VAE to initialize another run)."""
   config = DiffSTConfig.from_dict(checkpoint.read_metadata(directory, MODEL_NAME)["config"])
-  model = nnx.eval_shape(lambda: DiffST(config, rngs=nnx.Rngs(0)))
+  model = abstract(lambda rngs: DiffST(config, rngs=rngs))
   graphdef, state = nnx.split(getattr(model, part) if part else model)
   target = nnx.to_pure_dict(state)
   if part:

@@ -23,6 +23,7 @@ from diffst_jax.convert import dit as dit_convert
 from diffst_jax.convert import null_context, spynet, torch_io
 from diffst_jax.convert import vae as vae_convert
 from diffst_jax.models import diffst
+from diffst_jax.models.abstract import abstract
 from diffst_jax.models import dit as dit_lib
 from diffst_jax.models import vae as vae_lib
 from diffst_jax.models.vae import WanVAE
@@ -157,7 +158,7 @@ class DiffSTTask(Task):
     return model
 
   def abstract(self, config):
-    return nnx.eval_shape(lambda: diffst.DiffST(model_config(config), rngs=nnx.Rngs(0)))
+    return abstract(lambda rngs: diffst.DiffST(model_config(config), rngs=rngs))
 
   def trainable(self, train_flow=True):
     frozen = ("vae",) if train_flow else ("vae", "flow")
@@ -201,7 +202,7 @@ class AutoencoderTask(Task):
     return vae
 
   def abstract(self, config):
-    return nnx.eval_shape(lambda: WanVAE(model_config(config).vae, rngs=nnx.Rngs(0)))
+    return abstract(lambda rngs: WanVAE(model_config(config).vae, rngs=rngs))
 
   def trainable(self, train_flow=True):
     return nnx.Param

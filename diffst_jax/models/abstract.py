@@ -6,7 +6,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flax import nnx
-from jax._src.interpreters import partial_eval
+
+try:  # JAX's private module; where it moved, models are made as flax makes them
+  from jax._src.interpreters import partial_eval
+except ImportError:  # pragma: no cover
+  partial_eval = None
 
 Module = TypeVar("Module", bound=nnx.Module)
 

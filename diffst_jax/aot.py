@@ -21,7 +21,7 @@ import pathlib
 import sys
 import time
 
-from diffst_jax import cli
+from diffst_jax import cli, hlo_cycles
 from diffst_jax.parallel import backend
 
 MEMORY_FIELDS = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "generated_code_bytes")
@@ -255,7 +255,18 @@ def cost(compiled) -> dict[str, float]:
   return {"compiler_flops": analysis.get("flops"), "compiler_bytes_accessed": analysis.get("bytes accessed"),
           "compiler_optimal_seconds": seconds, "compiler_unpriced_calls": unpriced,
           "compiler_loops": text.count(" while("),
-          "estimated_seconds": estimate if estimate is not None and estimate > 0 else None}
+          "estimated_seconds": estimate if estimate is not None and estimate > 0 else None,
+          "compiler_cycles_by_operation": hlo_cycles.shares(text, program_parts())}
+
+
+def program_parts() -> tuple[str, ...]:
+  """The names our programs' parts trace under (`hlo_cycles.label`): the VAE's jit-compiled encoder and decoder, the
+  DiT, CFCA, VRG, every attention and the perceptual loss."""
+  from diffst_jax.models import cfca, dit, vrg  # pylint: disable=import-outside-toplevel
+  from diffst_jax.ops import attention  # pylint: disable=import-outside-toplevel
+  from diffst_jax.train import perceptual  # pylint: disable=import-outside-toplevel
+
+  return ("_encode", "_decode", dit.SCOPE, cfca.SCOPE, vrg.SCOPE, attention.SCOPE, perceptual.SCOPE)
 
 
 def utilization(result: dict) -> dict[str, float]:
@@ -354,6 +365,9 @@ def table(result: dict) -> str:
                ("output frames per second per 312 TFLOP/s (compiler estimate)", "frames_per_second_per_312_tflops",
                 "{:.2f}"))
   lines += [f"| {name} | {form.format(result[key])} |" for name, key, form in estimates if result.get(key) is not None]
+  if result.get("compiler_cycles_by_operation"):
+    lines += ["", "| part/operation (the compiler's per-operation cycle estimates) | share |", "|---|---:|"]
+    lines += [f"| {key} | {share:.1%} |" for key, share in result["compiler_cycles_by_operation"].items()]
   return "\n".join(lines)
 
 

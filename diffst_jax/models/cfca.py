@@ -12,6 +12,7 @@ Under a mesh its input and output keep their rows spread like the VAE's (warps g
 """
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import jax
@@ -23,6 +24,8 @@ from diffst_jax.models.layers import Conv
 from diffst_jax.models.vae import VIDEO
 from diffst_jax.ops.warp import warp
 from diffst_jax.parallel import plan as plan_lib
+
+SCOPE = "cfca"  # its operations' name in a compiled program (hlo_cycles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,7 @@ class CFCA(nnx.Module):
     self.flow = SpyNet(**kw)
     self.fusion = Fusion(config.fusion_channels, **kw)
 
+  @functools.partial(jax.named_call, name=SCOPE)
   def __call__(self, plan: plan_lib.ExecutionPlan, frames: jax.Array) -> jax.Array:
     config, s_t = self.config, self.config.time_scale
     frames = plan.constrain(frames.astype(jnp.float32), VIDEO)

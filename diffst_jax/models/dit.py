@@ -12,6 +12,7 @@ embedding and RoPE in float32 (or wider).
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -35,6 +36,7 @@ REMAT_POLICIES = {
 # Logical axes (parallel/rules.py) of the latents (frames over `context`) and of the rows-first token stream.
 LATENTS = ("act_batch", "act_frames", None, None, None)
 TOKENS = ("act_batch", "act_length", "act_embed")
+SCOPE = "dit"  # its operations' name in a compiled program (hlo_cycles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +314,7 @@ class WanDiT(nnx.Module):
     table = jax.random.normal(rngs.params(), (1, 2, config.dim)) / math.sqrt(config.dim)
     self.scale_shift_table = _param(table.astype(config.param_dtype), (None, None, "embed"))
 
+  @functools.partial(jax.named_call, name=SCOPE)
   def __call__(self, plan: plan_lib.ExecutionPlan, x: jax.Array, t: jax.Array, context: jax.Array,
                guidance: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """`guidance`: optional (tokens (B, K, text_dim), gate (K,)) from VRG, embedded like the context and attended

@@ -447,12 +447,12 @@ def _scan_time_chunks(plan: plan_lib.ExecutionPlan, module: nnx.Module, first: j
     y, cache = run_chunk(state, x, cache)
     return cache, y
 
-  scan_chunks = lambda cache, xs: jax.lax.scan(body, cache, xs, unroll=plan.unroll_loops or 1)  # noqa: E731
+  scan_chunks = lambda cache, xs: plan.scan(body, cache, xs)  # noqa: E731
   n = rest.shape[0]
   groups = _checkpoint_groups(n) if remat else 1
   if groups > 1:
     grouped = rest.reshape(groups, n // groups, *rest.shape[1:])
-    _, ys = jax.lax.scan(jax.checkpoint(scan_chunks), cache, grouped, unroll=plan.unroll_loops or 1)
+    _, ys = plan.scan(jax.checkpoint(scan_chunks), cache, grouped)
     ys = ys.reshape(n, *ys.shape[2:])
   else:
     _, ys = scan_chunks(cache, rest)

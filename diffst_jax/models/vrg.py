@@ -7,6 +7,7 @@ to zero: an untrained VRG leaves the pretrained denoiser's output exactly unchan
 """
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import jax
@@ -16,6 +17,8 @@ from flax import nnx
 from diffst_jax.models.layers import Conv
 from diffst_jax.parallel import plan as plan_lib
 from diffst_jax.parallel.attention import attention
+
+SCOPE = "vrg"  # its operations' name in a compiled program (hlo_cycles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,7 @@ class VRG(nnx.Module):
     self.proj = nnx.Linear(c, text_dim, param_dtype=config.param_dtype, rngs=rngs)
     self.gate = nnx.Param(jnp.zeros((config.num_tokens,), config.param_dtype))
 
+  @functools.partial(jax.named_call, name=SCOPE)
   def __call__(self, plan: plan_lib.ExecutionPlan, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
     x = frames.astype(jnp.float32)
     for conv in self.stem:

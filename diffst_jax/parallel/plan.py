@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 
 from diffst_jax.ops import attention as attention_ops
@@ -71,6 +72,17 @@ class ExecutionPlan:
     return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, self.spec(names, x.shape)))
 
   # Algorithms ----------------------------------------------------------------------------------------------------
+
+  def scan(self, body, carry, xs):
+    """`jax.lax.scan(body, carry, xs)`; with `unroll_loops`, the same steps as straight-line code, which stays free of
+    loops when differentiated (the gradient of a scan with `unroll` is a rolled loop again)."""
+    if not self.unroll_loops:
+      return jax.lax.scan(body, carry, xs)
+    ys = []
+    for step in range(jax.tree.leaves(xs)[0].shape[0]):
+      carry, y = body(carry, jax.tree.map(lambda x, step=step: x[step], xs))
+      ys.append(y)
+    return carry, jax.tree.map(lambda *steps: jnp.stack(steps), *ys)
 
   def attention_implementation(self) -> str:
     """What this plan's `attention` ("auto", "xla", "splash", ...) runs as on its platform: "auto" is cuDNN on GPU,

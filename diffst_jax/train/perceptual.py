@@ -1,12 +1,15 @@
 """L_perc (DESIGN §7): a perceptual distance (`diffst_jax.models.perceptual`) between clips, frame by frame, spread
 over every batch and context device."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from diffst_jax.models.perceptual import DistsParams, LpipsParams, dists, load_dists, load_lpips, lpips
 from diffst_jax.parallel import plan as plan_lib
 
+SCOPE = "perceptual"  # its operations' name in a compiled program (hlo_cycles)
 _METRICS = {"lpips": (lpips, LpipsParams), "lpips_alex": (lpips, LpipsParams), "dists": (dists, DistsParams)}
 
 
@@ -18,6 +21,7 @@ def load(kind: str) -> LpipsParams | DistsParams:
   return {"lpips": lambda: load_lpips("vgg"), "lpips_alex": lambda: load_lpips("alex"), "dists": load_dists}[kind]()
 
 
+@functools.partial(jax.named_call, name=SCOPE)
 def perceptual_loss(plan: plan_lib.ExecutionPlan, kind: str, params: LpipsParams | DistsParams, output: jax.Array,
                     target: jax.Array) -> jax.Array:
   """L_perc: the `kind` ("lpips", "lpips_alex" or "dists") distance between clips (B, T, H, W, 3) in [-1, 1],
@@ -43,6 +47,5 @@ def perceptual_loss(plan: plan_lib.ExecutionPlan, kind: str, params: LpipsParams
     return images_plan.constrain(frames.reshape(groups, devices, *clip.shape[2:]), (None, "act_batch"))
 
   score = jax.checkpoint(lambda pair: images_plan.constrain(metric(images_plan, params, *pair), ("act_batch",)))
-  _, scores = jax.lax.scan(lambda _, pair: ((), score(pair)), (), (frame_groups(output), frame_groups(target)),
-                           unroll=plan.unroll_loops or 1)  # lax.map, unrolled when the plan says
+  _, scores = plan.scan(lambda _, pair: ((), score(pair)), (), (frame_groups(output), frame_groups(target)))
   return jnp.mean(scores.reshape(-1)[:count])

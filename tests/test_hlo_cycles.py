@@ -1,0 +1,45 @@
+"""hlo_cycles: libtpu's per-operation cycle estimates read from compiled HLO text and summed by part and operation
+(the lines below are in the form libtpu prints them; aot's tests read a real compiled program)."""
+
+import pytest
+
+from diffst_jax import hlo_cycles
+
+PARTS = ("_encode", "_decode", "dit", "dot_product_attention")
+
+
+def _line(name: str, op_name: str | None, cycles: int | None) -> str:
+  metadata = f', metadata={{op_name="{op_name}" stack_frame_id=7}}' if op_name is not None else ""
+  config = f', backend_config={{"window_config":{{"estimated_cycles":"{cycles}","is_mask":false}}}}' if cycles else ""
+  return f"  %{name} = bf16[4,8]{{1,0:T(8,128)(2,1)}} fusion(%p0), kind=kLoop, calls=%fused.1{metadata}{config}"
+
+
+@pytest.mark.parametrize("op_name, label", [
+    ("jit(forward)/jit(_decode)/conv_general_dilated", "_decode/conv_general_dilated"),
+    ("jit(step)/transpose(jvp(jit(_encode)))/conv_general_dilated", "_encode backward/conv_general_dilated"),
+    ("jit(step)/jvp(dit)/dot_product_attention/shard_map/dot_general", "dot_product_attention/dot_general"),
+    ("jit(forward)/dit/bshd,hd->bsh/dot_general", "dit/dot_general"),
+    ("jit(forward)/add;jit(forward)/broadcast_in_dim", "other/add"),
+    ("jit(forward)/vmap(jit(take_along_axis))/gather", "other/gather"),
+    ("reverse.14", "other/reverse.14"),
+])
+def test_an_operation_is_labelled_by_its_innermost_part_and_its_operation(op_name, label):
+  assert hlo_cycles.label(op_name, PARTS) == label
+
+
+def test_cycles_are_summed_by_label_and_ranked_with_the_rest_together():
+  text = "\n".join([
+      "ENTRY %main (p0: bf16[4,8]) -> bf16[4,8] {",
+      _line("fusion.1", "jit(f)/jit(_decode)/conv_general_dilated", 500),
+      _line("fusion.2", "jit(f)/jit(_decode)/conv_general_dilated", 100),
+      _line("fusion.3", "jit(f)/dit/dot_general", 250),
+      _line("fusion.4", "jit(f)/jit(_encode)/mul", 100),
+      _line("fusion.5", None, 50),
+      _line("copy-start.1", "jit(f)/dit/copy", None),  # no estimate: not counted
+      "}"])
+  assert list(hlo_cycles.operation_cycles(text)) == [
+      ("jit(f)/jit(_decode)/conv_general_dilated", 500), ("jit(f)/jit(_decode)/conv_general_dilated", 100),
+      ("jit(f)/dit/dot_general", 250), ("jit(f)/jit(_encode)/mul", 100), ("", 50)]
+  assert hlo_cycles.shares(text, PARTS, top=2) == pytest.approx(
+      {"_decode/conv_general_dilated": 0.6, "dit/dot_general": 0.25, "rest": 0.15})
+  assert hlo_cycles.shares("ENTRY %main () -> f32[] {\n}", PARTS) == {}

@@ -30,7 +30,15 @@ GIB = 1 << 30
 CHIP_PEAK_FLOPS = {"v4": 275e12, "v5e": 197e12, "v5p": 459e12, "v6e": 918e12}
 CHIP_MEMORY_BANDWIDTH = {"v4": 1228e9, "v5e": 819e9, "v5p": 2765e9, "v6e": 1640e9}  # HBM bytes/s of one chip
 REFERENCE_PEAK_FLOPS = 312e12  # one A100's dense bf16 peak, what other upscalers report their frame rates on
-UNPRICED_CUSTOM_CALL = 'custom_call_target="ConcatBitcast"'  # libtpu's cost analysis prices each at -1 s (`cost`)
+# Custom calls libtpu's cost analysis prices at -1 s each (`cost`): its concatenations by bitcast, and the start and
+# end of each asynchronous call it prepares (on v5p, scatter-adds offloaded to the SparseCores).
+UNPRICED_CUSTOM_CALLS = tuple(f'custom_call_target="{target}"'
+                              for target in ("ConcatBitcast", "PrepareAsyncCallStart", "PrepareAsyncCallDone"))
+# With --unroll-loops, XLA's own loops go too: the windowed einsums, which interleave a matrix product sharded over
+# fsdp with its all-gather or reduce-scatter step by step in a loop. Without them the collective runs whole beside
+# the product (the estimate can only be longer for it).
+NO_LOOP_COMPILER_OPTIONS = {"xla_tpu_enable_windowed_einsum_for_all_gather": False,
+                            "xla_tpu_enable_windowed_einsum_for_reduce_scatter": False}
 
 
 def parse_args(argv):
@@ -51,8 +59,9 @@ def parse_args(argv):
                       "program's peak on a 95 GiB chip says little about what it needs; a program that cannot fit "
                       "fails to compile")
   parser.add_argument("--unroll-loops", action="store_true", help="compile our loops (the DiT's blocks, the VAE's "
-                      "time chunks, the perceptual loss's frames) as straight-line code: libtpu's time estimate counts "
-                      "a loop's body once, so only such a program's estimate is its whole time (a longer compile)")
+                      "time chunks, the perceptual loss's frames) as straight-line code, and XLA's windowed einsums "
+                      "not at all: libtpu's time estimate counts a loop's body once, so only such a program's "
+                      "estimate is its whole time (a longer compile)")
   parser.add_argument("--json", help="write the numbers to this file")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   return parser.parse_args(argv)
@@ -241,15 +250,15 @@ def cost(compiled) -> dict[str, float]:
   """The compiler's cost analysis of a compiled program: its FLOPs and bytes accessed and, from libtpu, its estimate
   of the program's time on the chip (`optimal_seconds`).
 
-  libtpu 0.0.42.1 prices each of its own ConcatBitcast custom calls at -1 s (a tiny VAE decoder's gradient with 50 of
-  them: -49.996 s; docs/BENCHMARKS.md), so the estimate adds them back. It also counts the body of each while loop
+  libtpu 0.0.42.1 prices each of its own ConcatBitcast and PrepareAsyncCall custom calls at -1 s (a tiny VAE
+  decoder's gradient with 50 ConcatBitcasts: -49.996 s; docs/BENCHMARKS.md), so the estimate adds them back. It also counts the body of each while loop
   once, whatever its trip count (the decoder of 2 and of 9 latent frames: the same FLOPs and time), so for a program
   with loops (the scanned DiT blocks, the VAE's time chunks) the estimate falls far short of its time:
   `compiler_loops` says how many there are, and `utilization` derives nothing from such an estimate."""
   analysis = compiled.cost_analysis()
   analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
   text = compiled.as_text()
-  unpriced = text.count(UNPRICED_CUSTOM_CALL)
+  unpriced = sum(text.count(call) for call in UNPRICED_CUSTOM_CALLS)
   seconds = analysis.get("optimal_seconds")
   estimate = None if seconds is None else seconds + unpriced
   return {"compiler_flops": analysis.get("flops"), "compiler_bytes_accessed": analysis.get("bytes accessed"),
@@ -322,11 +331,12 @@ def compile_program(args) -> dict:
     lowered = lower_train(config, mesh, axis_rules, args.stage, clip, args.batch, args.unroll_loops)
   else:
     lowered = lower_upscale(config, mesh, axis_rules, clip, args.precision == "bf16", args.unroll_loops)
-  compiled = lowered.compile()
+  options = NO_LOOP_COMPILER_OPTIONS if args.unroll_loops and target[0].platform == "tpu" else {}
+  compiled = lowered.compile(compiler_options=options)
   result = {"topology": args.topology, "platform": target[0].platform, "chips": len(target), "config": args.config,
             "mesh": mesh_text, "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
             "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit,
-            "unroll_loops": args.unroll_loops, **memory(compiled),
+            "unroll_loops": args.unroll_loops, "compiler_options": options, **memory(compiled),
             "compile_seconds": time.perf_counter() - start, **cost(compiled)}
   result.update(program_flops(config, mesh, axis_rules, args.program, args.stage, clip, args.batch,
                                args.precision == "bf16"))

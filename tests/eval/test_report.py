@@ -20,7 +20,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # What a headless Chromium needs on a machine without network or screen (none of it changes how the page runs).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=3000"]
+         "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=10000"]
 
 
 def _chromium(page: pathlib.Path, profile: pathlib.Path, *args: str) -> str:

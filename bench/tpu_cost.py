@@ -6,10 +6,12 @@ TPU), its JSON kept in --out so that a rerun skips the rows it has (the big trai
   python bench/tpu_cost.py --out runs/tpu_cost --rows upscale_720p_v5e
 
 Every time here is the compiler's estimate (`optimal_seconds` of libtpu's cost analysis, its -1 s per ConcatBitcast
-custom call added back: `aot.cost`), not a measurement, plus the attention at the chips' peak (libtpu prices splash
+and PrepareAsyncCall custom call added back: `aot.cost`), not a measurement, plus the attention at the chips' peak (libtpu prices splash
 kernels at almost nothing: `aot.utilization`); it counts each while loop's body once, so the rows meant for the
 estimate compile our loops unrolled (`--unroll-loops`), and MFU = model FLOPs (counted from the model's jaxpr,
-ops/flops.py) / (chips x chip peak x estimated seconds) is given only for programs without loops.
+ops/flops.py) / (chips x chip peak x estimated seconds) is given only for programs without loops. A second table
+names, for the rows compiled since aot reports them, the operations with the largest shares of libtpu's
+per-operation cycle estimates (hlo_cycles.py).
 """
 
 import argparse
@@ -108,9 +110,18 @@ def main():
         "output frames/s | frames/s per 312 TFLOP/s | compile s |")
   print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   os.environ["ALLOW_MULTIPLE_LIBTPU_LOAD"] = "1"
-  for name in names:
-    if (out / f"{name}.json").exists():
-      print(row(name, with_attention_flops(name, out / f"{name}.json")))
+  compiled = {name: with_attention_flops(name, out / f"{name}.json") for name in names
+              if (out / f"{name}.json").exists()}
+  for name, result in compiled.items():
+    print(row(name, result))
+  print("\n| row | largest shares of libtpu's per-operation cycle estimates (part/operation) |\n|---|---|")
+  for name, result in compiled.items():
+    if result.get("compiler_cycles_by_operation"):
+      print(f"| {name} | {top_operations(result['compiler_cycles_by_operation'])} |")
+
+
+def top_operations(shares: dict[str, float], count: int = 6) -> str:
+  return ", ".join(f"{key} {share:.1%}" for key, share in list(shares.items())[:count] if key != "rest")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ peak = arguments + outputs - aliased (donated) + temporaries.
 """
 
 import argparse
+import collections
 import json
 import math
 import os
 import pathlib
+import re
 import sys
 import time
 
@@ -32,8 +34,9 @@ CHIP_MEMORY_BANDWIDTH = {"v4": 1228e9, "v5e": 819e9, "v5p": 2765e9, "v6e": 1640e
 REFERENCE_PEAK_FLOPS = 312e12  # one A100's dense bf16 peak, what other upscalers report their frame rates on
 # Custom calls libtpu's cost analysis prices at -1 s each (`cost`): its concatenations by bitcast, and the start and
 # end of each asynchronous call it prepares (on v5p, scatter-adds offloaded to the SparseCores).
-UNPRICED_CUSTOM_CALLS = tuple(f'custom_call_target="{target}"'
-                              for target in ("ConcatBitcast", "PrepareAsyncCallStart", "PrepareAsyncCallDone"))
+UNPRICED_CUSTOM_CALLS = ("ConcatBitcast", "PrepareAsyncCallStart", "PrepareAsyncCallDone")
+# `cost` counts every kind of custom call, so that one more kind libtpu leaves unpriced can be found.
+_CUSTOM_CALL_TARGET = re.compile(r'custom_call_target="([^"]+)"')
 # With --unroll-loops, XLA's own loops go too: the windowed einsums, which interleave a matrix product sharded over
 # fsdp with its all-gather or reduce-scatter step by step in a loop. Without them the collective runs whole beside
 # the product (the estimate can only be longer for it).
@@ -258,13 +261,15 @@ def cost(compiled) -> dict[str, float]:
   analysis = compiled.cost_analysis()
   analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
   text = compiled.as_text()
-  unpriced = sum(text.count(call) for call in UNPRICED_CUSTOM_CALLS)
+  custom_calls = collections.Counter(_CUSTOM_CALL_TARGET.findall(text))
+  unpriced = sum(custom_calls[target] for target in UNPRICED_CUSTOM_CALLS)
   seconds = analysis.get("optimal_seconds")
   estimate = None if seconds is None else seconds + unpriced
   return {"compiler_flops": analysis.get("flops"), "compiler_bytes_accessed": analysis.get("bytes accessed"),
           "compiler_optimal_seconds": seconds, "compiler_unpriced_calls": unpriced,
           "compiler_loops": text.count(" while("),
           "estimated_seconds": estimate if estimate is not None and estimate > 0 else None,
+          "compiler_custom_calls": dict(custom_calls.most_common()),
           "compiler_cycles_by_operation": hlo_cycles.shares(text, program_parts())}
 
 

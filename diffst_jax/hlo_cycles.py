@@ -11,13 +11,15 @@ _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _WRAPPERS = re.compile(r"^(?:[\w-]+\()+|\)+$")  # transpose(jvp(jit(_decode))) -> _decode
 BACKWARD = " backward"  # appended to the part of a gradient's operations
+UNPRICED = 2**63 - 1  # the cycles libtpu writes for an operation it does not price (v5p's SparseCore scatter offloads)
 
 
 def operation_cycles(hlo_text: str) -> Iterator[tuple[str, int]]:
-  """(op_name, estimated cycles) of each operation of a compiled program's HLO text that carries an estimate."""
+  """(op_name, estimated cycles) of each operation of a compiled program's HLO text that carries an estimate (not
+  UNPRICED)."""
   for line in hlo_text.splitlines():
     cycles = _CYCLES.search(line)
-    if cycles:
+    if cycles and int(cycles.group(1)) < UNPRICED:
       name = _OP_NAME.search(line)
       yield (name.group(1) if name else ""), int(cycles.group(1))
 

@@ -228,6 +228,8 @@ def test_the_unrolled_train_step_on_v5p_compiles_without_loops_and_its_estimate_
   asynchronous = compiled.as_text().count('custom_call_target="PrepareAsyncCallStart"')
   assert numbers["compiler_loops"] == 0 and asynchronous >= 1
   assert numbers["compiler_custom_calls"]["PrepareAsyncCallStart"] == asynchronous
+  # the SparseCore's scatter offloads carry libtpu's "unpriced" cycles, which would swamp every share
+  assert "scatter_offload" in compiled.as_text() and max(numbers["compiler_cycles_by_operation"].values()) < 0.9
   assert numbers["compiler_unpriced_calls"] >= 2 * asynchronous and numbers["compiler_optimal_seconds"] < -1
   assert 0 < numbers["estimated_seconds"] < 0.1
   assert numbers["estimated_seconds"] == pytest.approx(numbers["compiler_optimal_seconds"]

@@ -36,6 +36,7 @@ def test_cycles_are_summed_by_label_and_ranked_with_the_rest_together():
       _line("fusion.4", "jit(f)/jit(_encode)/mul", 100),
       _line("fusion.5", None, 50),
       _line("copy-start.1", "jit(f)/dit/copy", None),  # no estimate: not counted
+      _line("scatter_offload_custom_fusion.1", "jit(f)/transpose(jvp(cfca))/scatter-add", 2**63 - 1),  # unpriced
       "}"])
   assert list(hlo_cycles.operation_cycles(text)) == [
       ("jit(f)/jit(_decode)/conv_general_dilated", 500), ("jit(f)/jit(_decode)/conv_general_dilated", 100),

@@ -1,6 +1,7 @@
 """The TPU compiler's time estimate of the real programs (configs/wan21_1_3b.py), and their memory per chip: each row
 is one `python -m diffst_jax.aot` run in its own process, compiled for a TPU slice from this machine (libtpu, no
-TPU), its JSON kept in --out so that a rerun skips the rows it has (the big train steps compile for 15-30 minutes).
+TPU), its JSON kept in --out so that a rerun skips the rows it has (the train steps compile for one to two and a half hours here),
+and the compiled program's text beside it (ROW.hlo.gz, ignored by git: too large to commit).
 
   python bench/tpu_cost.py --out runs/tpu_cost            # every row
   python bench/tpu_cost.py --out runs/tpu_cost --rows upscale_720p_v5e
@@ -47,7 +48,8 @@ GIB = 1 << 30
 def command(name: str, out: pathlib.Path) -> list[str]:
   topology, mesh, program, stage, clip, unrolled = ROWS[name]
   args = ["--topology", topology, "--config", CONFIG, "--mesh", mesh, "--program", program, "--clip", clip,
-          "--json", str(out / f"{name}.json"), *(["--unroll-loops"] if unrolled else [])]
+          "--json", str(out / f"{name}.json"), "--hlo", str(out / f"{name}.hlo.gz"),
+          *(["--unroll-loops"] if unrolled else [])]
   return [sys.executable, "-m", "diffst_jax.aot", *args, *(["--stage", str(stage)] if stage else [])]
 
 

@@ -15,6 +15,7 @@ peak = arguments + outputs - aliased (donated) + temporaries.
 
 import argparse
 import collections
+import gzip
 import json
 import math
 import os
@@ -66,6 +67,9 @@ def parse_args(argv):
                       "not at all: libtpu's time estimate counts a loop's body once, so only such a program's "
                       "estimate is its whole time (a longer compile)")
   parser.add_argument("--json", help="write the numbers to this file")
+  parser.add_argument("--hlo", help="also write the compiled program's text, gzip-compressed, to this file (hundreds "
+                      "of MB for the real programs unrolled: keep it out of git), so that it can be analysed again "
+                      "without a compile")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   return parser.parse_args(argv)
 
@@ -338,6 +342,9 @@ def compile_program(args) -> dict:
     lowered = lower_upscale(config, mesh, axis_rules, clip, args.precision == "bf16", args.unroll_loops)
   options = NO_LOOP_COMPILER_OPTIONS if args.unroll_loops and target[0].platform == "tpu" else {}
   compiled = lowered.compile(compiler_options=options)
+  if args.hlo:
+    with gzip.open(args.hlo, "wt") as file:
+      file.write(compiled.as_text())
   result = {"topology": args.topology, "platform": target[0].platform, "chips": len(target), "config": args.config,
             "mesh": mesh_text, "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
             "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit,

@@ -5,6 +5,7 @@ memory per device, the compiler's cost analysis and the model's FLOPs; bad topol
 
 import dataclasses
 import functools
+import gzip
 import json
 import os
 import subprocess
@@ -71,8 +72,10 @@ def test_the_recipe_upscale_compiles_as_on_a_tpu_vm_with_its_cost(tmp_path):
   # A small clip (its VAE rows still split over context): libtpu compiles it in half 9x128x128's time, and the
   # numbers checked here do not depend on the clip.
   result = _aot("--topology", "v5e:2x2", "--config", RECIPE, "--mesh", "context=4", "--program", "upscale", "--clip",
-                "9x32x32", "--json", tmp_path / "upscale.json", tpu_view=True)
+                "9x32x32", "--json", tmp_path / "upscale.json", "--hlo", tmp_path / "upscale.hlo.gz", tpu_view=True)
   assert result.returncode == 0, result.stderr[-3000:]
+  with gzip.open(tmp_path / "upscale.hlo.gz", "rt") as file:
+    assert "\nENTRY " in file.read()  # the compiled program's text, kept for analyses without a compile
   numbers = json.loads((tmp_path / "upscale.json").read_text())
   assert numbers["platform"] == "tpu" and numbers["chips"] == 4
   assert numbers["estimated_seconds"] > 0 and numbers["compiler_flops"] > 0 and numbers["compiler_bytes_accessed"] > 0

@@ -1,7 +1,7 @@
 """The TPU compiler's time estimate of the real programs (configs/wan21_1_3b.py), and their memory per chip: each row
 is one `python -m diffst_jax.aot` run in its own process, compiled for a TPU slice from this machine (libtpu, no
-TPU), its JSON kept in --out so that a rerun skips the rows it has (the train steps compile for one to two and a half hours here),
-and the compiled program's text beside it (ROW.hlo.gz, ignored by git: too large to commit).
+TPU), its JSON kept in --out so that a rerun skips the rows it has (the train steps compile for one to two and a
+half hours here), and the compiled program's text beside it (ROW.hlo.gz, ignored by git: too large to commit).
 
   python bench/tpu_cost.py --out runs/tpu_cost            # every row
   python bench/tpu_cost.py --out runs/tpu_cost --rows upscale_720p_v5e

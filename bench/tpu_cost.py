@@ -7,8 +7,8 @@ half hours here), and the compiled program's text beside it (ROW.hlo.gz, ignored
   python bench/tpu_cost.py --out runs/tpu_cost --rows upscale_720p_v5e
 
 Every time here is the compiler's estimate (`optimal_seconds` of libtpu's cost analysis, its -1 s per ConcatBitcast
-and PrepareAsyncCall custom call added back: `aot.cost`), not a measurement, plus the attention at the chips' peak (libtpu prices splash
-kernels at almost nothing: `aot.utilization`); it counts each while loop's body once, so the rows meant for the
+and PrepareAsyncCall custom call added back: `aot.cost`), not a measurement, plus the attention at the chips' peak
+(libtpu prices splash kernels at almost nothing: `aot.utilization`); it counts each while loop's body once, so the rows meant for the
 estimate compile our loops unrolled (`--unroll-loops`), and MFU = model FLOPs (counted from the model's jaxpr,
 ops/flops.py) / (chips x chip peak x estimated seconds) is given only for programs without loops. A second table
 names, for the rows compiled since aot reports them, the operations with the largest shares of libtpu's

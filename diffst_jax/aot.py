@@ -253,18 +253,19 @@ def upscale_flops(config, clip: tuple[int, int, int], bf16: bool, row_devices: i
       state, jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr)
 
 
-def cost(compiled) -> dict[str, float]:
+def cost(compiled, text: str | None = None) -> dict[str, float]:
   """The compiler's cost analysis of a compiled program: its FLOPs and bytes accessed and, from libtpu, its estimate
   of the program's time on the chip (`optimal_seconds`).
 
   libtpu 0.0.42.1 prices each of its own ConcatBitcast and PrepareAsyncCall custom calls at -1 s (a tiny VAE
-  decoder's gradient with 50 ConcatBitcasts: -49.996 s; docs/BENCHMARKS.md), so the estimate adds them back. It also counts the body of each while loop
-  once, whatever its trip count (the decoder of 2 and of 9 latent frames: the same FLOPs and time), so for a program
-  with loops (the scanned DiT blocks, the VAE's time chunks) the estimate falls far short of its time:
-  `compiler_loops` says how many there are, and `utilization` derives nothing from such an estimate."""
+  decoder's gradient with 50 ConcatBitcasts: -49.996 s; docs/BENCHMARKS.md), so the estimate adds them back. It
+  also counts the body of each while loop once, whatever its trip count (the decoder of 2 and of 9 latent frames:
+  the same FLOPs and time), so for a program with loops (the scanned DiT blocks, the VAE's time chunks) the estimate
+  falls far short of its time: `compiler_loops` says how many there are, and `utilization` derives nothing from
+  such an estimate. `text`: the program's `as_text()`, where the caller has it already."""
   analysis = compiled.cost_analysis()
   analysis = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis) or {}
-  text = compiled.as_text()
+  text = compiled.as_text() if text is None else text
   custom_calls = collections.Counter(_CUSTOM_CALL_TARGET.findall(text))
   unpriced = sum(custom_calls[target] for target in UNPRICED_CUSTOM_CALLS)
   seconds = analysis.get("optimal_seconds")
@@ -342,14 +343,15 @@ def compile_program(args) -> dict:
     lowered = lower_upscale(config, mesh, axis_rules, clip, args.precision == "bf16", args.unroll_loops)
   options = NO_LOOP_COMPILER_OPTIONS if args.unroll_loops and target[0].platform == "tpu" else {}
   compiled = lowered.compile(compiler_options=options)
+  text = compiled.as_text()  # hundreds of MB for the real programs unrolled: made once
   if args.hlo:
     with gzip.open(args.hlo, "wt") as file:
-      file.write(compiled.as_text())
+      file.write(text)
   result = {"topology": args.topology, "platform": target[0].platform, "chips": len(target), "config": args.config,
             "mesh": mesh_text, "program": args.program, **({"stage": args.stage} if args.program == "train" else {}),
             "clip": list(clip), "precision": args.precision, "hbm_limit_gib": args.hbm_limit,
             "unroll_loops": args.unroll_loops, "compiler_options": options, **memory(compiled),
-            "compile_seconds": time.perf_counter() - start, **cost(compiled)}
+            "compile_seconds": time.perf_counter() - start, **cost(compiled, text)}
   result.update(program_flops(config, mesh, axis_rules, args.program, args.stage, clip, args.batch,
                                args.precision == "bf16"))
   return result | utilization(result)

@@ -12,10 +12,12 @@ and PrepareAsyncCall custom call added back: `aot.cost`), not a measurement, plu
 estimate compile our loops unrolled (`--unroll-loops`), and MFU = model FLOPs (counted from the model's jaxpr,
 ops/flops.py) / (chips x chip peak x estimated seconds) is given only for programs without loops. A second table
 names, for the rows compiled since aot reports them, the operations with the largest shares of libtpu's
-per-operation cycle estimates (hlo_cycles.py).
+per-operation cycle estimates (hlo_cycles.py), by part and operation and by part and source line (the latter read
+again from ROW.hlo.gz for a row compiled before aot reported it).
 """
 
 import argparse
+import gzip
 import json
 import os
 import pathlib
@@ -53,13 +55,20 @@ def command(name: str, out: pathlib.Path) -> list[str]:
   return [sys.executable, "-m", "diffst_jax.aot", *args, *(["--stage", str(stage)] if stage else [])]
 
 
-def with_attention_flops(name: str, path: pathlib.Path) -> dict:
-  """The row's JSON, its attention FLOPs counted and written into it if it was compiled before aot counted them."""
+def completed(name: str, path: pathlib.Path) -> dict:
+  """The row's JSON, with what aot reports now and did not when the row was compiled written into it: its attention
+  FLOPs (counted again from the model) and its cycle shares by source line (read from the program's text beside it,
+  where that was kept)."""
   from diffst_jax import aot, config_files  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel import rules  # pylint: disable=import-outside-toplevel
   from diffst_jax.parallel.mesh import make_mesh  # pylint: disable=import-outside-toplevel
 
   result = json.loads(path.read_text())
+  text_path = path.with_suffix(".hlo.gz")
+  if "compiler_cycles_by_source_line" not in result and text_path.exists():
+    with gzip.open(text_path, "rt") as file:
+      result |= aot.cycle_shares(file.read())
+    path.write_text(json.dumps(result, indent=2) + "\n")
   if "attention_flops" not in result:
     topology, mesh_text, program, stage, clip, _ = ROWS[name]
     config = config_files.load(CONFIG)
@@ -112,17 +121,19 @@ def main():
         "output frames/s | frames/s per 312 TFLOP/s | compile s |")
   print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   os.environ["ALLOW_MULTIPLE_LIBTPU_LOAD"] = "1"
-  compiled = {name: with_attention_flops(name, out / f"{name}.json") for name in names
+  compiled = {name: completed(name, out / f"{name}.json") for name in names
               if (out / f"{name}.json").exists()}
   for name, result in compiled.items():
     print(row(name, result))
-  print("\n| row | largest shares of libtpu's per-operation cycle estimates (part/operation) |\n|---|---|")
+  print("\n| row | largest shares of libtpu's per-operation cycle estimates, by part/operation | by part: source "
+        "line |\n|---|---|---|")
   for name, result in compiled.items():
     if result.get("compiler_cycles_by_operation"):
-      print(f"| {name} | {top_operations(result['compiler_cycles_by_operation'])} |")
+      print(f"| {name} | {largest(result['compiler_cycles_by_operation'])} | "
+            f"{largest(result.get('compiler_cycles_by_source_line', {}))} |")
 
 
-def top_operations(shares: dict[str, float], count: int = 6) -> str:
+def largest(shares: dict[str, float], count: int = 6) -> str:
   return ", ".join(f"{key} {share:.1%}" for key, share in list(shares.items())[:count] if key != "rest")
 
 

@@ -275,7 +275,15 @@ def cost(compiled, text: str | None = None) -> dict[str, float]:
           "compiler_loops": text.count(" while("),
           "estimated_seconds": estimate if estimate is not None and estimate > 0 else None,
           "compiler_custom_calls": dict(custom_calls.most_common()),
-          "compiler_cycles_by_operation": hlo_cycles.shares(text, program_parts())}
+          **cycle_shares(text)}
+
+
+def cycle_shares(text: str) -> dict[str, dict[str, float]]:
+  """libtpu's per-operation cycle estimates of a compiled program (its text), by part and operation and by part and
+  source line (hlo_cycles.py): what dominates its time estimate."""
+  return {"compiler_cycles_by_operation": hlo_cycles.shares(text, program_parts()),
+          "compiler_cycles_by_source_line": hlo_cycles.source_line_shares(text, program_parts(),
+                                                                          __name__.split(".")[0])}
 
 
 def program_parts() -> tuple[str, ...]:
@@ -389,9 +397,11 @@ def table(result: dict) -> str:
                ("output frames per second per 312 TFLOP/s (compiler estimate)", "frames_per_second_per_312_tflops",
                 "{:.2f}"))
   lines += [f"| {name} | {form.format(result[key])} |" for name, key, form in estimates if result.get(key) is not None]
-  if result.get("compiler_cycles_by_operation"):
-    lines += ["", "| part/operation (the compiler's per-operation cycle estimates) | share |", "|---|---:|"]
-    lines += [f"| {key} | {share:.1%} |" for key, share in result["compiler_cycles_by_operation"].items()]
+  for key, heading in (("compiler_cycles_by_operation", "part/operation"),
+                       ("compiler_cycles_by_source_line", "part: source line")):
+    if result.get(key):
+      lines += ["", f"| {heading} (the compiler's per-operation cycle estimates) | share |", "|---|---:|"]
+      lines += [f"| {name} | {share:.1%} |" for name, share in result[key].items()]
   return "\n".join(lines)
 
 

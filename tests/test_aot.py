@@ -97,6 +97,10 @@ def test_the_recipe_upscale_compiles_as_on_a_tpu_vm_with_its_cost(tmp_path):
   assert sum(shares.values()) == pytest.approx(1) and ranked == sorted(ranked, reverse=True)
   assert {"_encode/conv_general_dilated", "_decode/conv_general_dilated"} <= set(shares)
   assert "| _decode/conv_general_dilated |" in result.stdout
+  # and by part and source line: the line of the package each operation was traced at
+  lines = numbers["compiler_cycles_by_source_line"]
+  assert sum(lines.values()) == pytest.approx(1)
+  assert {"_encode: models/layers.py", "_decode: models/layers.py"} <= {key.rsplit(":", 1)[0] for key in lines}
 
 
 @pytest.mark.parametrize("program", PROGRAMS)

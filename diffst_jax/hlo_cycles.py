@@ -13,6 +13,7 @@ _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _STACK_FRAME = re.compile(r"stack_frame_id=(\d+)")
 _LOCATION = re.compile(r"file_name_id=(\d+) function_name_id=(\d+) line=(\d+)")
 _FRAME = re.compile(r"file_location_id=(\d+) parent_frame_id=(\d+)")
+_COMPUTATION = re.compile(r"^(?:%|ENTRY )", re.MULTILINE)
 _STACK_TABLES = ("FileNames", "FunctionNames", "FileLocations", "StackFrames")
 _WRAPPERS = re.compile(r"^(?:[\w-]+\()+|\)+$")  # transpose(jvp(jit(_decode))) -> _decode
 BACKWARD = " backward"  # appended to the part of a gradient's operations
@@ -80,14 +81,13 @@ class _SourceLines:
     self.folder = f"/{package}/"
     self.tables: dict[str, dict[int, str]] = {}
     current = None
-    for line in hlo_text.splitlines():
+    computations = _COMPUTATION.search(hlo_text)  # the tables come before the computations: read only the head
+    for line in hlo_text[:computations.start() if computations else len(hlo_text)].splitlines():
       number, _, rest = line.partition(" ")
       if line in _STACK_TABLES:
         current = self.tables.setdefault(line, {})
       elif current is not None and number.isdigit():
         current[int(number)] = rest
-      elif line.startswith(("%", "ENTRY")):
-        break  # the computations: the tables come before them
 
   def innermost(self, frame: int | None) -> str:
     frames, locations = self.tables.get("StackFrames", {}), self.tables.get("FileLocations", {})

@@ -260,9 +260,10 @@ def test_evaluate_flags_that_cannot_be_are_refused_before_scoring(tmp_path, capf
 
 
 def test_ctrl_c_is_one_line_and_exit_code_130_with_nothing_left_behind(tmp_path):
-  # 288 frames: many chunks of model calls, each 5 frames of 16x16 at --space-scale 1 (the frame folders' program),
-  # so that the run is still upscaling when the signal comes (with 36, a warm compilation cache let it finish first)
-  frames = np.repeat(video.read_video(CLIP)[0][:, :16, :16], 32, axis=0)
+  # 2880 frames: many chunks of model calls, each 5 frames of 16x16 at --space-scale 1 (the frame folders' program),
+  # so that the run is still upscaling when the signal comes (with 36, and twice in the full suite with 288, a warm
+  # compilation cache let it finish first)
+  frames = np.repeat(video.read_video(CLIP)[0][:, :16, :16], 320, axis=0)
   video.write_video(tmp_path / "in", frames, 30)
   before = snapshot(tmp_path)
   run = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--input", str(tmp_path / "in"), "--output",

@@ -74,12 +74,13 @@ COMPILATION_CACHE = CACHE_DIR / "xla"
 
 def enable_compilation_cache() -> None:
   """JAX's persistent compilation cache (JAX_COMPILATION_CACHE_DIR, else ~/.cache/diffst_jax/xla) for every
-  program that takes a second or more to compile: the second start of train.py, infer.py or evaluate.py on the same
-  model and sizes skips XLA."""
+  program, however quick to compile: the second start of train.py, infer.py or evaluate.py on the same model and
+  sizes skips XLA. A model's random initialization compiles one small program per parameter shape (a fifth of a
+  second each, 20 s for the tiny recipe's DiffST), which a threshold of a second would leave out."""
   import jax  # pylint: disable=import-outside-toplevel  # the module itself stays importable before JAX
 
   jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE)))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 MEMORY_SHARE = 0.8  # of a device's memory (or of the host's available RAM) a single program may plan to use

@@ -68,12 +68,33 @@ DOVE = Recipe()
 EARLIER = Recipe(first_order_video=False, codec_rate=25, kernels="earlier", blur_border="symmetric", poisson="earlier",
                  final_sinc_cutoff=None, resize="pil", jpeg="pil")
 RECIPES = {"dove": DOVE, "earlier": EARLIER}
+# Clean input: each frame bicubic-downscaled (PIL's antialiased bicubic, evaluate.py's "bicubic" protocol).
+BICUBIC = "bicubic"
 
 
 def recipe(name: str) -> Recipe:
   if name not in RECIPES:
     raise ValueError(f"data.degradation is {name!r}; expected one of {', '.join(RECIPES)}")
   return RECIPES[name]
+
+
+def mixture(spec: str) -> tuple[str, ...]:
+  """data.degradation: a recipe of RECIPES, "bicubic", or several joined by "+" ("dove+earlier+bicubic"), one drawn
+  per example at equal odds."""
+  names = tuple(spec.split("+"))
+  if any(name not in RECIPES and name != BICUBIC for name in names) or len(set(names)) < len(names):
+    raise ValueError(f"data.degradation is {spec!r}; expected one of {', '.join([*RECIPES, BICUBIC])}, or several "
+                     "of them joined by '+'")
+  return names
+
+
+def degrade_space_by(name: str, clip: np.ndarray, rng: np.random.Generator, scale: int = 4) -> np.ndarray:
+  """`degrade_space` by the recipe `name` of RECIPES, or each frame bicubic-downscaled for BICUBIC."""
+  if name == BICUBIC:
+    t, h, w, _ = clip.shape
+    return np.stack([np.asarray(Image.fromarray(frame).resize((w // scale, h // scale), Image.Resampling.BICUBIC))
+                     for frame in clip])
+  return degrade_space(clip, rng, scale, recipe(name))
 
 
 FIRST = Order(1.0, (0.2, 3.0), (0.2, 0.7, 0.1), (0.15, 1.5), 0.5, (1.0, 30.0), (0.05, 3.0), 0.4, (30, 95))

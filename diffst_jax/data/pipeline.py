@@ -30,7 +30,7 @@ class TrainingPair(grain.transforms.MapWithIndex):
   """A stored clip at stream position `index` -> {"hr": (T, crop, crop, 3), "lr": (T_lr, crop/s_x, crop/s_x, 3)}
   ("hr" alone without `with_lr`); a `degradation_window` larger than the crop is degraded whole (clipped to the
   frame) and the pair cut from it. With `augment`, what is degraded is first flipped and transposed at random
-  (`random_flip`)."""
+  (`random_flip`). With several `recipes` (degrade.mixture) each example draws one."""
 
   crop_size: int
   space_scale: int
@@ -39,7 +39,7 @@ class TrainingPair(grain.transforms.MapWithIndex):
   with_lr: bool = True
   degradation_window: int = 0
   augment: bool = False
-  recipe: degrade.Recipe = degrade.DOVE
+  recipes: tuple[str, ...] = ("dove",)
 
   def map_with_index(self, index: int, element: dict) -> dict[str, np.ndarray]:
     rng = np.random.default_rng((self.seed, index))
@@ -51,12 +51,14 @@ class TrainingPair(grain.transforms.MapWithIndex):
 
     if not self.with_lr:
       return {"hr": crop(self.crop_size, self.crop_size)}
+    # one recipe draws nothing, so its examples stay those of a run from before mixtures existed
+    recipe = self.recipes[rng.integers(len(self.recipes))] if len(self.recipes) > 1 else self.recipes[0]
     if self.degradation_window <= self.crop_size:
       hr = crop(self.crop_size, self.crop_size)
-      lr = degrade.degrade_space(hr, rng, s, self.recipe)
+      lr = degrade.degrade_space_by(recipe, hr, rng, s)
     else:
       window = crop(*(min(self.degradation_window, size) // s * s for size in clip.shape[1:3]))
-      lr_window = degrade.degrade_space(window, rng, s, self.recipe)
+      lr_window = degrade.degrade_space_by(recipe, window, rng, s)
       top, left = (s * rng.integers((size - self.crop_size) // s + 1) for size in window.shape[1:3])
       hr = window[:, top:top + self.crop_size, left:left + self.crop_size]
       lr = lr_window[:, top // s:(top + self.crop_size) // s, left // s:(left + self.crop_size) // s]
@@ -129,7 +131,8 @@ def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: i
   `with_lr=False` skips the degradations and gives "hr" alone (training a VAE needs no LR input);
   `degradation_window` > `crop_size` degrades a window that large around each crop (see the module docstring);
   `augment` flips and transposes each example at random before it is degraded (`random_flip`); `degradation` names
-  the degradation recipe (degrade.RECIPES: "dove", or "earlier", this project's before it followed DOVE).
+  the degradation recipe (degrade.RECIPES: "dove", or "earlier", this project's before it followed DOVE; "bicubic",
+  clean input) or a mixture of them joined by "+" (degrade.mixture).
 
   Reads the clips `builder.prepare` stored in `data_dir` (`split` may be a TFDS slice, e.g. "train[:90%]");
   `num_workers` > 0 prepares batches in that many worker processes (their arrays live in shared memory, freed when
@@ -148,7 +151,7 @@ def make_dataset(data_dir: str | pathlib.Path, *, clip_frames: int, crop_size: i
               .shuffle(seed=seed)
               .repeat()
               .map_with_index(TrainingPair(crop_size, space_scale, time_scale, seed, with_lr, degradation_window,
-                                           augment, degrade.recipe(degradation))))
+                                           augment, degrade.mixture(degradation))))
   if num_workers:
     _mark_flags_parsed()
   return grain.experimental.ElasticIterator(

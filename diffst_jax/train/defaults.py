@@ -50,7 +50,8 @@ def training_defaults() -> ml_collections.ConfigDict:
       degradation_window=0,  # HR pixels the space degradation sees around each crop; 0: the crop (data/pipeline.py)
       augment=False,  # random flips (left-right, top-bottom, in time) and transposes of what is degraded
       # "dove": DOVE's degradations as far as data/degrade.py follows them (docs/TRAINING.md lists what is left);
-      # "earlier": this project's before (first-order video compression off, codec stream at 25 fps)
+      # "earlier": this project's before (first-order video compression off, codec stream at 25 fps); "bicubic":
+      # clean input; several joined by "+" ("dove+earlier+bicubic"): one drawn per example at equal odds
       degradation="dove",
       batch_size=1,
       workers=0,

@@ -10,6 +10,7 @@ import scipy.ndimage
 
 from diffst_jax.data import degrade
 from diffst_jax.io import video
+from diffst_jax.ops import resize
 from tests.conftest import ROOT
 
 
@@ -221,3 +222,16 @@ def test_doves_jpeg_quality_drifts_from_frame_to_frame_within_its_range():
   assert all(30 <= q <= 95 for q in qualities)
   assert max(abs(a - b) for a, b in zip(qualities, qualities[1:])) <= degrade.JPEG_QUALITY_STEP + 1
   assert len(set(qualities)) > 10
+
+
+def test_a_mixture_draws_one_recipe_per_example_and_bicubic_is_the_clean_protocol(clip):
+  assert degrade.mixture("dove") == ("dove",)
+  assert degrade.mixture("dove+earlier+bicubic") == ("dove", "earlier", "bicubic")
+  for spec in ("dove+realbasicvsr", "dove+dove", ""):
+    with pytest.raises(ValueError, match="expected one of dove, earlier, bicubic, or several of them joined by"):
+      degrade.mixture(spec)
+  hr = clip[:3]  # 48x64
+  clean = degrade.degrade_space_by("bicubic", hr, np.random.default_rng(0), 4)
+  np.testing.assert_array_equal(clean, np.stack([resize.resize_bicubic(frame, 12, 16) for frame in hr]))
+  np.testing.assert_array_equal(degrade.degrade_space_by("dove", hr, np.random.default_rng(3), 4),
+                                degrade.degrade_space(hr, np.random.default_rng(3), 4, degrade.DOVE))

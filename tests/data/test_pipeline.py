@@ -217,3 +217,16 @@ def test_carphone_clip_through_the_pipeline(tmp_path):
   (batch,), _ = _take(_dataset(data_dir, clip_frames=9, crop_size=48, batch_size=1), 1)
   assert batch["hr"].shape == (1, 9, 48, 48, 3) and batch["lr"].shape == (1, 5, 12, 12, 3)
   assert float(batch["lr"].std()) > 5
+
+
+def test_a_mixture_of_recipes_gives_each_example_one_of_them(data_dir):
+  """"dove+bicubic": each example's LR is either its HR bicubic-downscaled (the clean protocol) or DOVE-degraded;
+  both occur. A single recipe keeps the examples of a run from before mixtures: "dove" alone is the default."""
+  batches, _ = _take(_dataset(data_dir, crop_size=16, degradation="dove+bicubic"), 6)
+  clean = [np.array_equal(lr, degrade.degrade_space_by("bicubic", hr, None, 4)[::2])
+           for batch in batches for hr, lr in zip(batch["hr"], batch["lr"])]
+  assert 0 < sum(clean) < len(clean), clean
+  single, _ = _take(_dataset(data_dir, crop_size=16, degradation="dove"), 2)
+  default, _ = _take(_dataset(data_dir, crop_size=16), 2)
+  for a, b in zip(single, default):
+    np.testing.assert_array_equal(a["lr"], b["lr"])

@@ -24,12 +24,6 @@ import pytest  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def pytest_collection_modifyitems(items):
-  """Tests marked `long` first, in collection order otherwise: pytest-xdist deals the tests out in this order, so a
-  long test no longer starts last and keeps one worker busy after the others have finished."""
-  items.sort(key=lambda item: item.get_closest_marker("long") is None)
-
-
 def coordinator_address() -> str:
   """localhost and a free port, for the coordinator of a multi-process test run."""
   with socket.socket() as s:

@@ -68,7 +68,6 @@ def test_programs_lower_as_on_a_tpu_vm_on_each_axis(program, topology, mesh_text
   assert "tpu_custom_call" in _lowered_text(program, topology, mesh_text, tpu_view=True)
 
 
-@pytest.mark.long
 def test_the_recipe_upscale_compiles_as_on_a_tpu_vm_with_its_cost(tmp_path):
   # A small clip (its VAE rows still split over context): libtpu compiles it in half 9x128x128's time, and the
   # numbers checked here do not depend on the clip.
@@ -104,7 +103,6 @@ def test_the_recipe_upscale_compiles_as_on_a_tpu_vm_with_its_cost(tmp_path):
   assert {"_encode: models/layers.py", "_decode: models/layers.py"} <= {key.rsplit(":", 1)[0] for key in lines}
 
 
-@pytest.mark.long
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_programs_are_the_targets_whatever_the_host_sees_and_unroll_to_no_loop(program):
   """Lowered on this CPU machine and lowered as a TPU VM sees it, on a mesh that mixes fsdp and context, the program

@@ -83,7 +83,6 @@ def _one_device() -> dict:
   return dict(os.environ, XLA_FLAGS="")
 
 
-@pytest.mark.long
 def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_run_resumes_from_the_one_before(tmp_path):
   videos = tmp_path / "videos"
   videos.mkdir()

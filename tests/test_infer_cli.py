@@ -140,7 +140,6 @@ def test_fps_sets_the_rate_of_png_frames(tmp_path, png_runs, capfd):
       "infer.py: error: --fps 25: for a folder of PNG frames only")
 
 
-@pytest.mark.long
 def test_mesh_spreads_the_clip_with_the_same_output(png_runs):
   """`--mesh data=-1,context=2`: the clip split over two devices (the execution plan made active), PNG frames equal
   to the one-device run's up to one level of 8-bit rounding."""

@@ -42,7 +42,6 @@ def _frames(folder: pathlib.Path) -> np.ndarray:
   return np.stack(list(video.iter_frames(folder)))
 
 
-@pytest.mark.long
 def test_a_folder_of_videos_is_upscaled_video_by_video_and_a_rerun_skips_what_is_complete(tmp_path, capsys):
   videos = _video_set(tmp_path)
   out = tmp_path / "out"

@@ -118,7 +118,6 @@ def test_model_tiles_are_stitched_by_convex_blending(model, clip):
   print(f"[tiles] max difference of neighbouring tiles in their overlap: {np.abs(high - low).max() / 127.5:.3f}")
 
 
-@pytest.mark.long
 def test_batched_tiles_equal_tiles_one_by_one(model, clip):
   """Tiles batched in calls of equal size (the last padded) give the outputs of one call per tile."""
   clip = clip[:5, :, :24]

@@ -8,15 +8,12 @@ import subprocess
 import sys
 import sysconfig
 
-import pytest
-
 from diffst_jax.io import video
 from tests.conftest import ROOT
 
 CLIP = ROOT / "tests" / "assets" / "carphone_distorted_9.mp4"
 
 
-@pytest.mark.long
 def test_an_installed_package_upscales_a_clip_with_its_shipped_weights(tmp_path):
   environment = tmp_path / "env"
   subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(environment)], check=True)

@@ -86,7 +86,6 @@ def _stop_one_then_resume(workdir: pathlib.Path, videos: pathlib.Path, tmp_path:
   return logged
 
 
-@pytest.mark.long
 def test_a_signal_to_one_of_two_processes_stops_both_and_the_run_resumes(tmp_path):
   logged = _stop_one_then_resume(tmp_path / "run", _videos(tmp_path), tmp_path, devices=1, mesh="data=2")
   assert all(np.isfinite(loss) and loss > 0 for _, loss in logged)

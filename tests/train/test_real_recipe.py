@@ -74,7 +74,6 @@ def _run(inputs, workdir, *extra):
   return result
 
 
-@pytest.mark.long
 def test_trains_stops_resumes_exports_and_upscales(inputs, tmp_path):
   _run(inputs, tmp_path / "full")
   expected = _losses(tmp_path / "full")

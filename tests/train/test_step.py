@@ -28,7 +28,6 @@ def _leaves(state: nnx.State) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(state))}
 
 
-@pytest.mark.long
 def test_two_steps_move_only_trainable_parameters(tiny_config):
   config = tiny_config.to_dict()
   config["vae"] = {**config["vae"], "num_res_blocks": 1}  # which parameters move does not depend on the VAE's depth

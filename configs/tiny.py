@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # that run's weights (weights/README.md: --config.init.{dit,cfca,vrg}=weights/tiny-training/dove-5646).
     config.stages.stage1.update(steps=3000, learning_rate=3e-4, warmup_steps=100)
     config.stages.stage2.update(steps=4000, learning_rate=1e-4, warmup_steps=100)
-    config.stages.stage2.loss.update(rec=1.0, perceptual=0.05, consistency=1.0)
+    config.stages.stage2.loss.update(rec=1.0, perceptual=0.005, consistency=1.0)
     config.pixel_range = "unit"
     config.data.degradation = "dove+earlier+bicubic"
     config.perceptual = "lpips_alex"

@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # degradations, this project's earlier ones (evaluate.py's realistic protocol) and clean bicubic downscaling:
     # trained on DOVE's alone for 5646 steps, the model gained 0.38 dB over its starting point on held-out crops
     # degraded by DOVE's recipe and nothing on the earlier recipe's (docs/TRAINING.md). The default model continues
-    # that run's weights (weights/README.md: --config.init.{dit,cfca,vrg}=weights/tiny-training/dove-5646).
+    # that run's weights (docs/TRAINING.md: --config.init.{dit,cfca,vrg}=weights/tiny-training/dove-5646).
     config.stages.stage1.update(steps=3000, learning_rate=3e-4, warmup_steps=100)
     config.stages.stage2.update(steps=4000, learning_rate=1e-4, warmup_steps=100)
     config.stages.stage2.loss.update(rec=1.0, perceptual=0.005, consistency=1.0)

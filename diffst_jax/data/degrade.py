@@ -19,6 +19,8 @@ import scipy.signal
 import scipy.special
 from PIL import Image
 
+from diffst_jax.ops.resize import resize_bicubic
+
 
 @dataclasses.dataclass(frozen=True)
 class Order:
@@ -91,9 +93,7 @@ def mixture(spec: str) -> tuple[str, ...]:
 def degrade_space_by(name: str, clip: np.ndarray, rng: np.random.Generator, scale: int = 4) -> np.ndarray:
   """`degrade_space` by the recipe `name` of RECIPES, or each frame bicubic-downscaled for BICUBIC."""
   if name == BICUBIC:
-    t, h, w, _ = clip.shape
-    return np.stack([np.asarray(Image.fromarray(frame).resize((w // scale, h // scale), Image.Resampling.BICUBIC))
-                     for frame in clip])
+    return np.stack([resize_bicubic(frame, frame.shape[0] // scale, frame.shape[1] // scale) for frame in clip])
   return degrade_space(clip, rng, scale, recipe(name))
 
 
